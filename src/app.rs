@@ -1,0 +1,67 @@
+//! The application's shared state and its construction: one store, one
+//! clock, one verifier, built once and handed to every handler.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+
+use crate::clock::Clock;
+use crate::store::Store;
+use crate::token::Digest;
+use crate::usage::UsageRecorder;
+use crate::verify::Verifier;
+
+/// Limits and behaviour the handlers need, from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_agent_tokens_per_deployment: i64,
+    pub last_used_flush_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_agent_tokens_per_deployment: 50,
+            last_used_flush_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub verifier: Arc<Verifier>,
+    pub usage: Arc<UsageRecorder>,
+    pub settings: Arc<Settings>,
+}
+
+impl AppState {
+    /// `configured_root` is the digest of `AGENTKEY_ROOT_TOKEN`, if set.
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+        configured_root: Option<Digest>,
+    ) -> AppState {
+        let usage = Arc::new(UsageRecorder::default());
+        let verifier = Arc::new(Verifier::new(
+            store.clone(),
+            clock.clone(),
+            usage.clone(),
+            configured_root,
+        ));
+        AppState {
+            store,
+            clock,
+            verifier,
+            usage,
+            settings: Arc::new(settings),
+        }
+    }
+
+    pub fn router(&self) -> Router {
+        crate::http::router(self.clone())
+    }
+}

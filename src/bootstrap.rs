@@ -1,0 +1,96 @@
+//! The root credential of a new installation, and the `migrate` and
+//! `root-token` subcommands.
+//!
+//! With `AGENTKEY_ROOT_TOKEN` set, that string is the root credential and
+//! nothing is stored. Without it, the first start generates one, stores its
+//! digest and prints it once; `agentkey root-token --rotate` replaces it.
+
+use std::sync::Arc;
+
+use crate::clock::rfc3339;
+use crate::model::RootCredential;
+use crate::store::{self, redact_url, Store};
+use crate::token::{new_id, Secret, SecretKind};
+
+/// Generates and stores a root credential if the database has none. Answers
+/// the new secret, to be shown once, or `None` if one existed already (or
+/// another replica stored one first).
+pub async fn ensure_generated_root(
+    store: &dyn Store,
+    now: i64,
+) -> store::Result<Option<Secret>> {
+    if store.root_credential().await?.is_some() {
+        return Ok(None);
+    }
+    let secret = Secret::generate(SecretKind::Root);
+    let credential = RootCredential {
+        id: new_id(),
+        secret_digest: secret.digest(),
+        created_at: now,
+    };
+    let stored = store.insert_root_credential_if_absent(&credential).await?;
+    Ok(stored.then_some(secret))
+}
+
+/// Prints a root secret to stderr, the one time it is shown.
+pub fn announce_root_secret(secret: &Secret, what: &str) {
+    eprintln!(
+        "\n{what}:\n\n    {}\n\nStore it now: it will not be shown again. \
+         `agentkey root-token --rotate` replaces it.\n",
+        secret.expose()
+    );
+}
+
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, String> {
+    store::open(url)
+        .await
+        .map_err(|e| format!("cannot open the database {}: {e}", redact_url(url)))
+}
+
+/// `agentkey migrate`.
+pub async fn migrate(url: &str) -> Result<(), String> {
+    let store = open(url).await?;
+    store.close().await;
+    eprintln!("agentkey: migrations applied to {}", redact_url(url));
+    Ok(())
+}
+
+/// `agentkey root-token [--rotate]`.
+pub async fn root_token_command(url: &str, rotate: bool) -> Result<(), String> {
+    let store = open(url).await?;
+    let result = if rotate {
+        let secret = Secret::generate(SecretKind::Root);
+        let credential = RootCredential {
+            id: new_id(),
+            secret_digest: secret.digest(),
+            created_at: chrono::Utc::now().timestamp(),
+        };
+        store
+            .replace_root_credential(&credential)
+            .await
+            .map_err(|e| e.to_string())?;
+        announce_root_secret(&secret, "New root credential (the previous one no longer works)");
+        Ok(())
+    } else {
+        match store.root_credential().await.map_err(|e| e.to_string())? {
+            Some(root) => {
+                eprintln!(
+                    "A generated root credential exists (id {}, created {}). Its secret cannot be \
+                     shown again; run `agentkey root-token --rotate` to replace it.",
+                    root.id,
+                    rfc3339(root.created_at)
+                );
+                Ok(())
+            }
+            None => {
+                eprintln!(
+                    "No generated root credential is stored; `agentkey serve` creates one on \
+                     first start unless AGENTKEY_ROOT_TOKEN is set."
+                );
+                Ok(())
+            }
+        }
+    };
+    store.close().await;
+    result
+}

@@ -1,0 +1,124 @@
+//! Command-line interface: parses flags and environment (clap) and runs the
+//! chosen subcommand.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, LogFormat, ROOT_TOKEN_ENV};
+
+const ENVIRONMENT_HELP: &str = "\
+Environment:
+  AGENTKEY_LISTEN                           address to listen on (serve)
+  AGENTKEY_DATABASE_URL                     sqlite://PATH (default sqlite://agentkey.db)
+  AGENTKEY_ROOT_TOKEN                       root credential, 32+ printable characters (serve);
+                                            read only from the environment, never from a flag
+  AGENTKEY_MAX_AGENT_TOKENS_PER_DEPLOYMENT  agent tokens per deployment (default 50)
+  AGENTKEY_LAST_USED_FLUSH_SECONDS          how often lastUsedAt is written (default 5)
+  AGENTKEY_LOG_FORMAT                       text or json (default text)
+  AGENTKEY_LOG                              log filter, e.g. info or agentkey=debug (default info)";
+
+#[derive(Debug, Parser)]
+#[command(name = "agentkey", version, about = "Issues and verifies Apache Airflow agent tokens (Astro API v1 compatible)", after_help = ENVIRONMENT_HELP)]
+pub struct Cli {
+    /// Log output format.
+    #[arg(long, env = "AGENTKEY_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (migrating the database first).
+    #[command(after_help = ENVIRONMENT_HELP)]
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Show whether a generated root credential exists, or replace it.
+    RootToken(RootTokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// Database URL: sqlite://PATH (the file is created if missing).
+    #[arg(long, env = "AGENTKEY_DATABASE_URL", default_value = "sqlite://agentkey.db")]
+    pub database_url: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "AGENTKEY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The most agent tokens one deployment may hold.
+    #[arg(long, env = "AGENTKEY_MAX_AGENT_TOKENS_PER_DEPLOYMENT", default_value_t = 50)]
+    pub max_agent_tokens_per_deployment: i64,
+    /// Seconds between writes of lastUsedAt (uses are coalesced in memory).
+    #[arg(long, env = "AGENTKEY_LAST_USED_FLUSH_SECONDS", default_value_t = 5)]
+    pub last_used_flush_seconds: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct RootTokenArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Replace the generated root credential and print the new one once.
+    #[arg(long)]
+    pub rotate: bool,
+}
+
+/// Parses the command line and runs it; the process exit code.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&format!("cannot start the async runtime: {err}")),
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => {
+                let root_token = std::env::var(ROOT_TOKEN_ENV).ok();
+                let config = Config::new(
+                    args.listen,
+                    args.database.database_url,
+                    root_token,
+                    args.max_agent_tokens_per_deployment,
+                    args.last_used_flush_seconds,
+                )
+                .map_err(|e| e.to_string())?;
+                crate::serve::serve(config).await
+            }
+            Command::Migrate(args) => crate::bootstrap::migrate(&args.database_url).await,
+            Command::RootToken(args) => {
+                crate::bootstrap::root_token_command(&args.database.database_url, args.rotate).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fail(&message),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("agentkey: error: {message}");
+    ExitCode::FAILURE
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("AGENTKEY_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

@@ -1,0 +1,126 @@
+//! One typed configuration, built once from flags and environment. Secrets
+//! are held as `SecretString`, which never prints its value.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::app::Settings;
+use crate::token::Digest;
+
+/// The shortest `AGENTKEY_ROOT_TOKEN` accepted.
+pub const MIN_ROOT_TOKEN_CHARS: usize = 32;
+pub const ROOT_TOKEN_ENV: &str = "AGENTKEY_ROOT_TOKEN";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub root_token: Option<SecretString>,
+    pub settings: Settings,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{ROOT_TOKEN_ENV} must be at least {MIN_ROOT_TOKEN_CHARS} characters long; it has {0}")]
+    RootTokenTooShort(usize),
+    #[error("{ROOT_TOKEN_ENV} may contain only printable ASCII characters without spaces")]
+    RootTokenCharacters,
+    #[error("{0} must be at least 1")]
+    NotPositive(&'static str),
+}
+
+impl Config {
+    pub fn new(
+        listen: SocketAddr,
+        database_url: String,
+        root_token: Option<String>,
+        max_agent_tokens_per_deployment: i64,
+        last_used_flush_seconds: u64,
+    ) -> Result<Config, ConfigError> {
+        let root_token = root_token
+            .filter(|t| !t.is_empty())
+            .map(check_root_token)
+            .transpose()?;
+        if max_agent_tokens_per_deployment < 1 {
+            return Err(ConfigError::NotPositive("AGENTKEY_MAX_AGENT_TOKENS_PER_DEPLOYMENT"));
+        }
+        if last_used_flush_seconds < 1 {
+            return Err(ConfigError::NotPositive("AGENTKEY_LAST_USED_FLUSH_SECONDS"));
+        }
+        Ok(Config {
+            listen,
+            database_url,
+            root_token,
+            settings: Settings {
+                max_agent_tokens_per_deployment,
+                last_used_flush_interval: Duration::from_secs(last_used_flush_seconds),
+            },
+        })
+    }
+
+    /// The digest under which the configured root token is recognised.
+    pub fn root_token_digest(&self) -> Option<Digest> {
+        self.root_token
+            .as_ref()
+            .map(|t| Digest::of(t.expose_secret()))
+    }
+}
+
+fn check_root_token(token: String) -> Result<SecretString, ConfigError> {
+    let chars = token.chars().count();
+    if chars < MIN_ROOT_TOKEN_CHARS {
+        return Err(ConfigError::RootTokenTooShort(chars));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::RootTokenCharacters);
+    }
+    Ok(SecretString::from(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(root: Option<&str>) -> Result<Config, ConfigError> {
+        Config::new(
+            "127.0.0.1:0".parse().unwrap(),
+            "sqlite://x.db".into(),
+            root.map(String::from),
+            50,
+            5,
+        )
+    }
+
+    #[test]
+    fn root_token_rules() {
+        assert_eq!(config(Some("short")).unwrap_err(), ConfigError::RootTokenTooShort(5));
+        assert_eq!(
+            config(Some(&format!("{} x", "a".repeat(32)))).unwrap_err(),
+            ConfigError::RootTokenCharacters
+        );
+        let ok = config(Some(&"a".repeat(32))).unwrap();
+        assert!(ok.root_token_digest().is_some());
+        assert!(config(Some("")).unwrap().root_token.is_none(), "empty means unset");
+    }
+
+    #[test]
+    fn debug_never_shows_the_root_token() {
+        let secret = "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t";
+        let cfg = config(Some(secret)).unwrap();
+        assert!(!format!("{cfg:?}").contains(secret));
+    }
+
+    #[test]
+    fn limits_must_be_positive() {
+        let err = Config::new("127.0.0.1:0".parse().unwrap(), "sqlite://x".into(), None, 0, 5);
+        assert!(err.is_err());
+    }
+}

@@ -1,0 +1,184 @@
+//! `/organizations/{org}/deployments/{dep}/agent-tokens`: the four Astro v1
+//! Agent API token endpoints.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::extract::{ListQuery, PathParams, Sortable, ValidJson};
+use super::lookup;
+use super::schema::{ApiToken, ApiTokensPaginated};
+use crate::app::AppState;
+use crate::authz::Action;
+use crate::model::{AgentToken, NewAgentToken, AGENT_ROLE};
+use crate::store::SortColumn;
+use crate::token::id::is_id;
+use crate::token::request::{parse_expiry_days, Description, Faults, Name};
+use crate::token::{new_id, Secret, SecretKind};
+
+const SECONDS_PER_DAY: i64 = 86_400;
+
+/// Astro's `CreateAgentTokenRequest`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateAgentTokenRequest {
+    /// 1 to 255 characters.
+    pub name: Option<String>,
+    /// Up to 1,000 characters.
+    pub description: Option<String>,
+    /// 1 to 3650; absent means the token never expires.
+    pub token_expiry_period_in_days: Option<i64>,
+}
+
+impl Sortable for ApiToken {
+    const SORT_FIELDS: &'static [(&'static str, SortColumn)] = &[
+        ("name", SortColumn::Name),
+        ("description", SortColumn::Description),
+        ("createdAt", SortColumn::CreatedAt),
+        ("updatedAt", SortColumn::UpdatedAt),
+        ("createdById", SortColumn::CreatedById),
+        ("updatedById", SortColumn::UpdatedById),
+        ("tokenStartAt", SortColumn::StartAt),
+    ];
+}
+
+/// List Agent API tokens.
+///
+/// Without `sorts`, tokens come oldest first (`createdAt:asc`), ties broken
+/// by id, so pages are stable.
+#[utoipa::path(get, path = "/organizations/{organizationId}/deployments/{deploymentId}/agent-tokens",
+    tag = "Agent Token", operation_id = "ListAgentTokens",
+    params(("organizationId" = String, Path), ("deploymentId" = String, Path),
+           ("offset" = Option<i64>, Query, description = "Results to skip, >= 0 (default 0)"),
+           ("limit" = Option<i64>, Query, description = "Results per page, 0..=1000 (default 20)"),
+           ("sorts" = Option<Vec<String>>, Query, description = "`name`, `description`, `createdAt`, `updatedAt`, `createdById`, `updatedById`, `tokenStartAt` with `:asc` or `:desc`")),
+    responses((status = 200, description = "A page of agent tokens, without secrets", body = ApiTokensPaginated)))]
+pub async fn list_agent_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((org, dep)): PathParams<(String, String)>,
+    query: ListQuery<ApiToken>,
+) -> Result<Json<ApiTokensPaginated>, ApiError> {
+    caller.require(Action::GetAgentTokens, Some(&org))?;
+    lookup::deployment(&state, &org, &dep).await?;
+    let page = state.store.list_agent_tokens(&org, &dep, &query.page).await?;
+    Ok(Json(ApiTokensPaginated {
+        limit: query.page.limit,
+        offset: query.page.offset,
+        tokens: page.items.iter().map(ApiToken::from).collect(),
+        total_count: page.total,
+    }))
+}
+
+/// Create an Agent API token. The response carries the secret `token`, which
+/// cannot be retrieved again.
+#[utoipa::path(post, path = "/organizations/{organizationId}/deployments/{deploymentId}/agent-tokens",
+    tag = "Agent Token", operation_id = "CreateAgentToken",
+    params(("organizationId" = String, Path), ("deploymentId" = String, Path)),
+    request_body = CreateAgentTokenRequest,
+    responses((status = 200, description = "The new token, with its secret", body = ApiToken)))]
+pub async fn create_agent_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((org, dep)): PathParams<(String, String)>,
+    ValidJson(request): ValidJson<CreateAgentTokenRequest>,
+) -> Result<Json<ApiToken>, ApiError> {
+    caller.require(Action::CreateAgentToken, Some(&org))?;
+    let mut faults = Faults::default();
+    let name = faults.check(Name::parse("name", request.name));
+    let description = faults.check(Description::parse("description", request.description));
+    let expiry = faults.check(parse_expiry_days(
+        "tokenExpiryPeriodInDays",
+        request.token_expiry_period_in_days,
+    ));
+    let (name, description, expiry_days) = faults
+        .finish(|| Some((name?, description?, expiry?)))
+        .map_err(ApiError::invalid)?;
+    lookup::deployment(&state, &org, &dep).await?;
+
+    let secret = Secret::generate(SecretKind::Agent);
+    let now = state.clock.now();
+    let actor = caller.0.subject();
+    let token = AgentToken {
+        id: new_id(),
+        organization_id: org,
+        deployment_id: dep,
+        name: name.into_inner(),
+        description: description.into_inner(),
+        short_token: secret.short_token(),
+        role: AGENT_ROLE.to_string(),
+        expiry_period_in_days: expiry_days,
+        start_at: now,
+        end_at: expiry_days.map(|days| now + days * SECONDS_PER_DAY),
+        created_at: now,
+        updated_at: now,
+        created_by: actor.clone(),
+        updated_by: actor,
+        last_used_at: None,
+        last_rotated_at: None,
+    };
+    let new = NewAgentToken {
+        token,
+        secret_digest: secret.digest(),
+    };
+    state
+        .store
+        .create_agent_token(&new, state.settings.max_agent_tokens_per_deployment)
+        .await?;
+    tracing::info!(token_id = %new.token.id, deployment_id = %new.token.deployment_id, "agent token created");
+    let mut body = ApiToken::from(&new.token);
+    body.token = Some(secret.expose().to_string());
+    Ok(Json(body))
+}
+
+/// Get an Agent API token (never its secret).
+#[utoipa::path(get, path = "/organizations/{organizationId}/deployments/{deploymentId}/agent-tokens/{agentTokenId}",
+    tag = "Agent Token", operation_id = "GetAgentToken",
+    params(("organizationId" = String, Path), ("deploymentId" = String, Path), ("agentTokenId" = String, Path)),
+    responses((status = 200, description = "The token, without its secret", body = ApiToken)))]
+pub async fn get_agent_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((org, dep, id)): PathParams<(String, String, String)>,
+) -> Result<Json<ApiToken>, ApiError> {
+    caller.require(Action::GetAgentTokens, Some(&org))?;
+    lookup::deployment(&state, &org, &dep).await?;
+    if !is_id(&id) {
+        return Err(ApiError::not_found("agent token"));
+    }
+    let token = state
+        .store
+        .get_agent_token(&org, &dep, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("agent token"))?;
+    Ok(Json((&token).into()))
+}
+
+/// Delete an Agent API token. It is refused from the very next verification;
+/// a second delete is a 404.
+#[utoipa::path(delete, path = "/organizations/{organizationId}/deployments/{deploymentId}/agent-tokens/{agentTokenId}",
+    tag = "Agent Token", operation_id = "DeleteAgentToken",
+    params(("organizationId" = String, Path), ("deploymentId" = String, Path), ("agentTokenId" = String, Path)),
+    responses((status = 204, description = "Deleted")))]
+pub async fn delete_agent_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((org, dep, id)): PathParams<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Action::DeleteAgentToken, Some(&org))?;
+    lookup::deployment(&state, &org, &dep).await?;
+    if !is_id(&id) {
+        return Err(ApiError::not_found("agent token"));
+    }
+    state
+        .store
+        .delete_agent_token(&org, &dep, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("agent token"))?;
+    tracing::info!(token_id = %id, deployment_id = %dep, "agent token deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

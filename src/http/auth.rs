@@ -1,0 +1,67 @@
+//! The `Caller` extractor: authenticates the bearer credential of a
+//! management request and checks its permission through `authz`.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+
+use super::error::ApiError;
+use crate::app::AppState;
+use crate::authz::{self, Action};
+use crate::verify::{Principal, VerifyError};
+
+/// The authenticated caller of a management endpoint.
+pub struct Caller(pub Principal);
+
+impl Caller {
+    /// Refuses with a 403 unless the caller may perform `action` in `organization`.
+    pub fn require(&self, action: Action, organization: Option<&str>) -> Result<(), ApiError> {
+        authz::authorize(&self.0, action, organization)
+            .map_err(|denied| ApiError::forbidden(denied.message))
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let presented = bearer_token(&parts.headers).ok_or_else(|| {
+            ApiError::unauthorized("missing credential: send Authorization: Bearer <token>")
+        })?;
+        match state.verifier.authenticate(presented).await {
+            Ok(principal) => Ok(Caller(principal)),
+            Err(VerifyError::Refused(_)) => Err(ApiError::unauthorized(
+                "the bearer credential is invalid, expired or revoked",
+            )),
+            Err(VerifyError::Store(err)) => Err(err.into()),
+        }
+    }
+}
+
+/// The credential of an `Authorization: Bearer <token>` header, if any.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn parses_bearer_headers() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer_token(&headers), None);
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
+        assert_eq!(bearer_token(&headers), Some("abc"));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer  abc "));
+        assert_eq!(bearer_token(&headers), Some("abc"));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer_token(&headers), None);
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert_eq!(bearer_token(&headers), None);
+    }
+}

@@ -1,0 +1,103 @@
+//! `GET /authorize`: forward authentication for the gateway in front of a
+//! deployment (nginx `auth_request`, Traefik ForwardAuth, Caddy
+//! `forward_auth`). 200 with the token's identity, or 401/403.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::bearer_token;
+use super::error::ApiError;
+use crate::app::AppState;
+use crate::clock::rfc3339;
+use crate::verify::VerifyError;
+
+pub const TOKEN_ID_HEADER: &str = "x-agentkey-token-id";
+pub const ORGANIZATION_ID_HEADER: &str = "x-agentkey-organization-id";
+pub const DEPLOYMENT_ID_HEADER: &str = "x-agentkey-deployment-id";
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct AuthorizeQuery {
+    /// When set, a valid token of any other deployment is a 403.
+    pub deployment_id: Option<String>,
+}
+
+/// The identity of a valid agent token.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Authorization {
+    pub active: bool,
+    pub token_id: String,
+    pub organization_id: String,
+    pub deployment_id: String,
+    /// Always `DEPLOYMENT` for an agent token.
+    pub scope: String,
+    /// When the token expires; `null` if it never does.
+    pub expires_at: Option<String>,
+}
+
+/// Verify an agent token (forward auth).
+#[utoipa::path(get, path = "/authorize", tag = "Verification",
+    params(AuthorizeQuery),
+    responses((status = 200, description = "Valid; the ids are also in X-Agentkey-* headers", body = Authorization),
+              (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = super::error::ErrorBody),
+              (status = 403, description = "Valid, but for another deployment than `deploymentId`", body = super::error::ErrorBody)))]
+pub async fn authorize(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: super::extract::QueryParams<AuthorizeQuery>,
+) -> Result<Response, ApiError> {
+    let presented = bearer_token(&headers).ok_or_else(invalid_token)?;
+    let credential = match state.verifier.verify_agent(presented).await {
+        Ok(credential) => credential,
+        Err(VerifyError::Refused(refusal)) => {
+            tracing::debug!(?refusal, "agent token refused");
+            return Err(invalid_token());
+        }
+        Err(VerifyError::Store(err)) => return Err(err.into()),
+    };
+    if let Some(wanted) = &query.0.deployment_id {
+        if *wanted != credential.deployment_id {
+            return Err(ApiError::forbidden(
+                "this agent token belongs to another deployment",
+            ));
+        }
+    }
+    let mut response = Json(Authorization {
+        active: true,
+        token_id: credential.token_id.clone(),
+        organization_id: credential.organization_id.clone(),
+        deployment_id: credential.deployment_id.clone(),
+        scope: "DEPLOYMENT".into(),
+        expires_at: credential.end_at.map(rfc3339),
+    })
+    .into_response();
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (TOKEN_ID_HEADER, &credential.token_id),
+        (ORGANIZATION_ID_HEADER, &credential.organization_id),
+        (DEPLOYMENT_ID_HEADER, &credential.deployment_id),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// RFC 6750's answer to a bad bearer token.
+fn invalid_token() -> ApiError {
+    ApiError {
+        challenge: Some(r#"Bearer error="invalid_token""#),
+        ..ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "the agent token is missing, malformed, unknown, revoked or expired",
+        )
+    }
+}

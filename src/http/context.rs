@@ -1,0 +1,126 @@
+//! The outermost middleware: gives every request an id, logs one line per
+//! request, and renders every error response as the Astro `Error` envelope,
+//! whether it came from a handler, an extractor, the router's fallbacks or a
+//! panic.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, OriginalUri, Request};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::error::ApiError;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The id of the request being served, in the request's extensions.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+pub async fn request_context(mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = incoming_request_id(&request).unwrap_or_else(next_request_id);
+    request
+        .extensions_mut()
+        .insert(RequestId(request_id.clone()));
+    let method = request.method().clone();
+    // The route pattern, not the concrete path: ids stay out of the
+    // aggregation key, and nothing from the query string is logged.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| request.uri().path().to_string());
+
+    let response = next.run(request).await;
+    let mut response = render_error(response, &request_id);
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    tracing::info!(
+        request_id = %request_id,
+        method = %method,
+        route = %route,
+        status = response.status().as_u16(),
+        latency_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+/// Replaces the body of an error response with the envelope. Responses that
+/// carry an [`ApiError`] use its message; any other 4xx/5xx that is not
+/// already JSON (axum's own 405, say) gets the status's canonical reason.
+fn render_error(response: Response, request_id: &str) -> Response {
+    let error = match response.extensions().get::<ApiError>() {
+        Some(error) => error.clone(),
+        None if response.status().is_client_error() || response.status().is_server_error() => {
+            if is_json(&response) {
+                return response;
+            }
+            let status = response.status();
+            ApiError::new(status, status.canonical_reason().unwrap_or("error").to_lowercase())
+        }
+        None => return response,
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let rendered = Json(error.body(request_id)).into_response();
+    let (rendered_parts, body) = rendered.into_parts();
+    parts.headers.extend(rendered_parts.headers);
+    Response::from_parts(parts, body)
+}
+
+fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// A request id set by the gateway in front, if it is short and plain enough
+/// to echo back and log.
+fn incoming_request_id(request: &Request) -> Option<String> {
+    let value = request.headers().get(REQUEST_ID_HEADER)?.to_str().ok()?;
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"-_.:".contains(&b);
+    (!value.is_empty() && value.len() <= 128 && value.bytes().all(plain))
+        .then(|| value.to_string())
+}
+
+/// A process-unique id: a random tag drawn once, then a counter. Cheaper
+/// than drawing randomness for every request on the verification path.
+fn next_request_id() -> String {
+    static TAG: OnceLock<String> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let tag = TAG.get_or_init(|| crate::token::new_id()[10..].to_string());
+    format!("{tag}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The answer for a route that does not exist.
+pub async fn not_found(request: Request<Body>) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no route for {} {}", request.method(), request.uri().path()),
+    )
+}
+
+/// The answer for a route that exists but not with this method.
+pub async fn method_not_allowed(OriginalUri(uri): OriginalUri, method: Method) -> ApiError {
+    // `OriginalUri`, because inside a nested router the path lacks its base.
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// The answer when a handler panicked: a 500, with the details left in the log.
+pub fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::internal().into_response()
+}

@@ -1,0 +1,182 @@
+//! `/organizations/{org}/deployments`: create, list, get and delete
+//! deployments. Deleting a deployment revokes every agent token of it.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::extract::{ListQuery, PathParams, Sortable, ValidJson};
+use super::lookup;
+use crate::app::AppState;
+use crate::authz::Action;
+use crate::clock::rfc3339;
+use crate::model;
+use crate::store::SortColumn;
+use crate::token::id::is_id;
+use crate::token::new_id;
+use crate::token::request::{parse_reference, Description, FieldError, Faults, Name};
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    pub id: String,
+    pub organization_id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub description: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&model::Deployment> for Deployment {
+    fn from(d: &model::Deployment) -> Self {
+        Deployment {
+            id: d.id.clone(),
+            organization_id: d.organization_id.clone(),
+            workspace_id: d.workspace_id.clone(),
+            name: d.name.clone(),
+            description: d.description.clone(),
+            created_at: rfc3339(d.created_at),
+            updated_at: rfc3339(d.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentsPaginated {
+    pub limit: i64,
+    pub offset: i64,
+    pub deployments: Vec<Deployment>,
+    pub total_count: i64,
+}
+
+/// The fields agentkey uses of Astro's `CreateDeploymentRequest`; the many
+/// cluster fields Astro clients also send are accepted and ignored.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateDeploymentRequest {
+    /// 1 to 255 characters.
+    pub name: Option<String>,
+    /// A workspace of the same organization.
+    pub workspace_id: Option<String>,
+    /// Up to 1,000 characters.
+    pub description: Option<String>,
+}
+
+impl Sortable for Deployment {
+    const SORT_FIELDS: &'static [(&'static str, SortColumn)] = &[
+        ("name", SortColumn::Name),
+        ("description", SortColumn::Description),
+        ("createdAt", SortColumn::CreatedAt),
+        ("updatedAt", SortColumn::UpdatedAt),
+    ];
+}
+
+/// Create a deployment.
+#[utoipa::path(post, path = "/organizations/{organizationId}/deployments", tag = "Deployment",
+    params(("organizationId" = String, Path)),
+    request_body = CreateDeploymentRequest,
+    responses((status = 200, description = "The new deployment", body = Deployment)))]
+pub async fn create_deployment(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(org): PathParams<String>,
+    ValidJson(request): ValidJson<CreateDeploymentRequest>,
+) -> Result<Json<Deployment>, ApiError> {
+    caller.require(Action::CreateDeployment, Some(&org))?;
+    let mut faults = Faults::default();
+    let name = faults.check(Name::parse("name", request.name));
+    let workspace_id = faults.check(parse_reference("workspaceId", request.workspace_id));
+    let description = faults.check(Description::parse("description", request.description));
+    let (name, workspace_id, description) = faults
+        .finish(|| Some((name?, workspace_id?, description?)))
+        .map_err(ApiError::invalid)?;
+    lookup::organization(&state, &org).await?;
+    let workspace_exists =
+        is_id(&workspace_id) && state.store.get_workspace(&org, &workspace_id).await?.is_some();
+    if !workspace_exists {
+        return Err(ApiError::invalid(vec![FieldError::new(
+            "workspaceId",
+            "not_found",
+            format!("workspaceId {workspace_id:?} is not a workspace of this organization"),
+        )]));
+    }
+    let now = state.clock.now();
+    let deployment = model::Deployment {
+        id: new_id(),
+        organization_id: org,
+        workspace_id,
+        name: name.into_inner(),
+        description: description.into_inner(),
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.create_deployment(&deployment).await?;
+    Ok(Json((&deployment).into()))
+}
+
+/// List the deployments of an organization.
+#[utoipa::path(get, path = "/organizations/{organizationId}/deployments", tag = "Deployment",
+    params(("organizationId" = String, Path),
+           ("offset" = Option<i64>, Query, description = "Results to skip, >= 0 (default 0)"),
+           ("limit" = Option<i64>, Query, description = "Results per page, 0..=1000 (default 20)"),
+           ("sorts" = Option<Vec<String>>, Query, description = "`name`, `description`, `createdAt`, `updatedAt` with `:asc` or `:desc`")),
+    responses((status = 200, description = "A page of deployments", body = DeploymentsPaginated)))]
+pub async fn list_deployments(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(org): PathParams<String>,
+    query: ListQuery<Deployment>,
+) -> Result<Json<DeploymentsPaginated>, ApiError> {
+    caller.require(Action::ListDeployments, Some(&org))?;
+    lookup::organization(&state, &org).await?;
+    let page = state.store.list_deployments(&org, &query.page).await?;
+    Ok(Json(DeploymentsPaginated {
+        limit: query.page.limit,
+        offset: query.page.offset,
+        deployments: page.items.iter().map(Deployment::from).collect(),
+        total_count: page.total,
+    }))
+}
+
+/// Get a deployment.
+#[utoipa::path(get, path = "/organizations/{organizationId}/deployments/{deploymentId}", tag = "Deployment",
+    params(("organizationId" = String, Path), ("deploymentId" = String, Path)),
+    responses((status = 200, description = "The deployment", body = Deployment)))]
+pub async fn get_deployment(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((org, id)): PathParams<(String, String)>,
+) -> Result<Json<Deployment>, ApiError> {
+    caller.require(Action::GetDeployment, Some(&org))?;
+    let deployment = lookup::deployment(&state, &org, &id).await?;
+    Ok(Json((&deployment).into()))
+}
+
+/// Delete a deployment and revoke every agent token of it.
+#[utoipa::path(delete, path = "/organizations/{organizationId}/deployments/{deploymentId}", tag = "Deployment",
+    params(("organizationId" = String, Path), ("deploymentId" = String, Path)),
+    responses((status = 204, description = "Deleted; its agent tokens no longer verify")))]
+pub async fn delete_deployment(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((org, id)): PathParams<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Action::DeleteDeployment, Some(&org))?;
+    lookup::organization(&state, &org).await?;
+    if !is_id(&id) {
+        return Err(ApiError::not_found("deployment"));
+    }
+    let revoked = state
+        .store
+        .delete_deployment(&org, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("deployment"))?;
+    tracing::info!(deployment_id = %id, revoked_tokens = revoked.len(), "deployment deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

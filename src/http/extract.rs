@@ -1,0 +1,236 @@
+//! Extractors that turn a raw request into validated inputs, answering a
+//! clear 4xx (never a 500) when they cannot: JSON bodies, list queries
+//! (`offset`, `limit`, `sorts`) and ids in paths.
+
+use std::marker::PhantomData;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::store::{PageRequest, Sort, SortColumn};
+use crate::token::request::FieldError;
+
+/// The largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub const DEFAULT_LIMIT: i64 = 20;
+pub const MAX_LIMIT: i64 = 1000;
+
+/// A JSON body deserialized into `T`. A wrong content type is a 415, a body
+/// over [`MAX_BODY_BYTES`] a 413, and malformed JSON or a wrongly typed field
+/// a 400 whose `fieldErrors` names the field.
+pub struct ValidJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        if !has_json_content_type(&request) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "the request body must be JSON, sent with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+                )
+            } else {
+                ApiError::bad_request(format!("could not read the request body: {}", rejection.body_text()))
+            }
+        })?;
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+            let field = err.path().to_string();
+            let inner = err.into_inner();
+            if inner.is_syntax() || inner.is_eof() || field == "." {
+                ApiError::bad_request(format!("the request body is not a valid JSON object: {inner}"))
+            } else {
+                ApiError::invalid(vec![FieldError::new(
+                    &field,
+                    "invalid_type",
+                    format!("{field}: {inner}"),
+                )])
+            }
+        })?;
+        // Trailing garbage after the JSON value is malformed input too.
+        deserializer
+            .end()
+            .map_err(|e| ApiError::bad_request(format!("the request body is not a valid JSON object: {e}")))?;
+        Ok(ValidJson(value))
+    }
+}
+
+fn has_json_content_type(request: &Request) -> bool {
+    let Some(value) = request.headers().get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let mime = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// A resource whose lists can be sorted: the wire field names it accepts in
+/// `sorts` and the column each one orders by.
+pub trait Sortable {
+    const SORT_FIELDS: &'static [(&'static str, SortColumn)];
+}
+
+/// `offset`, `limit` and `sorts` of a list request, checked against the
+/// resource's sort fields. Other query parameters are left to the handler.
+pub struct ListQuery<R> {
+    pub page: PageRequest,
+    _resource: PhantomData<R>,
+}
+
+impl<S: Send + Sync, R: Sortable> FromRequestParts<S> for ListQuery<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(parts.uri.query().unwrap_or(""))
+                .map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))?;
+        parse_list_query::<R>(&pairs).map(|page| ListQuery {
+            page,
+            _resource: PhantomData,
+        })
+    }
+}
+
+fn parse_list_query<R: Sortable>(pairs: &[(String, String)]) -> Result<PageRequest, ApiError> {
+    let mut errors = Vec::new();
+    let mut page = PageRequest {
+        offset: 0,
+        limit: DEFAULT_LIMIT,
+        sorts: Vec::new(),
+    };
+    for (key, value) in pairs {
+        match key.as_str() {
+            "offset" => match value.parse::<i64>() {
+                Ok(n) if n >= 0 => page.offset = n,
+                _ => errors.push(FieldError::new(
+                    "offset",
+                    "invalid",
+                    format!("offset must be an integer >= 0; got {value:?}"),
+                )),
+            },
+            "limit" => match value.parse::<i64>() {
+                Ok(n) if (0..=MAX_LIMIT).contains(&n) => page.limit = n,
+                _ => errors.push(FieldError::new(
+                    "limit",
+                    "invalid",
+                    format!("limit must be an integer from 0 to {MAX_LIMIT}; got {value:?}"),
+                )),
+            },
+            "sorts" => {
+                for item in value.split(',').filter(|s| !s.is_empty()) {
+                    match parse_sort::<R>(item) {
+                        Some(sort) => page.sorts.push(sort),
+                        None => errors.push(FieldError::new(
+                            "sorts",
+                            "invalid",
+                            format!(
+                                "invalid sort {item:?}: use <field>:asc or <field>:desc with field one of {}",
+                                R::SORT_FIELDS.iter().map(|(f, _)| *f).collect::<Vec<_>>().join(", ")
+                            ),
+                        )),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if errors.is_empty() {
+        Ok(page)
+    } else {
+        Err(ApiError::invalid(errors))
+    }
+}
+
+fn parse_sort<R: Sortable>(item: &str) -> Option<Sort> {
+    let (field, direction) = item.split_once(':')?;
+    let descending = match direction {
+        "asc" => false,
+        "desc" => true,
+        _ => return None,
+    };
+    let column = R::SORT_FIELDS
+        .iter()
+        .find(|(name, _)| *name == field)
+        .map(|(_, column)| *column)?;
+    Some(Sort { column, descending })
+}
+
+/// Path parameters, with a malformed path a 400 in the envelope.
+pub struct PathParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(value) = axum::extract::Path::<T>::from_request_parts(parts, state).await?;
+        Ok(PathParams(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Thing;
+    impl Sortable for Thing {
+        const SORT_FIELDS: &'static [(&'static str, SortColumn)] =
+            &[("name", SortColumn::Name), ("createdAt", SortColumn::CreatedAt)];
+    }
+
+    fn parse(q: &str) -> Result<PageRequest, ApiError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q).unwrap();
+        parse_list_query::<Thing>(&pairs)
+    }
+
+    #[test]
+    fn defaults() {
+        let page = parse("").unwrap();
+        assert_eq!((page.offset, page.limit, page.sorts.len()), (0, 20, 0));
+    }
+
+    #[test]
+    fn repeated_and_comma_separated_sorts() {
+        let page = parse("sorts=name%3Aasc&sorts=createdAt%3Adesc").unwrap();
+        assert_eq!(page.sorts.len(), 2);
+        assert!(page.sorts[1].descending);
+        let page = parse("sorts=name:desc,createdAt:asc").unwrap();
+        assert_eq!(page.sorts[0], Sort { column: SortColumn::Name, descending: true });
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        for q in ["limit=1001", "limit=-1", "limit=x", "offset=-1", "offset=1.5", "sorts=bogus:asc", "sorts=name", "sorts=name:up"] {
+            let err = parse(q).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{q}");
+            assert_eq!(err.field_errors.len(), 1, "{q}");
+        }
+        let err = parse("sorts=bogus:asc").unwrap_err();
+        assert!(err.message.contains("bogus"), "{}", err.message);
+    }
+}
+
+/// Query parameters deserialized into `T`, with a bad query a 400 in the envelope.
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Query(value) =
+            axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(QueryParams(value))
+    }
+}

@@ -1,0 +1,89 @@
+//! The HTTP API: the route table, the middleware around it, and the OpenAPI
+//! document generated from the same table.
+//!
+//! A request flows one way: `context` (request id, log line, error
+//! envelope) → panic guard → body limit → router → extractors (`auth`,
+//! `extract`) → one handler per resource file → `store`.
+
+pub mod agent_tokens;
+pub mod auth;
+pub mod authorize;
+pub mod context;
+pub mod deployments;
+pub mod error;
+pub mod extract;
+pub mod health;
+mod lookup;
+pub mod openapi;
+pub mod organizations;
+pub mod schema;
+pub mod workspaces;
+
+use std::sync::OnceLock;
+
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn;
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+
+/// The API served under each base path.
+pub const BASE_PATHS: [&str; 2] = ["/v1", "/iam/v1beta1"];
+
+/// Routes served under each base path, with their OpenAPI operations.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(organizations::list_organizations, organizations::create_organization))
+        .routes(routes!(organizations::get_organization))
+        .routes(routes!(workspaces::list_workspaces, workspaces::create_workspace))
+        .routes(routes!(workspaces::get_workspace))
+        .routes(routes!(deployments::list_deployments, deployments::create_deployment))
+        .routes(routes!(deployments::get_deployment, deployments::delete_deployment))
+        .routes(routes!(agent_tokens::list_agent_tokens, agent_tokens::create_agent_token))
+        .routes(routes!(agent_tokens::get_agent_token, agent_tokens::delete_agent_token))
+        .routes(routes!(authorize::authorize))
+        .routes(routes!(openapi::openapi_json))
+}
+
+/// Routes at the root, outside the versioned API.
+fn root_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+}
+
+/// The OpenAPI document, built once from the route table.
+pub fn openapi_document() -> &'static String {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let (_, api) = api_routes().split_for_parts();
+        let (_, root) = root_routes().split_for_parts();
+        let mut doc = openapi::ApiDoc::openapi().nest(BASE_PATHS[0], api);
+        doc.merge(root);
+        openapi::finish(&mut doc);
+        doc.to_pretty_json().expect("the OpenAPI document serializes")
+    })
+}
+
+/// The complete application: every route, under both base paths, behind the
+/// middleware that gives each request an id and renders every error.
+pub fn router(state: AppState) -> Router {
+    let (api, _) = api_routes().split_for_parts();
+    let api = api.method_not_allowed_fallback(context::method_not_allowed);
+    let (root, _) = root_routes().split_for_parts();
+    let mut router = Router::new().merge(root);
+    for base in BASE_PATHS {
+        router = router.nest(base, api.clone());
+    }
+    router
+        .fallback(context::not_found)
+        .method_not_allowed_fallback(context::method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(CatchPanicLayer::custom(context::panicked))
+        .layer(from_fn(context::request_context))
+        .with_state(state)
+}

@@ -1,0 +1,116 @@
+//! Wire shapes shared by several resources, with Astro's field names:
+//! `ApiToken`, `BasicSubjectProfile`, `ApiTokenRole`.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::clock::rfc3339;
+use crate::model::{self, AgentToken};
+
+/// Astro's `BasicSubjectProfile`: who created or last changed something.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BasicSubjectProfile {
+    pub id: String,
+    /// `USER` or `SERVICEKEY`.
+    pub subject_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_token_name: Option<String>,
+}
+
+impl From<&model::Subject> for BasicSubjectProfile {
+    fn from(s: &model::Subject) -> Self {
+        BasicSubjectProfile {
+            id: s.id.clone(),
+            subject_type: s.subject_type.as_str().to_string(),
+            api_token_name: s.api_token_name.clone(),
+        }
+    }
+}
+
+/// One role of a token on an entity.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiTokenRole {
+    pub entity_id: String,
+    /// `ORGANIZATION`, `WORKSPACE`, `DEPLOYMENT`, `DAG` or `DAG_TAG`.
+    pub entity_type: String,
+    pub role: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
+}
+
+/// Astro's `ApiToken`. Optional fields are omitted, not `null`, when unset:
+/// a token that never expires has neither `endAt` nor `expiryPeriodInDays`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiToken {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    /// A non-secret fragment of the token, to recognise it by.
+    pub short_token: String,
+    /// `STANDARD` or `DIRECT_ACCESS`.
+    pub kind: String,
+    /// `DEPLOYMENT`, `WORKSPACE` or `ORGANIZATION`.
+    pub scope: String,
+    pub start_at: String,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<BasicSubjectProfile>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<BasicSubjectProfile>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiry_period_in_days: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_rotated_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<ApiTokenRole>>,
+    /// The secret. Present only in the response that created it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl From<&AgentToken> for ApiToken {
+    fn from(t: &AgentToken) -> Self {
+        ApiToken {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            description: t.description.clone(),
+            short_token: t.short_token.clone(),
+            kind: "STANDARD".into(),
+            scope: "DEPLOYMENT".into(),
+            start_at: rfc3339(t.start_at),
+            created_at: rfc3339(t.created_at),
+            updated_at: rfc3339(t.updated_at),
+            created_by: Some((&t.created_by).into()),
+            updated_by: Some((&t.updated_by).into()),
+            end_at: t.end_at.map(rfc3339),
+            expiry_period_in_days: t.expiry_period_in_days,
+            last_rotated_at: t.last_rotated_at.map(rfc3339),
+            last_used_at: t.last_used_at.map(rfc3339),
+            roles: Some(vec![ApiTokenRole {
+                entity_id: t.deployment_id.clone(),
+                entity_type: "DEPLOYMENT".into(),
+                role: t.role.clone(),
+                deployment_id: Some(t.deployment_id.clone()),
+            }]),
+            token: None,
+        }
+    }
+}
+
+/// Astro's `ApiTokensPaginated`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiTokensPaginated {
+    pub limit: i64,
+    pub offset: i64,
+    pub tokens: Vec<ApiToken>,
+    pub total_count: i64,
+}

@@ -1,0 +1,148 @@
+//! `/organizations/{org}/workspaces`: create, list and get workspaces.
+
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::extract::{ListQuery, PathParams, Sortable, ValidJson};
+use super::lookup;
+use crate::app::AppState;
+use crate::authz::Action;
+use crate::clock::rfc3339;
+use crate::model;
+use crate::store::SortColumn;
+use crate::token::id::is_id;
+use crate::token::new_id;
+use crate::token::request::{Description, Faults, Name};
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Workspace {
+    pub id: String,
+    pub organization_id: String,
+    pub name: String,
+    pub description: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&model::Workspace> for Workspace {
+    fn from(w: &model::Workspace) -> Self {
+        Workspace {
+            id: w.id.clone(),
+            organization_id: w.organization_id.clone(),
+            name: w.name.clone(),
+            description: w.description.clone(),
+            created_at: rfc3339(w.created_at),
+            updated_at: rfc3339(w.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspacesPaginated {
+    pub limit: i64,
+    pub offset: i64,
+    pub workspaces: Vec<Workspace>,
+    pub total_count: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateWorkspaceRequest {
+    /// 1 to 255 characters.
+    pub name: Option<String>,
+    /// Up to 1,000 characters.
+    pub description: Option<String>,
+}
+
+impl Sortable for Workspace {
+    const SORT_FIELDS: &'static [(&'static str, SortColumn)] = &[
+        ("name", SortColumn::Name),
+        ("description", SortColumn::Description),
+        ("createdAt", SortColumn::CreatedAt),
+        ("updatedAt", SortColumn::UpdatedAt),
+    ];
+}
+
+/// Create a workspace.
+#[utoipa::path(post, path = "/organizations/{organizationId}/workspaces", tag = "Workspace",
+    params(("organizationId" = String, Path)),
+    request_body = CreateWorkspaceRequest,
+    responses((status = 200, description = "The new workspace", body = Workspace)))]
+pub async fn create_workspace(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(org): PathParams<String>,
+    ValidJson(request): ValidJson<CreateWorkspaceRequest>,
+) -> Result<Json<Workspace>, ApiError> {
+    caller.require(Action::CreateWorkspace, Some(&org))?;
+    let mut faults = Faults::default();
+    let name = faults.check(Name::parse("name", request.name));
+    let description = faults.check(Description::parse("description", request.description));
+    let (name, description) = faults
+        .finish(|| Some((name?, description?)))
+        .map_err(ApiError::invalid)?;
+    lookup::organization(&state, &org).await?;
+    let now = state.clock.now();
+    let workspace = model::Workspace {
+        id: new_id(),
+        organization_id: org,
+        name: name.into_inner(),
+        description: description.into_inner(),
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.create_workspace(&workspace).await?;
+    Ok(Json((&workspace).into()))
+}
+
+/// List the workspaces of an organization.
+#[utoipa::path(get, path = "/organizations/{organizationId}/workspaces", tag = "Workspace",
+    params(("organizationId" = String, Path),
+           ("offset" = Option<i64>, Query, description = "Results to skip, >= 0 (default 0)"),
+           ("limit" = Option<i64>, Query, description = "Results per page, 0..=1000 (default 20)"),
+           ("sorts" = Option<Vec<String>>, Query, description = "`name`, `description`, `createdAt`, `updatedAt` with `:asc` or `:desc`")),
+    responses((status = 200, description = "A page of workspaces", body = WorkspacesPaginated)))]
+pub async fn list_workspaces(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(org): PathParams<String>,
+    query: ListQuery<Workspace>,
+) -> Result<Json<WorkspacesPaginated>, ApiError> {
+    caller.require(Action::ListWorkspaces, Some(&org))?;
+    lookup::organization(&state, &org).await?;
+    let page = state.store.list_workspaces(&org, &query.page).await?;
+    Ok(Json(WorkspacesPaginated {
+        limit: query.page.limit,
+        offset: query.page.offset,
+        workspaces: page.items.iter().map(Workspace::from).collect(),
+        total_count: page.total,
+    }))
+}
+
+/// Get a workspace.
+#[utoipa::path(get, path = "/organizations/{organizationId}/workspaces/{workspaceId}", tag = "Workspace",
+    params(("organizationId" = String, Path), ("workspaceId" = String, Path)),
+    responses((status = 200, description = "The workspace", body = Workspace)))]
+pub async fn get_workspace(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((org, id)): PathParams<(String, String)>,
+) -> Result<Json<Workspace>, ApiError> {
+    caller.require(Action::GetWorkspace, Some(&org))?;
+    lookup::organization(&state, &org).await?;
+    if !is_id(&id) {
+        return Err(ApiError::not_found("workspace"));
+    }
+    let workspace = state
+        .store
+        .get_workspace(&org, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("workspace"))?;
+    Ok(Json((&workspace).into()))
+}

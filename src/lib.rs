@@ -1,0 +1,16 @@
+//! agentkey: issues and verifies Apache Airflow agent tokens with the wire
+//! contract of the Astro API v1 Agent Token endpoints.
+
+pub mod app;
+pub mod authz;
+pub mod bootstrap;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod model;
+pub mod serve;
+pub mod store;
+pub mod token;
+pub mod usage;
+pub mod verify;

@@ -1,0 +1,117 @@
+//! The records agentkey keeps, as the store returns them. Times are Unix
+//! seconds; the HTTP layer formats them for the wire.
+
+use crate::token::Digest;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Organization {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workspace {
+    pub id: String,
+    pub organization_id: String,
+    pub name: String,
+    pub description: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    pub id: String,
+    pub organization_id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub description: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Astro's `subjectType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectType {
+    User,
+    ServiceKey,
+}
+
+impl SubjectType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubjectType::User => "USER",
+            SubjectType::ServiceKey => "SERVICEKEY",
+        }
+    }
+
+    pub fn parse(s: &str) -> SubjectType {
+        if s == "USER" {
+            SubjectType::User
+        } else {
+            SubjectType::ServiceKey
+        }
+    }
+}
+
+/// Who did something: Astro's `BasicSubjectProfile`, reduced to what
+/// agentkey knows about its callers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    pub id: String,
+    pub subject_type: SubjectType,
+    /// For a caller that is an API token: the token's name.
+    pub api_token_name: Option<String>,
+}
+
+/// The role every agent token carries on its deployment.
+pub const AGENT_ROLE: &str = "DEPLOYMENT_AGENT";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentToken {
+    pub id: String,
+    pub organization_id: String,
+    pub deployment_id: String,
+    pub name: String,
+    pub description: String,
+    pub short_token: String,
+    pub role: String,
+    pub expiry_period_in_days: Option<i64>,
+    pub start_at: i64,
+    pub end_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub created_by: Subject,
+    pub updated_by: Subject,
+    pub last_used_at: Option<i64>,
+    pub last_rotated_at: Option<i64>,
+}
+
+/// What the store needs to insert an agent token: the record plus the digest
+/// of its secret (the plaintext never reaches the store).
+#[derive(Debug, Clone)]
+pub struct NewAgentToken {
+    pub token: AgentToken,
+    pub secret_digest: Digest,
+}
+
+/// What verification needs to know about a presented agent token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCredential {
+    pub token_id: String,
+    pub organization_id: String,
+    pub deployment_id: String,
+    pub name: String,
+    pub end_at: Option<i64>,
+    pub secret_digest: Digest,
+}
+
+/// The root credential kept in the database when none is configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootCredential {
+    pub id: String,
+    pub secret_digest: Digest,
+    pub created_at: i64,
+}

@@ -1,0 +1,206 @@
+//! Persistence: one `Store` trait, one implementation per database, chosen by
+//! the scheme of the database URL. Every method is a single transaction, so a
+//! failed request writes nothing.
+
+mod rows;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use sqlite::SqliteStore;
+
+use crate::model::{
+    AgentCredential, AgentToken, Deployment, NewAgentToken, Organization, RootCredential,
+    Workspace,
+};
+use crate::token::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the deployment already has {limit} agent tokens, the maximum")]
+    AgentTokenLimit { limit: i64 },
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A column a list may be ordered by. The HTTP layer maps wire field names
+/// onto these, so no caller-provided text ever reaches SQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortColumn {
+    Name,
+    Description,
+    CreatedAt,
+    UpdatedAt,
+    CreatedById,
+    UpdatedById,
+    StartAt,
+}
+
+impl SortColumn {
+    pub fn sql(self) -> &'static str {
+        match self {
+            SortColumn::Name => "name",
+            SortColumn::Description => "description",
+            SortColumn::CreatedAt => "created_at",
+            SortColumn::UpdatedAt => "updated_at",
+            SortColumn::CreatedById => "created_by_id",
+            SortColumn::UpdatedById => "updated_by_id",
+            SortColumn::StartAt => "start_at",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sort {
+    pub column: SortColumn,
+    pub descending: bool,
+}
+
+/// One page of a list: which rows, in which order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub offset: i64,
+    pub limit: i64,
+    pub sorts: Vec<Sort>,
+}
+
+impl PageRequest {
+    /// `ORDER BY` for this page: the requested sorts, then `created_at, id`
+    /// so that the order is total and stable across pages.
+    pub fn order_by(&self) -> String {
+        let mut terms: Vec<String> = self
+            .sorts
+            .iter()
+            .map(|s| format!("{} {}", s.column.sql(), if s.descending { "DESC" } else { "ASC" }))
+            .collect();
+        terms.push("created_at ASC".into());
+        terms.push("id ASC".into());
+        terms.join(", ")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Whether the database answers.
+    async fn ping(&self) -> Result<()>;
+    /// Closes the connections, waiting for those in use to be returned.
+    async fn close(&self);
+
+    async fn create_organization(&self, org: &Organization) -> Result<()>;
+    async fn list_organizations(&self, page: &PageRequest) -> Result<Page<Organization>>;
+    async fn get_organization(&self, id: &str) -> Result<Option<Organization>>;
+
+    async fn create_workspace(&self, ws: &Workspace) -> Result<()>;
+    async fn list_workspaces(&self, org: &str, page: &PageRequest) -> Result<Page<Workspace>>;
+    async fn get_workspace(&self, org: &str, id: &str) -> Result<Option<Workspace>>;
+
+    async fn create_deployment(&self, dep: &Deployment) -> Result<()>;
+    async fn list_deployments(&self, org: &str, page: &PageRequest) -> Result<Page<Deployment>>;
+    async fn get_deployment(&self, org: &str, id: &str) -> Result<Option<Deployment>>;
+    /// Deletes the deployment and every agent token of it, in one
+    /// transaction. Answers the deleted tokens' digests (empty if none), or
+    /// `None` if there was no such deployment.
+    async fn delete_deployment(&self, org: &str, id: &str) -> Result<Option<Vec<Digest>>>;
+
+    /// Inserts the token unless its deployment already holds `limit` tokens;
+    /// the count and the insert are one atomic step.
+    async fn create_agent_token(&self, new: &NewAgentToken, limit: i64) -> Result<()>;
+    async fn list_agent_tokens(
+        &self,
+        org: &str,
+        deployment: &str,
+        page: &PageRequest,
+    ) -> Result<Page<AgentToken>>;
+    async fn get_agent_token(
+        &self,
+        org: &str,
+        deployment: &str,
+        id: &str,
+    ) -> Result<Option<AgentToken>>;
+    /// Answers the deleted token's digest, or `None` if there was none.
+    async fn delete_agent_token(
+        &self,
+        org: &str,
+        deployment: &str,
+        id: &str,
+    ) -> Result<Option<Digest>>;
+    async fn find_agent_credential(&self, digest: &Digest) -> Result<Option<AgentCredential>>;
+    /// Raises `lastUsedAt` of each token to the given time (never lowers it).
+    async fn record_agent_token_use(&self, uses: &[(String, i64)]) -> Result<()>;
+
+    async fn root_credential(&self) -> Result<Option<RootCredential>>;
+    /// Stores `cred` if there is no root credential yet; answers whether it did.
+    async fn insert_root_credential_if_absent(&self, cred: &RootCredential) -> Result<bool>;
+    /// Replaces the root credential, whatever it was.
+    async fn replace_root_credential(&self, cred: &RootCredential) -> Result<()>;
+}
+
+/// Opens (creating if need be) and migrates the database the URL names.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(redact_url(url)))
+    }
+}
+
+/// A database URL with any password replaced, fit for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite://agentkey.db"), "sqlite://agentkey.db");
+    }
+
+    #[test]
+    fn order_is_total() {
+        let page = PageRequest {
+            offset: 0,
+            limit: 20,
+            sorts: vec![Sort {
+                column: SortColumn::Name,
+                descending: true,
+            }],
+        };
+        assert_eq!(page.order_by(), "name DESC, created_at ASC, id ASC");
+    }
+}

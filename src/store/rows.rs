@@ -1,0 +1,182 @@
+//! Row shapes shared by every backend: the columns each `SELECT` names and
+//! the mapping from a row to a model record.
+
+use sqlx::FromRow;
+
+use crate::model::{AgentCredential, AgentToken, Deployment, Subject, SubjectType, Workspace};
+use crate::token::Digest;
+
+pub const WORKSPACE_COLUMNS: &str =
+    "id, organization_id, name, description, created_at, updated_at";
+pub const DEPLOYMENT_COLUMNS: &str =
+    "id, organization_id, workspace_id, name, description, created_at, updated_at";
+pub const ORGANIZATION_COLUMNS: &str = "id, name, created_at, updated_at";
+pub const AGENT_TOKEN_COLUMNS: &str = "id, organization_id, deployment_id, name, description, \
+    short_token, role, expiry_period_in_days, start_at, end_at, created_at, updated_at, \
+    created_by_id, created_by_type, created_by_name, updated_by_id, updated_by_type, \
+    updated_by_name, last_used_at, last_rotated_at";
+pub const AGENT_CREDENTIAL_COLUMNS: &str =
+    "id, organization_id, deployment_id, name, end_at, secret_digest";
+
+#[derive(FromRow)]
+pub struct OrganizationRow {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<OrganizationRow> for crate::model::Organization {
+    fn from(r: OrganizationRow) -> Self {
+        crate::model::Organization {
+            id: r.id,
+            name: r.name,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(FromRow)]
+pub struct WorkspaceRow {
+    pub id: String,
+    pub organization_id: String,
+    pub name: String,
+    pub description: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<WorkspaceRow> for Workspace {
+    fn from(r: WorkspaceRow) -> Self {
+        Workspace {
+            id: r.id,
+            organization_id: r.organization_id,
+            name: r.name,
+            description: r.description,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(FromRow)]
+pub struct DeploymentRow {
+    pub id: String,
+    pub organization_id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub description: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<DeploymentRow> for Deployment {
+    fn from(r: DeploymentRow) -> Self {
+        Deployment {
+            id: r.id,
+            organization_id: r.organization_id,
+            workspace_id: r.workspace_id,
+            name: r.name,
+            description: r.description,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(FromRow)]
+pub struct AgentTokenRow {
+    pub id: String,
+    pub organization_id: String,
+    pub deployment_id: String,
+    pub name: String,
+    pub description: String,
+    pub short_token: String,
+    pub role: String,
+    pub expiry_period_in_days: Option<i64>,
+    pub start_at: i64,
+    pub end_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub created_by_id: String,
+    pub created_by_type: String,
+    pub created_by_name: Option<String>,
+    pub updated_by_id: String,
+    pub updated_by_type: String,
+    pub updated_by_name: Option<String>,
+    pub last_used_at: Option<i64>,
+    pub last_rotated_at: Option<i64>,
+}
+
+impl From<AgentTokenRow> for AgentToken {
+    fn from(r: AgentTokenRow) -> Self {
+        AgentToken {
+            id: r.id,
+            organization_id: r.organization_id,
+            deployment_id: r.deployment_id,
+            name: r.name,
+            description: r.description,
+            short_token: r.short_token,
+            role: r.role,
+            expiry_period_in_days: r.expiry_period_in_days,
+            start_at: r.start_at,
+            end_at: r.end_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            created_by: Subject {
+                id: r.created_by_id,
+                subject_type: SubjectType::parse(&r.created_by_type),
+                api_token_name: r.created_by_name,
+            },
+            updated_by: Subject {
+                id: r.updated_by_id,
+                subject_type: SubjectType::parse(&r.updated_by_type),
+                api_token_name: r.updated_by_name,
+            },
+            last_used_at: r.last_used_at,
+            last_rotated_at: r.last_rotated_at,
+        }
+    }
+}
+
+#[derive(FromRow)]
+pub struct AgentCredentialRow {
+    pub id: String,
+    pub organization_id: String,
+    pub deployment_id: String,
+    pub name: String,
+    pub end_at: Option<i64>,
+    pub secret_digest: String,
+}
+
+impl AgentCredentialRow {
+    /// `None` only if the stored digest is corrupt, which the schema prevents.
+    pub fn into_credential(self) -> Option<AgentCredential> {
+        Some(AgentCredential {
+            secret_digest: Digest::from_hex(&self.secret_digest)?,
+            token_id: self.id,
+            organization_id: self.organization_id,
+            deployment_id: self.deployment_id,
+            name: self.name,
+            end_at: self.end_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub struct RootCredentialRow {
+    pub id: String,
+    pub secret_digest: String,
+    pub created_at: i64,
+}
+
+impl RootCredentialRow {
+    pub fn into_credential(self) -> Option<crate::model::RootCredential> {
+        Some(crate::model::RootCredential {
+            secret_digest: Digest::from_hex(&self.secret_digest)?,
+            id: self.id,
+            created_at: self.created_at,
+        })
+    }
+}

@@ -1,0 +1,387 @@
+//! The embedded SQLite store: one file, WAL journal, full fsync on commit.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{FromRow, SqlitePool};
+
+use super::rows::*;
+use super::{Page, PageRequest, Result, Store, StoreError};
+use crate::model::{
+    AgentCredential, AgentToken, Deployment, NewAgentToken, Organization, RootCredential,
+    Workspace,
+};
+use crate::token::Digest;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens the database file (creating it if missing) and applies every
+    /// pending migration.
+    pub async fn open(url: &str) -> Result<SqliteStore> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// One page of `SELECT columns FROM table WHERE filter`, with the total
+    /// count read in the same transaction so both describe the same state.
+    async fn page<T, R>(
+        &self,
+        columns: &str,
+        table: &str,
+        filter: &str,
+        args: &[&str],
+        page: &PageRequest,
+    ) -> Result<Page<T>>
+    where
+        R: for<'r> FromRow<'r, SqliteRow> + Send + Unpin,
+        T: From<R>,
+    {
+        let mut tx = self.pool.begin().await?;
+        let count_sql = format!("SELECT COUNT(*) FROM {table} WHERE {filter}");
+        let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+        for arg in args {
+            count = count.bind(*arg);
+        }
+        let total = count.fetch_one(&mut *tx).await?;
+        let list_sql = format!(
+            "SELECT {columns} FROM {table} WHERE {filter} ORDER BY {} LIMIT ? OFFSET ?",
+            page.order_by()
+        );
+        let mut list = sqlx::query_as::<_, R>(&list_sql);
+        for arg in args {
+            list = list.bind(*arg);
+        }
+        let rows = list
+            .bind(page.limit)
+            .bind(page.offset)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Page {
+            items: rows.into_iter().map(T::from).collect(),
+            total,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn create_organization(&self, org: &Organization) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO organizations (id, name, created_at, updated_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&org.id)
+        .bind(&org.name)
+        .bind(org.created_at)
+        .bind(org.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_organizations(&self, page: &PageRequest) -> Result<Page<Organization>> {
+        self.page::<_, OrganizationRow>(ORGANIZATION_COLUMNS, "organizations", "1 = 1", &[], page)
+            .await
+    }
+
+    async fn get_organization(&self, id: &str) -> Result<Option<Organization>> {
+        let sql = format!("SELECT {ORGANIZATION_COLUMNS} FROM organizations WHERE id = ?");
+        let row = sqlx::query_as::<_, OrganizationRow>(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn create_workspace(&self, ws: &Workspace) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO workspaces (id, organization_id, name, description, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&ws.id)
+        .bind(&ws.organization_id)
+        .bind(&ws.name)
+        .bind(&ws.description)
+        .bind(ws.created_at)
+        .bind(ws.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_workspaces(&self, org: &str, page: &PageRequest) -> Result<Page<Workspace>> {
+        self.page::<_, WorkspaceRow>(
+            WORKSPACE_COLUMNS,
+            "workspaces",
+            "organization_id = ?",
+            &[org],
+            page,
+        )
+        .await
+    }
+
+    async fn get_workspace(&self, org: &str, id: &str) -> Result<Option<Workspace>> {
+        let sql =
+            format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE organization_id = ? AND id = ?");
+        let row = sqlx::query_as::<_, WorkspaceRow>(&sql)
+            .bind(org)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn create_deployment(&self, dep: &Deployment) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO deployments \
+             (id, organization_id, workspace_id, name, description, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&dep.id)
+        .bind(&dep.organization_id)
+        .bind(&dep.workspace_id)
+        .bind(&dep.name)
+        .bind(&dep.description)
+        .bind(dep.created_at)
+        .bind(dep.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_deployments(&self, org: &str, page: &PageRequest) -> Result<Page<Deployment>> {
+        self.page::<_, DeploymentRow>(
+            DEPLOYMENT_COLUMNS,
+            "deployments",
+            "organization_id = ?",
+            &[org],
+            page,
+        )
+        .await
+    }
+
+    async fn get_deployment(&self, org: &str, id: &str) -> Result<Option<Deployment>> {
+        let sql = format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE organization_id = ? AND id = ?"
+        );
+        let row = sqlx::query_as::<_, DeploymentRow>(&sql)
+            .bind(org)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn delete_deployment(&self, org: &str, id: &str) -> Result<Option<Vec<Digest>>> {
+        let mut tx = self.pool.begin().await?;
+        let digests: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM agent_tokens WHERE organization_id = ? AND deployment_id = ? \
+             RETURNING secret_digest",
+        )
+        .bind(org)
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let deleted = sqlx::query("DELETE FROM deployments WHERE organization_id = ? AND id = ?")
+            .bind(org)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            // Nothing to delete; the transaction is rolled back on drop.
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(Some(
+            digests.iter().filter_map(|d| Digest::from_hex(d)).collect(),
+        ))
+    }
+
+    async fn create_agent_token(&self, new: &NewAgentToken, limit: i64) -> Result<()> {
+        let t = &new.token;
+        // One statement: SQLite runs it atomically, so two concurrent creates
+        // cannot both see room for one more token.
+        let inserted = sqlx::query(
+            "INSERT INTO agent_tokens (id, organization_id, deployment_id, name, description, \
+             short_token, secret_digest, role, expiry_period_in_days, start_at, end_at, \
+             created_at, updated_at, created_by_id, created_by_type, created_by_name, \
+             updated_by_id, updated_by_type, updated_by_name) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             WHERE (SELECT COUNT(*) FROM agent_tokens WHERE deployment_id = ?) < ?",
+        )
+        .bind(&t.id)
+        .bind(&t.organization_id)
+        .bind(&t.deployment_id)
+        .bind(&t.name)
+        .bind(&t.description)
+        .bind(&t.short_token)
+        .bind(new.secret_digest.to_hex())
+        .bind(&t.role)
+        .bind(t.expiry_period_in_days)
+        .bind(t.start_at)
+        .bind(t.end_at)
+        .bind(t.created_at)
+        .bind(t.updated_at)
+        .bind(&t.created_by.id)
+        .bind(t.created_by.subject_type.as_str())
+        .bind(&t.created_by.api_token_name)
+        .bind(&t.updated_by.id)
+        .bind(t.updated_by.subject_type.as_str())
+        .bind(&t.updated_by.api_token_name)
+        .bind(&t.deployment_id)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(StoreError::AgentTokenLimit { limit });
+        }
+        Ok(())
+    }
+
+    async fn list_agent_tokens(
+        &self,
+        org: &str,
+        deployment: &str,
+        page: &PageRequest,
+    ) -> Result<Page<AgentToken>> {
+        self.page::<_, AgentTokenRow>(
+            AGENT_TOKEN_COLUMNS,
+            "agent_tokens",
+            "organization_id = ? AND deployment_id = ?",
+            &[org, deployment],
+            page,
+        )
+        .await
+    }
+
+    async fn get_agent_token(
+        &self,
+        org: &str,
+        deployment: &str,
+        id: &str,
+    ) -> Result<Option<AgentToken>> {
+        let sql = format!(
+            "SELECT {AGENT_TOKEN_COLUMNS} FROM agent_tokens \
+             WHERE organization_id = ? AND deployment_id = ? AND id = ?"
+        );
+        let row = sqlx::query_as::<_, AgentTokenRow>(&sql)
+            .bind(org)
+            .bind(deployment)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn delete_agent_token(
+        &self,
+        org: &str,
+        deployment: &str,
+        id: &str,
+    ) -> Result<Option<Digest>> {
+        let digest: Option<String> = sqlx::query_scalar(
+            "DELETE FROM agent_tokens WHERE organization_id = ? AND deployment_id = ? AND id = ? \
+             RETURNING secret_digest",
+        )
+        .bind(org)
+        .bind(deployment)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(digest.and_then(|d| Digest::from_hex(&d)))
+    }
+
+    async fn find_agent_credential(&self, digest: &Digest) -> Result<Option<AgentCredential>> {
+        let sql =
+            format!("SELECT {AGENT_CREDENTIAL_COLUMNS} FROM agent_tokens WHERE secret_digest = ?");
+        let row = sqlx::query_as::<_, AgentCredentialRow>(&sql)
+            .bind(digest.to_hex())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.and_then(AgentCredentialRow::into_credential))
+    }
+
+    async fn record_agent_token_use(&self, uses: &[(String, i64)]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (id, at) in uses {
+            sqlx::query(
+                "UPDATE agent_tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) \
+                 WHERE id = ?",
+            )
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn root_credential(&self) -> Result<Option<RootCredential>> {
+        let row = sqlx::query_as::<_, RootCredentialRow>(
+            "SELECT id, secret_digest, created_at FROM root_credential WHERE singleton = 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.and_then(RootCredentialRow::into_credential))
+    }
+
+    async fn insert_root_credential_if_absent(&self, cred: &RootCredential) -> Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO root_credential (singleton, id, secret_digest, created_at) \
+             VALUES (1, ?, ?, ?) ON CONFLICT (singleton) DO NOTHING",
+        )
+        .bind(&cred.id)
+        .bind(cred.secret_digest.to_hex())
+        .bind(cred.created_at)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    async fn replace_root_credential(&self, cred: &RootCredential) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO root_credential (singleton, id, secret_digest, created_at) \
+             VALUES (1, ?, ?, ?) ON CONFLICT (singleton) DO UPDATE SET \
+             id = excluded.id, secret_digest = excluded.secret_digest, \
+             created_at = excluded.created_at",
+        )
+        .bind(&cred.id)
+        .bind(cred.secret_digest.to_hex())
+        .bind(cred.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,148 @@
+//! Validated inputs ("parse, don't validate"): each type here can only hold a
+//! value that passed its rules, and parsing reports every fault at once as
+//! field errors the HTTP layer renders in the Astro `Error` envelope.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub const MAX_NAME_CHARS: usize = 255;
+pub const MAX_DESCRIPTION_CHARS: usize = 1000;
+pub const MAX_EXPIRY_DAYS: i64 = 3650;
+
+/// One field's fault, as Astro reports it in `fieldErrors`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub code: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &str, code: &str, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.to_string(),
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Collects field errors while a request is parsed.
+#[derive(Debug, Default)]
+pub struct Faults(Vec<FieldError>);
+
+impl Faults {
+    pub fn check<T>(&mut self, result: Result<T, FieldError>) -> Option<T> {
+        result.map_err(|e| self.0.push(e)).ok()
+    }
+
+    /// Every fault found, or the parsed value if there were none.
+    pub fn finish<T>(self, build: impl FnOnce() -> Option<T>) -> Result<T, Vec<FieldError>> {
+        if self.0.is_empty() {
+            // With no fault, every `check` returned `Some`.
+            build().ok_or_else(Vec::new)
+        } else {
+            Err(self.0)
+        }
+    }
+}
+
+/// A required, non-blank name of at most 255 characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Name(String);
+
+impl Name {
+    pub fn parse(field: &str, value: Option<String>) -> Result<Name, FieldError> {
+        let value = value.unwrap_or_default();
+        if value.trim().is_empty() {
+            return Err(FieldError::new(field, "required", format!("{field} is required and must not be blank")));
+        }
+        check_length(field, value, MAX_NAME_CHARS).map(Name)
+    }
+
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+/// An optional description of at most 1,000 characters; absent is `""`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description(String);
+
+impl Description {
+    pub fn parse(field: &str, value: Option<String>) -> Result<Description, FieldError> {
+        check_length(field, value.unwrap_or_default(), MAX_DESCRIPTION_CHARS).map(Description)
+    }
+
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+fn check_length(field: &str, value: String, max: usize) -> Result<String, FieldError> {
+    let chars = value.chars().count();
+    if chars > max {
+        return Err(FieldError::new(
+            field,
+            "too_long",
+            format!("{field} must be at most {max} characters; it has {chars}"),
+        ));
+    }
+    Ok(value)
+}
+
+/// `tokenExpiryPeriodInDays`: 1..=3650, or absent for a token that never expires.
+pub fn parse_expiry_days(field: &str, value: Option<i64>) -> Result<Option<i64>, FieldError> {
+    match value {
+        None => Ok(None),
+        Some(days) if (1..=MAX_EXPIRY_DAYS).contains(&days) => Ok(Some(days)),
+        Some(days) => Err(FieldError::new(
+            field,
+            "out_of_range",
+            format!("{field} must be between 1 and {MAX_EXPIRY_DAYS} days; got {days}"),
+        )),
+    }
+}
+
+/// A reference to another resource by id, required.
+pub fn parse_reference(field: &str, value: Option<String>) -> Result<String, FieldError> {
+    match value {
+        Some(id) if !id.is_empty() => Ok(id),
+        _ => Err(FieldError::new(field, "required", format!("{field} is required"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(Name::parse("name", Some("a".into())).is_ok());
+        assert_eq!(Name::parse("name", None).unwrap_err().code, "required");
+        assert_eq!(Name::parse("name", Some("  ".into())).unwrap_err().code, "required");
+        assert!(Name::parse("name", Some("é".repeat(255))).is_ok(), "counts characters, not bytes");
+        assert_eq!(Name::parse("name", Some("a".repeat(256))).unwrap_err().code, "too_long");
+    }
+
+    #[test]
+    fn descriptions_and_expiry() {
+        assert_eq!(Description::parse("d", None).unwrap().into_inner(), "");
+        assert!(Description::parse("d", Some("x".repeat(1000))).is_ok());
+        assert!(Description::parse("d", Some("x".repeat(1001))).is_err());
+        assert_eq!(parse_expiry_days("e", None), Ok(None));
+        assert_eq!(parse_expiry_days("e", Some(1)), Ok(Some(1)));
+        assert_eq!(parse_expiry_days("e", Some(3650)), Ok(Some(3650)));
+        assert!(parse_expiry_days("e", Some(0)).is_err());
+        assert!(parse_expiry_days("e", Some(3651)).is_err());
+    }
+
+    #[test]
+    fn faults_collect_everything() {
+        let mut faults = Faults::default();
+        let name = faults.check(Name::parse("name", None));
+        let desc = faults.check(Description::parse("description", Some("x".repeat(1001))));
+        let errors = faults.finish(|| Some((name?, desc?))).unwrap_err();
+        assert_eq!(errors.len(), 2);
+    }
+}

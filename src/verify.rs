@@ -1,0 +1,137 @@
+//! Verification of presented secrets: which principal a bearer credential
+//! stands for, or why it is refused. Malformed secrets are refused by their
+//! shape alone, before any database read.
+
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::model::{AgentCredential, Subject, SubjectType};
+use crate::store::{Store, StoreError};
+use crate::token::secret::parse_kind;
+use crate::token::{Digest, SecretKind};
+use crate::usage::UsageRecorder;
+
+/// The id under which the configured (`AGENTKEY_ROOT_TOKEN`) root credential
+/// appears in `createdBy`. Fixed, so nothing derived from the secret is shown.
+pub const CONFIGURED_ROOT_ID: &str = "croot00000000000000000000";
+pub const ROOT_NAME: &str = "root";
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The root credential: every permission in every organization.
+    Root { id: String },
+    /// An agent token: good for a deployment's gateway, not for management.
+    Agent(AgentCredential),
+}
+
+impl Principal {
+    /// The caller as `createdBy` / `updatedBy` show it.
+    pub fn subject(&self) -> Subject {
+        match self {
+            Principal::Root { id } => Subject {
+                id: id.clone(),
+                subject_type: SubjectType::ServiceKey,
+                api_token_name: Some(ROOT_NAME.to_string()),
+            },
+            Principal::Agent(agent) => Subject {
+                id: agent.token_id.clone(),
+                subject_type: SubjectType::ServiceKey,
+                api_token_name: Some(agent.name.clone()),
+            },
+        }
+    }
+}
+
+/// Why a presented secret was refused. Deliberately coarse on the wire (all
+/// are a 401); kept apart here for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Wrong prefix, length, alphabet or checksum.
+    Malformed,
+    /// Well-formed but not issued, or deleted.
+    Unknown,
+    /// Issued, but its `endAt` has passed.
+    Expired,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("credential refused: {0:?}")]
+    Refused(Refusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Verifier {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    usage: Arc<UsageRecorder>,
+    /// The digest of `AGENTKEY_ROOT_TOKEN`, when it is set. It then is the
+    /// only root credential; a generated one in the database is ignored.
+    configured_root: Option<Digest>,
+}
+
+impl Verifier {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        usage: Arc<UsageRecorder>,
+        configured_root: Option<Digest>,
+    ) -> Verifier {
+        Verifier {
+            store,
+            clock,
+            usage,
+            configured_root,
+        }
+    }
+
+    /// Verifies an agent token for a gateway, and notes its use.
+    pub async fn verify_agent(&self, presented: &str) -> Result<AgentCredential, VerifyError> {
+        match parse_kind(presented) {
+            Some(SecretKind::Agent) => {}
+            _ => return Err(VerifyError::Refused(Refusal::Malformed)),
+        }
+        let digest = Digest::of(presented);
+        let credential = self
+            .store
+            .find_agent_credential(&digest)
+            .await?
+            .filter(|c| c.secret_digest.ct_eq(&digest))
+            .ok_or(VerifyError::Refused(Refusal::Unknown))?;
+        let now = self.clock.now();
+        if credential.end_at.is_some_and(|end| now >= end) {
+            return Err(VerifyError::Refused(Refusal::Expired));
+        }
+        self.usage.touch(&credential.token_id, now);
+        Ok(credential)
+    }
+
+    /// Identifies the caller of the management API.
+    pub async fn authenticate(&self, presented: &str) -> Result<Principal, VerifyError> {
+        if let Some(configured) = &self.configured_root {
+            // The configured root token is any string of 32+ characters, so
+            // it is recognised by digest, not by shape.
+            if Digest::of(presented).ct_eq(configured) {
+                return Ok(Principal::Root {
+                    id: CONFIGURED_ROOT_ID.to_string(),
+                });
+            }
+        }
+        match parse_kind(presented) {
+            Some(SecretKind::Agent) => self.verify_agent(presented).await.map(Principal::Agent),
+            Some(SecretKind::Root) if self.configured_root.is_none() => {
+                let digest = Digest::of(presented);
+                match self.store.root_credential().await? {
+                    Some(root) if root.secret_digest.ct_eq(&digest) => {
+                        Ok(Principal::Root { id: root.id })
+                    }
+                    _ => Err(VerifyError::Refused(Refusal::Unknown)),
+                }
+            }
+            Some(SecretKind::Root) => Err(VerifyError::Refused(Refusal::Unknown)),
+            None => Err(VerifyError::Refused(Refusal::Malformed)),
+        }
+    }
+}
