@@ -15,10 +15,7 @@ use crate::token::{new_id, Secret, SecretKind};
 /// Generates and stores a root credential if the database has none. Answers
 /// the new secret, to be shown once, or `None` if one existed already (or
 /// another replica stored one first).
-pub async fn ensure_generated_root(
-    store: &dyn Store,
-    now: i64,
-) -> store::Result<Option<Secret>> {
+pub async fn ensure_generated_root(store: &dyn Store, now: i64) -> store::Result<Option<Secret>> {
     if store.root_credential().await?.is_some() {
         return Ok(None);
     }
@@ -69,7 +66,10 @@ pub async fn root_token_command(url: &str, rotate: bool) -> Result<(), String> {
             .replace_root_credential(&credential)
             .await
             .map_err(|e| e.to_string())?;
-        announce_root_secret(&secret, "New root credential (the previous one no longer works)");
+        announce_root_secret(
+            &secret,
+            "New root credential (the previous one no longer works)",
+        );
         Ok(())
     } else {
         match store.root_credential().await.map_err(|e| e.to_string())? {

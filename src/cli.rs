@@ -1,6 +1,7 @@
 //! Command-line interface: parses flags and environment (clap) and runs the
 //! chosen subcommand.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -23,7 +24,13 @@ Environment:
 #[command(name = "agentkey", version, about = "Issues and verifies Apache Airflow agent tokens (Astro API v1 compatible)", after_help = ENVIRONMENT_HELP)]
 pub struct Cli {
     /// Log output format.
-    #[arg(long, env = "AGENTKEY_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "AGENTKEY_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -43,7 +50,11 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct DatabaseArgs {
     /// Database URL: sqlite://PATH (the file is created if missing).
-    #[arg(long, env = "AGENTKEY_DATABASE_URL", default_value = "sqlite://agentkey.db")]
+    #[arg(
+        long,
+        env = "AGENTKEY_DATABASE_URL",
+        default_value = "sqlite://agentkey.db"
+    )]
     pub database_url: String,
 }
 
@@ -55,7 +66,11 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
     /// The most agent tokens one deployment may hold.
-    #[arg(long, env = "AGENTKEY_MAX_AGENT_TOKENS_PER_DEPLOYMENT", default_value_t = 50)]
+    #[arg(
+        long,
+        env = "AGENTKEY_MAX_AGENT_TOKENS_PER_DEPLOYMENT",
+        default_value_t = 50
+    )]
     pub max_agent_tokens_per_deployment: i64,
     /// Seconds between writes of lastUsedAt (uses are coalesced in memory).
     #[arg(long, env = "AGENTKEY_LAST_USED_FLUSH_SECONDS", default_value_t = 5)]
@@ -116,6 +131,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

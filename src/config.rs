@@ -29,7 +29,9 @@ pub struct Config {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
-    #[error("{ROOT_TOKEN_ENV} must be at least {MIN_ROOT_TOKEN_CHARS} characters long; it has {0}")]
+    #[error(
+        "{ROOT_TOKEN_ENV} must be at least {MIN_ROOT_TOKEN_CHARS} characters long; it has {0}"
+    )]
     RootTokenTooShort(usize),
     #[error("{ROOT_TOKEN_ENV} may contain only printable ASCII characters without spaces")]
     RootTokenCharacters,
@@ -50,7 +52,9 @@ impl Config {
             .map(check_root_token)
             .transpose()?;
         if max_agent_tokens_per_deployment < 1 {
-            return Err(ConfigError::NotPositive("AGENTKEY_MAX_AGENT_TOKENS_PER_DEPLOYMENT"));
+            return Err(ConfigError::NotPositive(
+                "AGENTKEY_MAX_AGENT_TOKENS_PER_DEPLOYMENT",
+            ));
         }
         if last_used_flush_seconds < 1 {
             return Err(ConfigError::NotPositive("AGENTKEY_LAST_USED_FLUSH_SECONDS"));
@@ -101,14 +105,20 @@ mod tests {
 
     #[test]
     fn root_token_rules() {
-        assert_eq!(config(Some("short")).unwrap_err(), ConfigError::RootTokenTooShort(5));
+        assert_eq!(
+            config(Some("short")).unwrap_err(),
+            ConfigError::RootTokenTooShort(5)
+        );
         assert_eq!(
             config(Some(&format!("{} x", "a".repeat(32)))).unwrap_err(),
             ConfigError::RootTokenCharacters
         );
         let ok = config(Some(&"a".repeat(32))).unwrap();
         assert!(ok.root_token_digest().is_some());
-        assert!(config(Some("")).unwrap().root_token.is_none(), "empty means unset");
+        assert!(
+            config(Some("")).unwrap().root_token.is_none(),
+            "empty means unset"
+        );
     }
 
     #[test]
@@ -120,7 +130,13 @@ mod tests {
 
     #[test]
     fn limits_must_be_positive() {
-        let err = Config::new("127.0.0.1:0".parse().unwrap(), "sqlite://x".into(), None, 0, 5);
+        let err = Config::new(
+            "127.0.0.1:0".parse().unwrap(),
+            "sqlite://x".into(),
+            None,
+            0,
+            5,
+        );
         assert!(err.is_err());
     }
 }

@@ -65,7 +65,10 @@ pub async fn list_agent_tokens(
 ) -> Result<Json<ApiTokensPaginated>, ApiError> {
     caller.require(Action::GetAgentTokens, Some(&org))?;
     lookup::deployment(&state, &org, &dep).await?;
-    let page = state.store.list_agent_tokens(&org, &dep, &query.page).await?;
+    let page = state
+        .store
+        .list_agent_tokens(&org, &dep, &query.page)
+        .await?;
     Ok(Json(ApiTokensPaginated {
         limit: query.page.limit,
         offset: query.page.offset,

@@ -64,7 +64,10 @@ fn render_error(response: Response, request_id: &str) -> Response {
                 return response;
             }
             let status = response.status();
-            ApiError::new(status, status.canonical_reason().unwrap_or("error").to_lowercase())
+            ApiError::new(
+                status,
+                status.canonical_reason().unwrap_or("error").to_lowercase(),
+            )
         }
         None => return response,
     };
@@ -89,8 +92,7 @@ fn is_json(response: &Response) -> bool {
 fn incoming_request_id(request: &Request) -> Option<String> {
     let value = request.headers().get(REQUEST_ID_HEADER)?.to_str().ok()?;
     let plain = |b: u8| b.is_ascii_alphanumeric() || b"-_.:".contains(&b);
-    (!value.is_empty() && value.len() <= 128 && value.bytes().all(plain))
-        .then(|| value.to_string())
+    (!value.is_empty() && value.len() <= 128 && value.bytes().all(plain)).then(|| value.to_string())
 }
 
 /// A process-unique id: a random tag drawn once, then a counter. Cheaper

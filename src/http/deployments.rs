@@ -18,7 +18,7 @@ use crate::model;
 use crate::store::SortColumn;
 use crate::token::id::is_id;
 use crate::token::new_id;
-use crate::token::request::{parse_reference, Description, FieldError, Faults, Name};
+use crate::token::request::{parse_reference, Description, Faults, FieldError, Name};
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -97,8 +97,12 @@ pub async fn create_deployment(
         .finish(|| Some((name?, workspace_id?, description?)))
         .map_err(ApiError::invalid)?;
     lookup::organization(&state, &org).await?;
-    let workspace_exists =
-        is_id(&workspace_id) && state.store.get_workspace(&org, &workspace_id).await?.is_some();
+    let workspace_exists = is_id(&workspace_id)
+        && state
+            .store
+            .get_workspace(&org, &workspace_id)
+            .await?
+            .is_some();
     if !workspace_exists {
         return Err(ApiError::invalid(vec![FieldError::new(
             "workspaceId",

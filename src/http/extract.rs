@@ -34,22 +34,29 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
                 "the request body must be JSON, sent with Content-Type: application/json",
             ));
         }
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-                )
-            } else {
-                ApiError::bad_request(format!("could not read the request body: {}", rejection.body_text()))
-            }
-        })?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+                    )
+                } else {
+                    ApiError::bad_request(format!(
+                        "could not read the request body: {}",
+                        rejection.body_text()
+                    ))
+                }
+            })?;
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
             let field = err.path().to_string();
             let inner = err.into_inner();
             if inner.is_syntax() || inner.is_eof() || field == "." {
-                ApiError::bad_request(format!("the request body is not a valid JSON object: {inner}"))
+                ApiError::bad_request(format!(
+                    "the request body is not a valid JSON object: {inner}"
+                ))
             } else {
                 ApiError::invalid(vec![FieldError::new(
                     &field,
@@ -59,9 +66,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
             }
         })?;
         // Trailing garbage after the JSON value is malformed input too.
-        deserializer
-            .end()
-            .map_err(|e| ApiError::bad_request(format!("the request body is not a valid JSON object: {e}")))?;
+        deserializer.end().map_err(|e| {
+            ApiError::bad_request(format!("the request body is not a valid JSON object: {e}"))
+        })?;
         Ok(ValidJson(value))
     }
 }
@@ -73,7 +80,12 @@ fn has_json_content_type(request: &Request) -> bool {
     let Ok(value) = value.to_str() else {
         return false;
     };
-    let mime = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
@@ -175,8 +187,22 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathPar
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Path(value) = axum::extract::Path::<T>::from_request_parts(parts, state).await?;
+        let axum::extract::Path(value) =
+            axum::extract::Path::<T>::from_request_parts(parts, state).await?;
         Ok(PathParams(value))
+    }
+}
+
+/// Query parameters deserialized into `T`, with a bad query a 400 in the envelope.
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Query(value) =
+            axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(QueryParams(value))
     }
 }
 
@@ -186,8 +212,10 @@ mod tests {
 
     struct Thing;
     impl Sortable for Thing {
-        const SORT_FIELDS: &'static [(&'static str, SortColumn)] =
-            &[("name", SortColumn::Name), ("createdAt", SortColumn::CreatedAt)];
+        const SORT_FIELDS: &'static [(&'static str, SortColumn)] = &[
+            ("name", SortColumn::Name),
+            ("createdAt", SortColumn::CreatedAt),
+        ];
     }
 
     fn parse(q: &str) -> Result<PageRequest, ApiError> {
@@ -207,30 +235,32 @@ mod tests {
         assert_eq!(page.sorts.len(), 2);
         assert!(page.sorts[1].descending);
         let page = parse("sorts=name:desc,createdAt:asc").unwrap();
-        assert_eq!(page.sorts[0], Sort { column: SortColumn::Name, descending: true });
+        assert_eq!(
+            page.sorts[0],
+            Sort {
+                column: SortColumn::Name,
+                descending: true
+            }
+        );
     }
 
     #[test]
     fn bad_values_name_the_field() {
-        for q in ["limit=1001", "limit=-1", "limit=x", "offset=-1", "offset=1.5", "sorts=bogus:asc", "sorts=name", "sorts=name:up"] {
+        for q in [
+            "limit=1001",
+            "limit=-1",
+            "limit=x",
+            "offset=-1",
+            "offset=1.5",
+            "sorts=bogus:asc",
+            "sorts=name",
+            "sorts=name:up",
+        ] {
             let err = parse(q).unwrap_err();
             assert_eq!(err.status, StatusCode::BAD_REQUEST, "{q}");
             assert_eq!(err.field_errors.len(), 1, "{q}");
         }
         let err = parse("sorts=bogus:asc").unwrap_err();
         assert!(err.message.contains("bogus"), "{}", err.message);
-    }
-}
-
-/// Query parameters deserialized into `T`, with a bad query a 400 in the envelope.
-pub struct QueryParams<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Query(value) =
-            axum::extract::Query::<T>::from_request_parts(parts, state).await?;
-        Ok(QueryParams(value))
     }
 }

@@ -37,14 +37,32 @@ pub const BASE_PATHS: [&str; 2] = ["/v1", "/iam/v1beta1"];
 /// Routes served under each base path, with their OpenAPI operations.
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(organizations::list_organizations, organizations::create_organization))
+        .routes(routes!(
+            organizations::list_organizations,
+            organizations::create_organization
+        ))
         .routes(routes!(organizations::get_organization))
-        .routes(routes!(workspaces::list_workspaces, workspaces::create_workspace))
+        .routes(routes!(
+            workspaces::list_workspaces,
+            workspaces::create_workspace
+        ))
         .routes(routes!(workspaces::get_workspace))
-        .routes(routes!(deployments::list_deployments, deployments::create_deployment))
-        .routes(routes!(deployments::get_deployment, deployments::delete_deployment))
-        .routes(routes!(agent_tokens::list_agent_tokens, agent_tokens::create_agent_token))
-        .routes(routes!(agent_tokens::get_agent_token, agent_tokens::delete_agent_token))
+        .routes(routes!(
+            deployments::list_deployments,
+            deployments::create_deployment
+        ))
+        .routes(routes!(
+            deployments::get_deployment,
+            deployments::delete_deployment
+        ))
+        .routes(routes!(
+            agent_tokens::list_agent_tokens,
+            agent_tokens::create_agent_token
+        ))
+        .routes(routes!(
+            agent_tokens::get_agent_token,
+            agent_tokens::delete_agent_token
+        ))
         .routes(routes!(authorize::authorize))
         .routes(routes!(openapi::openapi_json))
 }
@@ -65,7 +83,8 @@ pub fn openapi_document() -> &'static String {
         let mut doc = openapi::ApiDoc::openapi().nest(BASE_PATHS[0], api);
         doc.merge(root);
         openapi::finish(&mut doc);
-        doc.to_pretty_json().expect("the OpenAPI document serializes")
+        doc.to_pretty_json()
+            .expect("the OpenAPI document serializes")
     })
 }
 
@@ -79,11 +98,17 @@ pub fn router(state: AppState) -> Router {
     for base in BASE_PATHS {
         router = router.nest(base, api.clone());
     }
+    with_middleware(router.with_state(state))
+}
+
+/// Wraps routes in what every request passes through: the request context
+/// (id, log line, error envelope), the panic guard, the body limit, and the
+/// JSON answers for unknown routes and methods.
+pub fn with_middleware(router: Router) -> Router {
     router
         .fallback(context::not_found)
         .method_not_allowed_fallback(context::method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(context::panicked))
         .layer(from_fn(context::request_context))
-        .with_state(state)
 }

@@ -47,7 +47,10 @@ struct StandardErrors;
 impl Modify for StandardErrors {
     fn modify(&self, openapi: &mut OpenApiDoc) {
         let errors = [
-            ("400", "Bad request: the message and fieldErrors say what is wrong"),
+            (
+                "400",
+                "Bad request: the message and fieldErrors say what is wrong",
+            ),
             ("401", "Missing, invalid, expired or revoked credential"),
             ("403", "The credential does not grant this"),
             ("404", "No such resource"),

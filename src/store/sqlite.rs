@@ -12,8 +12,7 @@ use sqlx::{FromRow, SqlitePool};
 use super::rows::*;
 use super::{Page, PageRequest, Result, Store, StoreError};
 use crate::model::{
-    AgentCredential, AgentToken, Deployment, NewAgentToken, Organization, RootCredential,
-    Workspace,
+    AgentCredential, AgentToken, Deployment, NewAgentToken, Organization, RootCredential, Workspace,
 };
 use crate::token::Digest;
 
@@ -149,8 +148,9 @@ impl Store for SqliteStore {
     }
 
     async fn get_workspace(&self, org: &str, id: &str) -> Result<Option<Workspace>> {
-        let sql =
-            format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE organization_id = ? AND id = ?");
+        let sql = format!(
+            "SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE organization_id = ? AND id = ?"
+        );
         let row = sqlx::query_as::<_, WorkspaceRow>(&sql)
             .bind(org)
             .bind(id)

@@ -42,7 +42,8 @@ pub fn new_id() -> String {
 pub fn is_id(s: &str) -> bool {
     s.len() == ID_LEN
         && s.starts_with('c')
-        && s.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
 }
 
 #[cfg(test)]

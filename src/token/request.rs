@@ -55,7 +55,11 @@ impl Name {
     pub fn parse(field: &str, value: Option<String>) -> Result<Name, FieldError> {
         let value = value.unwrap_or_default();
         if value.trim().is_empty() {
-            return Err(FieldError::new(field, "required", format!("{field} is required and must not be blank")));
+            return Err(FieldError::new(
+                field,
+                "required",
+                format!("{field} is required and must not be blank"),
+            ));
         }
         check_length(field, value, MAX_NAME_CHARS).map(Name)
     }
@@ -108,7 +112,11 @@ pub fn parse_expiry_days(field: &str, value: Option<i64>) -> Result<Option<i64>,
 pub fn parse_reference(field: &str, value: Option<String>) -> Result<String, FieldError> {
     match value {
         Some(id) if !id.is_empty() => Ok(id),
-        _ => Err(FieldError::new(field, "required", format!("{field} is required"))),
+        _ => Err(FieldError::new(
+            field,
+            "required",
+            format!("{field} is required"),
+        )),
     }
 }
 
@@ -120,9 +128,18 @@ mod tests {
     fn names() {
         assert!(Name::parse("name", Some("a".into())).is_ok());
         assert_eq!(Name::parse("name", None).unwrap_err().code, "required");
-        assert_eq!(Name::parse("name", Some("  ".into())).unwrap_err().code, "required");
-        assert!(Name::parse("name", Some("é".repeat(255))).is_ok(), "counts characters, not bytes");
-        assert_eq!(Name::parse("name", Some("a".repeat(256))).unwrap_err().code, "too_long");
+        assert_eq!(
+            Name::parse("name", Some("  ".into())).unwrap_err().code,
+            "required"
+        );
+        assert!(
+            Name::parse("name", Some("é".repeat(255))).is_ok(),
+            "counts characters, not bytes"
+        );
+        assert_eq!(
+            Name::parse("name", Some("a".repeat(256))).unwrap_err().code,
+            "too_long"
+        );
     }
 
     #[test]

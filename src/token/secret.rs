@@ -102,7 +102,10 @@ pub fn parse_kind(presented: &str) -> Option<SecretKind> {
         return None;
     }
     let (signed, checksum) = presented.split_at(presented.len() - CHECKSUM_LEN);
-    let expected = base62(&crc32fast::hash(signed.as_bytes()).to_be_bytes(), CHECKSUM_LEN);
+    let expected = base62(
+        &crc32fast::hash(signed.as_bytes()).to_be_bytes(),
+        CHECKSUM_LEN,
+    );
     (checksum == expected).then_some(kind)
 }
 
@@ -187,7 +190,11 @@ mod tests {
         let mut typo = text.as_bytes().to_vec();
         let i = "akagt_".len() + 5;
         typo[i] = if typo[i] == b'a' { b'b' } else { b'a' };
-        assert_eq!(parse_kind(std::str::from_utf8(&typo).unwrap()), None, "typo");
+        assert_eq!(
+            parse_kind(std::str::from_utf8(&typo).unwrap()),
+            None,
+            "typo"
+        );
         // Same body under another prefix: the checksum covers the prefix.
         let swapped = text.replacen("akagt_", "akroot_", 1);
         assert_eq!(parse_kind(&swapped), None, "prefix swap");

@@ -1,0 +1,251 @@
+//! Test harness: the real router on a real SQLite file in a temporary
+//! directory, with a manual clock, driven in-process request by request.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use agentkey::app::{AppState, Settings};
+use agentkey::bootstrap::ensure_generated_root;
+use agentkey::clock::{Clock, ManualClock};
+use agentkey::store::{self, Store};
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+/// 2022-11-22T04:37:12Z, the instant of Astro's examples.
+pub const START: i64 = 1_669_091_832;
+
+pub struct TestApp {
+    pub router: Router,
+    pub state: AppState,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<ManualClock>,
+    pub root: String,
+    pub db_path: PathBuf,
+    _dir: TempDir,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub raw: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Checks the Astro `Error` envelope and answers its message.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16) -> &str {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        assert_eq!(self.body["statusCode"], status, "body: {}", self.body);
+        let request_id = self.body["requestId"].as_str().expect("requestId");
+        assert!(!request_id.is_empty());
+        assert_eq!(self.header("x-request-id"), Some(request_id));
+        assert!(self
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("application/json")));
+        self.body["message"].as_str().expect("message")
+    }
+
+    /// The `field` values of `fieldErrors`.
+    pub fn fields(&self) -> Vec<String> {
+        self.body["fieldErrors"]
+            .as_array()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .map(|e| e["field"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl TestApp {
+    pub async fn new() -> TestApp {
+        TestApp::with_settings(Settings::default()).await
+    }
+
+    pub async fn with_settings(settings: Settings) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db_path = dir.path().join("agentkey.db");
+        let store = store::open(&format!("sqlite://{}", db_path.display()))
+            .await
+            .expect("open store");
+        let clock = Arc::new(ManualClock::new(START));
+        let root = ensure_generated_root(store.as_ref(), clock.now())
+            .await
+            .expect("root")
+            .expect("a fresh database has no root credential");
+        let state = AppState::new(store.clone(), clock.clone(), settings, None);
+        TestApp {
+            router: state.router(),
+            state,
+            store,
+            clock,
+            root: root.expose().to_string(),
+            db_path,
+            _dir: dir,
+        }
+    }
+
+    /// Sends one request; `body` is sent as JSON when given.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = match body {
+            Some(body) => request
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string())),
+            None => request.body(Body::empty()),
+        }
+        .expect("request");
+        self.raw(request).await
+    }
+
+    pub async fn raw(&self, request: Request<Body>) -> Reply {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let raw = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec();
+        let body = if raw.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&raw).unwrap_or_else(|_| {
+                panic!("response is not JSON: {}", String::from_utf8_lossy(&raw))
+            })
+        };
+        Reply {
+            status,
+            headers,
+            body,
+            raw,
+        }
+    }
+
+    pub async fn get(&self, path: impl AsRef<str>) -> Reply {
+        self.send(Method::GET, path.as_ref(), Some(&self.root), None)
+            .await
+    }
+
+    pub async fn post(&self, path: impl AsRef<str>, body: Value) -> Reply {
+        self.send(Method::POST, path.as_ref(), Some(&self.root), Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: impl AsRef<str>) -> Reply {
+        self.send(Method::DELETE, path.as_ref(), Some(&self.root), None)
+            .await
+    }
+
+    #[track_caller]
+    fn id_of(reply: Reply) -> String {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body["id"].as_str().expect("id").to_string()
+    }
+
+    pub async fn org(&self, name: &str) -> String {
+        Self::id_of(
+            self.post("/v1/organizations", json!({ "name": name }))
+                .await,
+        )
+    }
+
+    pub async fn workspace(&self, org: &str) -> String {
+        Self::id_of(
+            self.post(
+                &format!("/v1/organizations/{org}/workspaces"),
+                json!({ "name": "ws" }),
+            )
+            .await,
+        )
+    }
+
+    pub async fn deployment(&self, org: &str, workspace: &str) -> String {
+        Self::id_of(
+            self.post(
+                &format!("/v1/organizations/{org}/deployments"),
+                json!({ "name": "dep", "workspaceId": workspace }),
+            )
+            .await,
+        )
+    }
+
+    /// A new organization with one workspace and one deployment.
+    pub async fn tenant(&self) -> Tenant {
+        let org = self.org("acme").await;
+        let workspace = self.workspace(&org).await;
+        let deployment = self.deployment(&org, &workspace).await;
+        Tenant {
+            org,
+            workspace,
+            deployment,
+        }
+    }
+
+    /// Creates an agent token; answers the whole create response.
+    pub async fn agent_token(&self, t: &Tenant, body: Value) -> Value {
+        let reply = self.post(&t.tokens_path(), body).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body
+    }
+
+    pub async fn authorize(&self, token: &str) -> Reply {
+        self.send(Method::GET, "/v1/authorize", Some(token), None)
+            .await
+    }
+}
+
+pub struct Tenant {
+    pub org: String,
+    pub workspace: String,
+    pub deployment: String,
+}
+
+impl Tenant {
+    pub fn tokens_path(&self) -> String {
+        format!(
+            "/v1/organizations/{}/deployments/{}/agent-tokens",
+            self.org, self.deployment
+        )
+    }
+
+    pub fn token_path(&self, id: &str) -> String {
+        format!("{}/{id}", self.tokens_path())
+    }
+}
+
+pub fn str_of<'a>(value: &'a Value, key: &str) -> &'a str {
+    value[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} in {value}"))
+}

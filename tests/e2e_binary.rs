@@ -1,0 +1,392 @@
+//! End to end: the real `agentkey` binary, real processes, real HTTP on
+//! loopback, a real SQLite file. Covers what only a process shows: the root
+//! credential printed once, settings from the environment, graceful
+//! shutdown flushing `lastUsedAt`, `root-token --rotate` taking effect on a
+//! running server, and no secret in the logs.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_agentkey");
+
+struct Server {
+    child: Child,
+    base: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts `agentkey serve` on a free port and waits until it listens.
+    fn start(db: &Path, env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(BIN);
+        command
+            .arg("serve")
+            .env("AGENTKEY_LISTEN", "127.0.0.1:0")
+            .env(
+                "AGENTKEY_DATABASE_URL",
+                format!("sqlite://{}", db.display()),
+            )
+            .env_remove("AGENTKEY_ROOT_TOKEN")
+            .env_remove("AGENTKEY_LOG")
+            .env("AGENTKEY_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("spawn agentkey");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let addr = log.lock().unwrap().iter().find_map(|line| {
+                let event: Value = serde_json::from_str(line).ok()?;
+                (event["message"] == "listening")
+                    .then(|| event["addr"].as_str().unwrap().to_string())
+            });
+            if let Some(addr) = addr {
+                return Server {
+                    child,
+                    base: format!("http://{addr}"),
+                    log,
+                };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("agentkey exited with {status}: {:?}", log.lock().unwrap());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agentkey did not start: {:?}",
+                log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// The root credential printed at first start, if any.
+    fn printed_root(&self) -> Option<String> {
+        root_in(&self.log_text())
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    fn stop(mut self) -> String {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "clean exit after SIGTERM: {status}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "agentkey did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(50)); // let the reader drain
+        self.log_text()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn root_in(text: &str) -> Option<String> {
+    let start = text.find("akroot_")?;
+    Some(
+        text[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect(),
+    )
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    fn new(server: &Server) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: server.base.clone(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap()
+            },
+        )
+    }
+
+    async fn create(&self, path: &str, token: &str, body: Value) -> Value {
+        let (status, body) = self
+            .call(reqwest::Method::POST, path, token, Some(body))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}
+
+#[tokio::test]
+async fn full_lifecycle_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("agentkey.db");
+
+    // First start: a root credential is generated and printed once.
+    let server = Server::start(&db, &[("AGENTKEY_LAST_USED_FLUSH_SECONDS", "3600")]);
+    let root = server
+        .printed_root()
+        .expect("root credential printed at first start");
+    assert!(server.log_text().contains("will not be shown again"));
+    let api = Client::new(&server);
+    let org = api
+        .create("/v1/organizations", &root, json!({ "name": "acme" }))
+        .await;
+    let org = org["id"].as_str().unwrap();
+    let ws = api
+        .create(
+            &format!("/v1/organizations/{org}/workspaces"),
+            &root,
+            json!({ "name": "w" }),
+        )
+        .await;
+    let dep = api
+        .create(
+            &format!("/v1/organizations/{org}/deployments"),
+            &root,
+            json!({ "name": "d", "workspaceId": ws["id"] }),
+        )
+        .await;
+    let dep = dep["id"].as_str().unwrap();
+    let tokens = format!("/v1/organizations/{org}/deployments/{dep}/agent-tokens");
+    let created = api.create(&tokens, &root, json!({ "name": "agent" })).await;
+    let secret = created["token"].as_str().unwrap().to_string();
+    let token_path = format!("{tokens}/{}", created["id"].as_str().unwrap());
+
+    let (status, who) = api
+        .call(reqwest::Method::GET, "/v1/authorize", &secret, None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(who["deploymentId"], dep);
+
+    // SIGTERM: clean exit, and the pending lastUsedAt is written on the way out
+    // (the flush interval is an hour, so only the shutdown flush can do it).
+    let log = server.stop();
+    assert!(!log.contains(&secret), "an agent secret in the logs");
+    assert_eq!(
+        log.matches(&root).count(),
+        1,
+        "the root credential is printed exactly once"
+    );
+
+    // Second start on the same database: no new root credential.
+    let server = Server::start(&db, &[]);
+    assert_eq!(server.printed_root(), None);
+    let api = Client::new(&server);
+    let (status, token) = api
+        .call(reqwest::Method::GET, &token_path, &root, None)
+        .await;
+    assert_eq!(status, 200, "{token}");
+    assert!(
+        token["lastUsedAt"].is_string(),
+        "flushed at shutdown: {token}"
+    );
+    assert!(token.get("token").is_none());
+
+    // Rotate the root credential with the CLI while the server runs.
+    let output = Command::new(BIN)
+        .args([
+            "root-token",
+            "--rotate",
+            "--database-url",
+            &format!("sqlite://{}", db.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let new_root = root_in(&String::from_utf8_lossy(&output.stderr)).expect("new root printed");
+    assert_ne!(new_root, root);
+    let (status, _) = api
+        .call(reqwest::Method::GET, "/v1/organizations", &root, None)
+        .await;
+    assert_eq!(status, 401, "the old root credential stops working at once");
+    let (status, _) = api
+        .call(reqwest::Method::GET, "/v1/organizations", &new_root, None)
+        .await;
+    assert_eq!(status, 200);
+
+    // Revocation through the running process.
+    let (status, _) = api
+        .call(reqwest::Method::DELETE, &token_path, &new_root, None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, body) = api
+        .call(reqwest::Method::GET, "/v1/authorize", &secret, None)
+        .await;
+    assert_eq!(status, 401, "{body}");
+    let log = server.stop();
+    assert!(!log.contains(&secret) && !log.contains(&new_root) && !log.contains(&root));
+}
+
+#[tokio::test]
+async fn a_configured_root_token_replaces_the_generated_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("agentkey.db");
+    let first = Server::start(&db, &[]);
+    let generated = first.printed_root().unwrap();
+    first.stop();
+
+    let configured = "my-very-own-root-token-of-40-characters!";
+    let server = Server::start(&db, &[("AGENTKEY_ROOT_TOKEN", configured)]);
+    assert_eq!(server.printed_root(), None);
+    let api = Client::new(&server);
+    let org = api
+        .create("/v1/organizations", configured, json!({ "name": "a" }))
+        .await;
+    let (status, _) = api
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/organizations/{}", org["id"].as_str().unwrap()),
+            &generated,
+            None,
+        )
+        .await;
+    assert_eq!(
+        status, 401,
+        "while AGENTKEY_ROOT_TOKEN is set, only it is root"
+    );
+    let log = server.stop();
+    assert!(
+        !log.contains(configured),
+        "the configured root token is never logged"
+    );
+}
+
+#[test]
+fn a_short_root_token_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .arg("serve")
+        .env("AGENTKEY_LISTEN", "127.0.0.1:0")
+        .env(
+            "AGENTKEY_DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("a.db").display()),
+        )
+        .env("AGENTKEY_ROOT_TOKEN", "too-short-a-secret")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("AGENTKEY_ROOT_TOKEN must be at least 32 characters"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("too-short-a-secret"),
+        "the message does not echo the secret"
+    );
+}
+
+#[test]
+fn an_unsupported_database_url_is_a_clear_error() {
+    let output = Command::new(BIN)
+        .args([
+            "migrate",
+            "--database-url",
+            "mysql://user:hunter2@localhost/db",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unsupported database URL"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "passwords are redacted: {stderr}"
+    );
+}
+
+#[test]
+fn migrate_and_root_token_work_without_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("m.db").display());
+    let migrate = Command::new(BIN)
+        .args(["migrate", "--database-url", &url])
+        .output()
+        .unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    assert!(dir.path().join("m.db").exists());
+    let status = Command::new(BIN)
+        .args(["root-token", "--database-url", &url])
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let text = String::from_utf8_lossy(&status.stderr);
+    assert!(text.contains("No generated root credential"), "{text}");
+    assert_eq!(root_in(&text), None);
+}
+
+#[test]
+fn help_lists_every_setting() {
+    let output = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for setting in [
+        "AGENTKEY_LISTEN",
+        "AGENTKEY_DATABASE_URL",
+        "AGENTKEY_ROOT_TOKEN",
+        "AGENTKEY_MAX_AGENT_TOKENS_PER_DEPLOYMENT",
+        "AGENTKEY_LAST_USED_FLUSH_SECONDS",
+        "AGENTKEY_LOG_FORMAT",
+        "serve",
+        "migrate",
+        "root-token",
+    ] {
+        assert!(help.contains(setting), "--help mentions {setting}:\n{help}");
+    }
+}

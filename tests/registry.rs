@@ -1,0 +1,208 @@
+//! Organizations, workspaces and deployments: the registry agent tokens
+//! belong to.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::{str_of, TestApp};
+use serde_json::json;
+
+#[tokio::test]
+async fn organizations_are_created_listed_and_fetched() {
+    let app = TestApp::new().await;
+    let created = app
+        .post("/v1/organizations", json!({ "name": "acme" }))
+        .await;
+    assert_eq!(created.status, StatusCode::OK);
+    let keys: Vec<&String> = created.body.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["createdAt", "id", "name", "updatedAt"]);
+    assert_eq!(created.body["createdAt"], "2022-11-22T04:37:12Z");
+    let id = str_of(&created.body, "id");
+
+    assert_eq!(
+        app.get(format!("/v1/organizations/{id}")).await.body,
+        created.body
+    );
+    app.post("/v1/organizations", json!({ "name": "zeta" }))
+        .await;
+    let list = app.get("/v1/organizations?sorts=name:desc&limit=1").await;
+    assert_eq!(list.body["totalCount"], 2);
+    assert_eq!(list.body["limit"], 1);
+    assert_eq!(list.body["organizations"][0]["name"], "zeta");
+    app.get("/v1/organizations?sorts=createdById:asc")
+        .await
+        .assert_error(400);
+    app.get("/v1/organizations/c000000000000000000000000")
+        .await
+        .assert_error(404);
+}
+
+#[tokio::test]
+async fn workspaces_belong_to_one_organization() {
+    let app = TestApp::new().await;
+    let a = app.org("a").await;
+    let b = app.org("b").await;
+    let created = app
+        .post(
+            format!("/v1/organizations/{a}/workspaces"),
+            json!({ "name": "data", "description": "team" }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK);
+    assert_eq!(created.body["organizationId"], a.as_str());
+    assert_eq!(created.body["description"], "team");
+    let ws = str_of(&created.body, "id");
+
+    assert_eq!(
+        app.get(format!("/v1/organizations/{a}/workspaces/{ws}"))
+            .await
+            .body,
+        created.body
+    );
+    app.get(format!("/v1/organizations/{b}/workspaces/{ws}"))
+        .await
+        .assert_error(404);
+    let list = app.get(format!("/v1/organizations/{a}/workspaces")).await;
+    assert_eq!(list.body["totalCount"], 1);
+    assert_eq!(list.body["workspaces"][0]["id"], ws);
+    assert_eq!(
+        app.get(format!("/v1/organizations/{b}/workspaces"))
+            .await
+            .body["totalCount"],
+        0
+    );
+
+    let missing = "c000000000000000000000000";
+    app.post(
+        format!("/v1/organizations/{missing}/workspaces"),
+        json!({ "name": "x" }),
+    )
+    .await
+    .assert_error(404);
+    app.get(format!("/v1/organizations/{missing}/workspaces"))
+        .await
+        .assert_error(404);
+    app.get(format!("/v1/organizations/{a}/workspaces/{missing}"))
+        .await
+        .assert_error(404);
+    let reply = app
+        .post(
+            format!("/v1/organizations/{a}/workspaces"),
+            json!({ "description": "x".repeat(1001) }),
+        )
+        .await;
+    reply.assert_error(400);
+    assert_eq!(reply.fields(), ["name", "description"]);
+}
+
+#[tokio::test]
+async fn deployments_need_a_workspace_of_the_same_organization() {
+    let app = TestApp::new().await;
+    let a = app.org("a").await;
+    let b = app.org("b").await;
+    let ws_a = app.workspace(&a).await;
+    let ws_b = app.workspace(&b).await;
+    let path = format!("/v1/organizations/{a}/deployments");
+
+    // Astro clients send many more fields; they are ignored.
+    let created = app
+        .post(
+            &path,
+            json!({ "name": "prod", "workspaceId": ws_a, "description": "d",
+                             "clusterId": "x", "executor": "CELERY", "isCicdEnforced": true }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    assert_eq!(created.body["workspaceId"], ws_a.as_str());
+    assert_eq!(created.body["organizationId"], a.as_str());
+    let dep = str_of(&created.body, "id");
+    assert_eq!(app.get(format!("{path}/{dep}")).await.body, created.body);
+    assert_eq!(app.get(&path).await.body["deployments"][0]["id"], dep);
+
+    for (body, field) in [
+        (json!({ "name": "x" }), "workspaceId"),
+        (json!({ "name": "x", "workspaceId": "" }), "workspaceId"),
+        (json!({ "name": "x", "workspaceId": ws_b }), "workspaceId"),
+        (
+            json!({ "name": "x", "workspaceId": "nonsense" }),
+            "workspaceId",
+        ),
+        (json!({ "workspaceId": ws_a }), "name"),
+        (json!({ "name": "x", "workspaceId": 7 }), "workspaceId"),
+    ] {
+        let reply = app.post(&path, body.clone()).await;
+        reply.assert_error(400);
+        assert_eq!(reply.fields(), [field], "{body}");
+    }
+    assert_eq!(
+        app.get(&path).await.body["totalCount"],
+        1,
+        "nothing written"
+    );
+    app.get(format!("/v1/organizations/{b}/deployments/{dep}"))
+        .await
+        .assert_error(404);
+}
+
+#[tokio::test]
+async fn deleting_a_deployment_is_204_then_404() {
+    let app = TestApp::new().await;
+    let t = app.tenant().await;
+    app.agent_token(&t, json!({ "name": "a" })).await;
+    let path = format!("/v1/organizations/{}/deployments/{}", t.org, t.deployment);
+    let other_org = app.org("other").await;
+    app.delete(format!(
+        "/v1/organizations/{other_org}/deployments/{}",
+        t.deployment
+    ))
+    .await
+    .assert_error(404);
+
+    let reply = app.delete(&path).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(reply.raw.is_empty());
+    app.delete(&path).await.assert_error(404);
+    app.get(&path).await.assert_error(404);
+    app.delete(format!("/v1/organizations/{}/deployments/bogus", t.org))
+        .await
+        .assert_error(404);
+}
+
+#[tokio::test]
+async fn registry_lists_paginate_and_sort() {
+    let app = TestApp::new().await;
+    let org = app.org("o").await;
+    let ws = app.workspace(&org).await;
+    for name in ["c", "a", "b"] {
+        app.clock.advance(1);
+        app.post(
+            format!("/v1/organizations/{org}/deployments"),
+            json!({ "name": name, "workspaceId": ws }),
+        )
+        .await;
+    }
+    let page = app
+        .get(format!(
+            "/v1/organizations/{org}/deployments?sorts=name%3Aasc&offset=1&limit=1"
+        ))
+        .await;
+    assert_eq!(page.body["totalCount"], 3);
+    assert_eq!(page.body["deployments"].as_array().unwrap().len(), 1);
+    assert_eq!(page.body["deployments"][0]["name"], "b");
+    let default = app
+        .get(format!("/v1/organizations/{org}/deployments"))
+        .await;
+    let names: Vec<&str> = default.body["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| str_of(d, "name"))
+        .collect();
+    assert_eq!(names, ["c", "a", "b"], "oldest first by default");
+    app.get(format!("/v1/organizations/{org}/deployments?limit=-5"))
+        .await
+        .assert_error(400);
+    app.get(format!("/v1/organizations/{org}/workspaces?offset=x"))
+        .await
+        .assert_error(400);
+}
