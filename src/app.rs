@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::Router;
 
+use crate::cache::{CacheLimits, VerifyCache};
 use crate::clock::Clock;
 use crate::store::Store;
 use crate::token::Digest;
@@ -17,6 +18,7 @@ use crate::verify::Verifier;
 pub struct Settings {
     pub max_agent_tokens_per_deployment: i64,
     pub last_used_flush_interval: Duration,
+    pub cache: CacheLimits,
 }
 
 impl Default for Settings {
@@ -24,6 +26,7 @@ impl Default for Settings {
         Settings {
             max_agent_tokens_per_deployment: 50,
             last_used_flush_interval: Duration::from_secs(5),
+            cache: CacheLimits::default(),
         }
     }
 }
@@ -46,10 +49,12 @@ impl AppState {
         configured_root: Option<Digest>,
     ) -> AppState {
         let usage = Arc::new(UsageRecorder::default());
+        let cache = Arc::new(VerifyCache::new(settings.cache));
         let verifier = Arc::new(Verifier::new(
             store.clone(),
             clock.clone(),
             usage.clone(),
+            cache,
             configured_root,
         ));
         AppState {

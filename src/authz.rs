@@ -20,6 +20,8 @@ pub enum Action {
     GetAgentTokens,
     CreateAgentToken,
     DeleteAgentToken,
+    RotateAgentToken,
+    IntrospectTokens,
 }
 
 impl Action {
@@ -36,6 +38,9 @@ impl Action {
             Action::GetAgentTokens => "deployment.agentTokens.get",
             Action::CreateAgentToken => "deployment.agentTokens.create",
             Action::DeleteAgentToken => "deployment.agentTokens.delete",
+            // agentkey's own: Astro has neither.
+            Action::RotateAgentToken => "deployment.agentTokens.rotate",
+            Action::IntrospectTokens => "organization.tokens.introspect",
         }
     }
 }
@@ -69,7 +74,7 @@ mod tests {
     use crate::model::AgentCredential;
     use crate::token::Digest;
 
-    const ALL: [Action; 13] = [
+    const ALL: [Action; 15] = [
         Action::CreateOrganization,
         Action::ListOrganizations,
         Action::GetOrganization,
@@ -83,6 +88,8 @@ mod tests {
         Action::GetAgentTokens,
         Action::CreateAgentToken,
         Action::DeleteAgentToken,
+        Action::RotateAgentToken,
+        Action::IntrospectTokens,
     ];
 
     #[test]
@@ -94,6 +101,8 @@ mod tests {
             deployment_id: "d".into(),
             name: "n".into(),
             end_at: None,
+            grace_until: None,
+            issued_at: 0,
             secret_digest: Digest::of("x"),
         });
         for action in ALL {

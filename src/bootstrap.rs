@@ -52,8 +52,32 @@ pub async fn migrate(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `agentkey root-token [--rotate]`.
+/// The file a `sqlite:` URL names, if it names one.
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+/// `agentkey root-token [--rotate]`. Unlike `serve`, it never creates a
+/// database: a mistyped path must not yield a credential for nothing.
 pub async fn root_token_command(url: &str, rotate: bool) -> Result<(), String> {
+    if let Some(path) = sqlite_path(url) {
+        if !std::path::Path::new(path).exists() {
+            return Err(format!(
+                "no database at {path}; check --database-url / AGENTKEY_DATABASE_URL \
+                 (`agentkey serve` creates the database on first start)"
+            ));
+        }
+    }
+    if std::env::var_os(crate::config::ROOT_TOKEN_ENV).is_some_and(|v| !v.is_empty()) {
+        eprintln!(
+            "Note: AGENTKEY_ROOT_TOKEN is set here. While it is set for `agentkey serve`, \
+             that value is the only root credential and the stored one is not accepted."
+        );
+    }
     let store = open(url).await?;
     let result = if rotate {
         let secret = Secret::generate(SecretKind::Root);

@@ -7,6 +7,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use std::time::Duration;
+
+use crate::app::Settings;
+use crate::cache::CacheLimits;
 use crate::config::{Config, LogFormat, ROOT_TOKEN_ENV};
 
 const ENVIRONMENT_HELP: &str = "\
@@ -17,8 +21,9 @@ Environment:
                                             read only from the environment, never from a flag
   AGENTKEY_MAX_AGENT_TOKENS_PER_DEPLOYMENT  agent tokens per deployment (default 50)
   AGENTKEY_LAST_USED_FLUSH_SECONDS          how often lastUsedAt is written (default 5)
+  AGENTKEY_CACHE_TTL_SECONDS                how long a verified token is trusted from memory (default 30)
   AGENTKEY_LOG_FORMAT                       text or json (default text)
-  AGENTKEY_LOG                              log filter, e.g. info or agentkey=debug (default info)";
+  AGENTKEY_LOG                              log filter, e.g. debug or agentkey=debug (default info,sqlx=warn)";
 
 #[derive(Debug, Parser)]
 #[command(name = "agentkey", version, about = "Issues and verifies Apache Airflow agent tokens (Astro API v1 compatible)", after_help = ENVIRONMENT_HELP)]
@@ -75,6 +80,10 @@ pub struct ServeArgs {
     /// Seconds between writes of lastUsedAt (uses are coalesced in memory).
     #[arg(long, env = "AGENTKEY_LAST_USED_FLUSH_SECONDS", default_value_t = 5)]
     pub last_used_flush_seconds: u64,
+    /// Seconds a verified token is trusted from memory before it is read
+    /// again; bounds how long a change made by another process goes unseen.
+    #[arg(long, env = "AGENTKEY_CACHE_TTL_SECONDS", default_value_t = 30)]
+    pub cache_ttl_seconds: i64,
 }
 
 #[derive(Debug, Args)]
@@ -98,12 +107,19 @@ pub fn run() -> ExitCode {
         match cli.command {
             Command::Serve(args) => {
                 let root_token = std::env::var(ROOT_TOKEN_ENV).ok();
+                let settings = Settings {
+                    max_agent_tokens_per_deployment: args.max_agent_tokens_per_deployment,
+                    last_used_flush_interval: Duration::from_secs(args.last_used_flush_seconds),
+                    cache: CacheLimits {
+                        positive_ttl: args.cache_ttl_seconds,
+                        ..CacheLimits::default()
+                    },
+                };
                 let config = Config::new(
                     args.listen,
                     args.database.database_url,
                     root_token,
-                    args.max_agent_tokens_per_deployment,
-                    args.last_used_flush_seconds,
+                    settings,
                 )
                 .map_err(|e| e.to_string())?;
                 crate::serve::serve(config).await

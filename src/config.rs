@@ -44,29 +44,28 @@ impl Config {
         listen: SocketAddr,
         database_url: String,
         root_token: Option<String>,
-        max_agent_tokens_per_deployment: i64,
-        last_used_flush_seconds: u64,
+        settings: Settings,
     ) -> Result<Config, ConfigError> {
         let root_token = root_token
             .filter(|t| !t.is_empty())
             .map(check_root_token)
             .transpose()?;
-        if max_agent_tokens_per_deployment < 1 {
+        if settings.max_agent_tokens_per_deployment < 1 {
             return Err(ConfigError::NotPositive(
                 "AGENTKEY_MAX_AGENT_TOKENS_PER_DEPLOYMENT",
             ));
         }
-        if last_used_flush_seconds < 1 {
+        if settings.last_used_flush_interval < Duration::from_secs(1) {
             return Err(ConfigError::NotPositive("AGENTKEY_LAST_USED_FLUSH_SECONDS"));
+        }
+        if settings.cache.positive_ttl < 1 {
+            return Err(ConfigError::NotPositive("AGENTKEY_CACHE_TTL_SECONDS"));
         }
         Ok(Config {
             listen,
             database_url,
             root_token,
-            settings: Settings {
-                max_agent_tokens_per_deployment,
-                last_used_flush_interval: Duration::from_secs(last_used_flush_seconds),
-            },
+            settings,
         })
     }
 
@@ -98,8 +97,7 @@ mod tests {
             "127.0.0.1:0".parse().unwrap(),
             "sqlite://x.db".into(),
             root.map(String::from),
-            50,
-            5,
+            Settings::default(),
         )
     }
 
@@ -130,13 +128,27 @@ mod tests {
 
     #[test]
     fn limits_must_be_positive() {
-        let err = Config::new(
-            "127.0.0.1:0".parse().unwrap(),
-            "sqlite://x".into(),
-            None,
-            0,
-            5,
-        );
-        assert!(err.is_err());
+        let with = |settings: Settings| {
+            Config::new(
+                "127.0.0.1:0".parse().unwrap(),
+                "sqlite://x".into(),
+                None,
+                settings,
+            )
+        };
+        assert!(with(Settings {
+            max_agent_tokens_per_deployment: 0,
+            ..Settings::default()
+        })
+        .is_err());
+        assert!(with(Settings {
+            last_used_flush_interval: Duration::ZERO,
+            ..Settings::default()
+        })
+        .is_err());
+        let mut zero_ttl = Settings::default();
+        zero_ttl.cache.positive_ttl = 0;
+        assert!(with(zero_ttl).is_err());
+        assert!(with(Settings::default()).is_ok());
     }
 }

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod authz;
 pub mod bootstrap;
+pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod config;

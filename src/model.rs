@@ -104,8 +104,38 @@ pub struct AgentCredential {
     pub organization_id: String,
     pub deployment_id: String,
     pub name: String,
+    /// When the token expires (`endAt`), if ever.
     pub end_at: Option<i64>,
+    /// Set when the presented secret is one a rotation replaced: the end of
+    /// its grace window.
+    pub grace_until: Option<i64>,
+    /// When the presented secret was issued (creation or last rotation).
+    pub issued_at: i64,
     pub secret_digest: Digest,
+}
+
+impl AgentCredential {
+    /// The first second at which this secret no longer verifies, if any.
+    pub fn valid_until(&self) -> Option<i64> {
+        match (self.end_at, self.grace_until) {
+            (Some(end), Some(grace)) => Some(end.min(grace)),
+            (end, grace) => end.or(grace),
+        }
+    }
+}
+
+/// A rotation: the token's new secret and how long the old one stays good.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    pub organization_id: String,
+    pub deployment_id: String,
+    pub token_id: String,
+    pub secret_digest: Digest,
+    pub short_token: String,
+    /// End of the old secret's grace window; `None` retires it at once.
+    pub previous_valid_until: Option<i64>,
+    pub at: i64,
+    pub actor: Subject,
 }
 
 /// The root credential kept in the database when none is configured.

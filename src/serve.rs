@@ -2,6 +2,7 @@
 //! serve HTTP until SIGINT/SIGTERM, then finish in-flight requests and flush
 //! pending `lastUsedAt` writes before exiting.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -35,35 +36,63 @@ pub async fn serve(config: Config) -> Result<(), String> {
         config.settings.clone(),
         config.root_token_digest(),
     );
-    let flusher = tokio::spawn(
-        state
-            .usage
-            .clone()
-            .run(store.clone(), config.settings.last_used_flush_interval),
-    );
-
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let flusher = tokio::spawn(state.usage.clone().run(
+        store.clone(),
+        config.settings.last_used_flush_interval,
+        stopped.clone(),
+    ));
+    let mut graceful = stopped;
+    let mut server = tokio::spawn(
+        axum::serve(
+            listener,
+            state
+                .router()
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = graceful.wait_for(|stop| *stop).await;
+        })
+        .into_future(),
+    );
     tracing::info!(%addr, "listening");
 
-    let app = state.router();
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await;
-
-    flusher.abort();
-    if let Err(err) = state.usage.flush(store.as_ref()).await {
-        tracing::warn!(error = %err, "could not record the last token uses at shutdown");
-    }
+    let served = tokio::select! {
+        result = &mut server => Some(result),
+        () = shutdown_signal() => None,
+    };
+    let _ = stop.send(true);
+    let served = match served {
+        Some(result) => result,
+        None => match tokio::time::timeout(SHUTDOWN_TIMEOUT, server).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(
+                    timeout_seconds = SHUTDOWN_TIMEOUT.as_secs(),
+                    "requests still running at the shutdown deadline; exiting anyway"
+                );
+                Ok(Ok(()))
+            }
+        },
+    };
+    // The flusher writes what is pending, then returns.
+    let _ = flusher.await;
     store.close().await;
     tracing::info!("stopped");
-    served.map_err(|e| format!("server error: {e}"))
+    match served {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(format!("server error: {err}")),
+        Err(err) => Err(format!("server task failed: {err}")),
+    }
 }
+
+/// How long in-flight requests may take to finish after SIGINT/SIGTERM.
+const SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 async fn shutdown_signal() {

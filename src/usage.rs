@@ -46,14 +46,26 @@ impl UsageRecorder {
         }
     }
 
-    /// Flushes every `interval` until the task is aborted.
-    pub async fn run(self: Arc<Self>, store: Arc<dyn Store>, interval: Duration) {
+    /// Flushes every `interval` until `stop` turns true, then flushes once
+    /// more and returns. Never interrupted mid-flush, so no use is lost.
+    pub async fn run(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        interval: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticker.tick().await;
+            let stopping = tokio::select! {
+                _ = ticker.tick() => false,
+                _ = stop.wait_for(|stop| *stop) => true,
+            };
             if let Err(err) = self.flush(store.as_ref()).await {
                 tracing::warn!(error = %err, "could not record token use; will retry");
+            }
+            if stopping {
+                return;
             }
         }
     }

@@ -1,9 +1,11 @@
 //! Verification of presented secrets: which principal a bearer credential
 //! stands for, or why it is refused. Malformed secrets are refused by their
-//! shape alone, before any database read.
+//! shape alone, before any lookup; agent tokens are looked up in the
+//! [`VerifyCache`] first and in the store only on a miss.
 
 use std::sync::Arc;
 
+use crate::cache::{Cached, Lookup, VerifyCache};
 use crate::clock::Clock;
 use crate::model::{AgentCredential, Subject, SubjectType};
 use crate::store::{Store, StoreError};
@@ -53,6 +55,8 @@ pub enum Refusal {
     Unknown,
     /// Issued, but its `endAt` has passed.
     Expired,
+    /// Replaced by a rotation, and its grace window has ended.
+    Superseded,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +71,7 @@ pub struct Verifier {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     usage: Arc<UsageRecorder>,
+    cache: Arc<VerifyCache>,
     /// The digest of `AGENTKEY_ROOT_TOKEN`, when it is set. It then is the
     /// only root credential; a generated one in the database is ignored.
     configured_root: Option<Digest>,
@@ -77,35 +82,65 @@ impl Verifier {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         usage: Arc<UsageRecorder>,
+        cache: Arc<VerifyCache>,
         configured_root: Option<Digest>,
     ) -> Verifier {
         Verifier {
             store,
             clock,
             usage,
+            cache,
             configured_root,
         }
     }
 
     /// Verifies an agent token for a gateway, and notes its use.
-    pub async fn verify_agent(&self, presented: &str) -> Result<AgentCredential, VerifyError> {
-        match parse_kind(presented) {
-            Some(SecretKind::Agent) => {}
-            _ => return Err(VerifyError::Refused(Refusal::Malformed)),
+    pub async fn verify_agent(&self, presented: &str) -> Result<Arc<Cached>, VerifyError> {
+        if parse_kind(presented) != Some(SecretKind::Agent) {
+            return Err(VerifyError::Refused(Refusal::Malformed));
         }
         let digest = Digest::of(presented);
-        let credential = self
-            .store
-            .find_agent_credential(&digest)
-            .await?
-            .filter(|c| c.secret_digest.ct_eq(&digest))
-            .ok_or(VerifyError::Refused(Refusal::Unknown))?;
         let now = self.clock.now();
+        let entry = match self.cache.lookup(&digest, now) {
+            Lookup::Hit(entry) => entry,
+            Lookup::KnownUnknown => return Err(VerifyError::Refused(Refusal::Unknown)),
+            Lookup::Miss => {
+                let epoch = self.cache.epoch();
+                match self.store.find_agent_credential(&digest).await? {
+                    Some(credential) => self.cache.insert(digest, credential, now, epoch),
+                    None => {
+                        self.cache.insert_unknown(digest, now, epoch);
+                        return Err(VerifyError::Refused(Refusal::Unknown));
+                    }
+                }
+            }
+        };
+        let credential = &entry.credential;
         if credential.end_at.is_some_and(|end| now >= end) {
             return Err(VerifyError::Refused(Refusal::Expired));
         }
-        self.usage.touch(&credential.token_id, now);
-        Ok(credential)
+        if credential.grace_until.is_some_and(|end| now >= end) {
+            return Err(VerifyError::Refused(Refusal::Superseded));
+        }
+        if entry.mark_used(now) {
+            self.usage.touch(&credential.token_id, now);
+        }
+        Ok(entry)
+    }
+
+    /// Makes a revoked or rotated token's cached secrets re-read from the
+    /// store on their next use.
+    pub fn forget_token(&self, token_id: &str) {
+        self.cache.forget_token(token_id);
+    }
+
+    /// The same for every token of a deleted deployment.
+    pub fn forget_deployment(&self, deployment_id: &str) {
+        self.cache.forget_deployment(deployment_id);
+    }
+
+    pub fn cache(&self) -> &VerifyCache {
+        &self.cache
     }
 
     /// Identifies the caller of the management API.
@@ -120,7 +155,10 @@ impl Verifier {
             }
         }
         match parse_kind(presented) {
-            Some(SecretKind::Agent) => self.verify_agent(presented).await.map(Principal::Agent),
+            Some(SecretKind::Agent) => {
+                let entry = self.verify_agent(presented).await?;
+                Ok(Principal::Agent(entry.credential.clone()))
+            }
             Some(SecretKind::Root) if self.configured_root.is_none() => {
                 let digest = Digest::of(presented);
                 match self.store.root_credential().await? {

@@ -300,3 +300,50 @@ async fn an_agent_token_cannot_call_the_management_api() {
         "the token itself survived"
     );
 }
+
+/// With the database closed, only the cache can answer: a token verified
+/// once keeps verifying (a hit), a digest seen to be unknown stays refused
+/// (a negative hit), and malformed tokens are refused without any lookup.
+#[tokio::test]
+async fn cache_hits_and_refusals_need_no_database() {
+    let app = TestApp::new().await;
+    let t = app.tenant().await;
+    let cached = str_of(&app.agent_token(&t, json!({ "name": "a" })).await, "token").to_string();
+    let uncached = str_of(&app.agent_token(&t, json!({ "name": "b" })).await, "token").to_string();
+    let unknown = agentkey::token::Secret::generate(agentkey::token::SecretKind::Agent);
+    assert_eq!(app.authorize(&cached).await.status, StatusCode::OK);
+    app.authorize(unknown.expose()).await.assert_error(401);
+    assert_eq!(app.state.verifier.cache().len(), (1, 1));
+
+    app.store.close().await;
+    assert_eq!(app.authorize(&cached).await.status, StatusCode::OK, "hit");
+    app.authorize(unknown.expose()).await.assert_error(401); // negative hit, not a 500
+    app.authorize(&cached[..cached.len() - 1])
+        .await
+        .assert_error(401); // malformed
+    app.authorize(&uncached).await.assert_error(500); // a miss must read, and cannot
+}
+
+#[tokio::test]
+async fn cached_entries_are_read_again_after_their_age_limit() {
+    let app = TestApp::new().await;
+    let t = app.tenant().await;
+    let created = app.agent_token(&t, json!({ "name": "a" })).await;
+    let token = str_of(&created, "token");
+    assert_eq!(app.authorize(token).await.status, StatusCode::OK);
+    // A change the cache is not told about (as if made by another process).
+    let deleted = app
+        .store
+        .delete_agent_token(&t.org, &t.deployment, str_of(&created, "id"))
+        .await
+        .unwrap();
+    assert!(deleted.is_some());
+    assert_eq!(
+        app.authorize(token).await.status,
+        StatusCode::OK,
+        "still cached"
+    );
+    app.clock
+        .advance(agentkey::cache::CacheLimits::default().positive_ttl);
+    app.authorize(token).await.assert_error(401);
+}

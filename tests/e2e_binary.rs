@@ -373,6 +373,27 @@ fn migrate_and_root_token_work_without_a_server() {
 }
 
 #[test]
+fn root_token_refuses_a_database_that_does_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.db");
+    let output = Command::new(BIN)
+        .args([
+            "root-token",
+            "--rotate",
+            "--database-url",
+            &format!("sqlite://{}", path.display()),
+        ])
+        .env_remove("AGENTKEY_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no database at"), "{stderr}");
+    assert_eq!(root_in(&stderr), None, "no credential printed");
+    assert!(!path.exists(), "no database created");
+}
+
+#[test]
 fn help_lists_every_setting() {
     let output = Command::new(BIN).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&output.stdout);

@@ -9,15 +9,15 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::extract::{ListQuery, PathParams, Sortable, ValidJson};
+use super::extract::{ListQuery, OptionalJson, PathParams, Sortable, ValidJson};
 use super::lookup;
-use super::schema::{ApiToken, ApiTokensPaginated};
+use super::schema::{ApiToken, ApiTokensPaginated, SecretResponse};
 use crate::app::AppState;
 use crate::authz::Action;
-use crate::model::{AgentToken, NewAgentToken, AGENT_ROLE};
+use crate::model::{AgentToken, NewAgentToken, Rotation, AGENT_ROLE};
 use crate::store::SortColumn;
 use crate::token::id::is_id;
-use crate::token::request::{parse_expiry_days, Description, Faults, Name};
+use crate::token::request::{parse_expiry_days, parse_grace_seconds, Description, Faults, Name};
 use crate::token::{new_id, Secret, SecretKind};
 
 const SECONDS_PER_DAY: i64 = 86_400;
@@ -32,6 +32,14 @@ pub struct CreateAgentTokenRequest {
     pub description: Option<String>,
     /// 1 to 3650; absent means the token never expires.
     pub token_expiry_period_in_days: Option<i64>,
+}
+
+/// agentkey's rotation request (Astro has no rotation for agent tokens).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotateAgentTokenRequest {
+    /// 0 to 86400 (default 0): how long the replaced secret keeps verifying.
+    pub grace_period_seconds: Option<i64>,
 }
 
 impl Sortable for ApiToken {
@@ -89,7 +97,7 @@ pub async fn create_agent_token(
     caller: Caller,
     PathParams((org, dep)): PathParams<(String, String)>,
     ValidJson(request): ValidJson<CreateAgentTokenRequest>,
-) -> Result<Json<ApiToken>, ApiError> {
+) -> Result<SecretResponse<ApiToken>, ApiError> {
     caller.require(Action::CreateAgentToken, Some(&org))?;
     let mut faults = Faults::default();
     let name = faults.check(Name::parse("name", request.name));
@@ -133,9 +141,9 @@ pub async fn create_agent_token(
         .create_agent_token(&new, state.settings.max_agent_tokens_per_deployment)
         .await?;
     tracing::info!(token_id = %new.token.id, deployment_id = %new.token.deployment_id, "agent token created");
-    let mut body = ApiToken::from(&new.token);
-    body.token = Some(secret.expose().to_string());
-    Ok(Json(body))
+    Ok(SecretResponse::new(
+        ApiToken::from(&new.token).revealing(&secret),
+    ))
 }
 
 /// Get an Agent API token (never its secret).
@@ -182,6 +190,52 @@ pub async fn delete_agent_token(
         .delete_agent_token(&org, &dep, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("agent token"))?;
+    state.verifier.forget_token(&id);
     tracing::info!(token_id = %id, deployment_id = %dep, "agent token deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Rotate an Agent API token: a new secret, answered once. The replaced
+/// secret keeps verifying for `gracePeriodSeconds` (0 by default), and a
+/// secret still in the grace window of an earlier rotation stops at once.
+#[utoipa::path(post, path = "/organizations/{organizationId}/deployments/{deploymentId}/agent-tokens/{agentTokenId}/rotate",
+    tag = "Agent Token", operation_id = "RotateAgentToken",
+    params(("organizationId" = String, Path), ("deploymentId" = String, Path), ("agentTokenId" = String, Path)),
+    request_body(content = Option<RotateAgentTokenRequest>, description = "Optional; an empty body means no grace window"),
+    responses((status = 200, description = "The token, with its new secret", body = ApiToken)))]
+pub async fn rotate_agent_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((org, dep, id)): PathParams<(String, String, String)>,
+    OptionalJson(request): OptionalJson<RotateAgentTokenRequest>,
+) -> Result<SecretResponse<ApiToken>, ApiError> {
+    caller.require(Action::RotateAgentToken, Some(&org))?;
+    let grace = parse_grace_seconds("gracePeriodSeconds", request.grace_period_seconds)
+        .map_err(|e| ApiError::invalid(vec![e]))?;
+    lookup::deployment(&state, &org, &dep).await?;
+    if !is_id(&id) {
+        return Err(ApiError::not_found("agent token"));
+    }
+    let secret = Secret::generate(SecretKind::Agent);
+    let now = state.clock.now();
+    let rotation = Rotation {
+        organization_id: org,
+        deployment_id: dep,
+        token_id: id,
+        secret_digest: secret.digest(),
+        short_token: secret.short_token(),
+        previous_valid_until: (grace > 0).then_some(now + grace),
+        at: now,
+        actor: caller.0.subject(),
+    };
+    let token = state
+        .store
+        .rotate_agent_token(&rotation)
+        .await?
+        .ok_or_else(|| ApiError::not_found("agent token"))?;
+    state.verifier.forget_token(&token.id);
+    tracing::info!(token_id = %token.id, grace_seconds = grace, "agent token rotated");
+    Ok(SecretResponse::new(
+        ApiToken::from(&token).revealing(&secret),
+    ))
 }

@@ -37,7 +37,8 @@ pub struct Authorization {
     pub deployment_id: String,
     /// Always `DEPLOYMENT` for an agent token.
     pub scope: String,
-    /// When the token expires; `null` if it never does.
+    /// When this secret stops verifying (its `endAt`, or the end of its grace
+    /// window after a rotation); `null` if never.
     pub expires_at: Option<String>,
 }
 
@@ -53,14 +54,15 @@ pub async fn authorize(
     query: super::extract::QueryParams<AuthorizeQuery>,
 ) -> Result<Response, ApiError> {
     let presented = bearer_token(&headers).ok_or_else(invalid_token)?;
-    let credential = match state.verifier.verify_agent(presented).await {
-        Ok(credential) => credential,
+    let entry = match state.verifier.verify_agent(presented).await {
+        Ok(entry) => entry,
         Err(VerifyError::Refused(refusal)) => {
             tracing::debug!(?refusal, "agent token refused");
             return Err(invalid_token());
         }
         Err(VerifyError::Store(err)) => return Err(err.into()),
     };
+    let credential = &entry.credential;
     if let Some(wanted) = &query.0.deployment_id {
         if *wanted != credential.deployment_id {
             return Err(ApiError::forbidden(
@@ -74,7 +76,7 @@ pub async fn authorize(
         organization_id: credential.organization_id.clone(),
         deployment_id: credential.deployment_id.clone(),
         scope: "DEPLOYMENT".into(),
-        expires_at: credential.end_at.map(rfc3339),
+        expires_at: credential.valid_until().map(rfc3339),
     })
     .into_response();
     let headers = response.headers_mut();

@@ -13,6 +13,7 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use tracing::Instrument;
 
 use super::error::ApiError;
 
@@ -37,7 +38,9 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| request.uri().path().to_string());
 
-    let response = next.run(request).await;
+    // Everything logged while the request is handled carries its id.
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let response = next.run(request).instrument(span).await;
     let mut response = render_error(response, &request_id);
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);

@@ -181,6 +181,7 @@ pub async fn delete_deployment(
         .delete_deployment(&org, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("deployment"))?;
+    state.verifier.forget_deployment(&id);
     tracing::info!(deployment_id = %id, revoked_tokens = revoked.len(), "deployment deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -28,65 +28,128 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        if !has_json_content_type(&request) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "the request body must be JSON, sent with Content-Type: application/json",
-            ));
-        }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-                    )
-                } else {
-                    ApiError::bad_request(format!(
-                        "could not read the request body: {}",
-                        rejection.body_text()
-                    ))
-                }
-            })?;
-        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-            let field = err.path().to_string();
-            let inner = err.into_inner();
-            if inner.is_syntax() || inner.is_eof() || field == "." {
-                ApiError::bad_request(format!(
-                    "the request body is not a valid JSON object: {inner}"
-                ))
-            } else {
-                ApiError::invalid(vec![FieldError::new(
-                    &field,
-                    "invalid_type",
-                    format!("{field}: {inner}"),
-                )])
-            }
-        })?;
-        // Trailing garbage after the JSON value is malformed input too.
-        deserializer.end().map_err(|e| {
-            ApiError::bad_request(format!("the request body is not a valid JSON object: {e}"))
-        })?;
-        Ok(ValidJson(value))
+        let bytes = read_body(
+            request,
+            state,
+            is_json,
+            "JSON, sent with Content-Type: application/json",
+        )
+        .await?;
+        parse_json(&bytes).map(ValidJson)
     }
 }
 
-fn has_json_content_type(request: &Request) -> bool {
-    let Some(value) = request.headers().get(header::CONTENT_TYPE) else {
-        return false;
-    };
-    let Ok(value) = value.to_str() else {
-        return false;
-    };
-    let mime = value
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+/// Like [`ValidJson`], but a request with no body at all stands for
+/// `T::default()`: for endpoints whose every field is optional.
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let headers = request.headers();
+        let declared_empty = headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0");
+        let undeclared = !headers.contains_key(header::CONTENT_LENGTH)
+            && !headers.contains_key(header::TRANSFER_ENCODING);
+        if !headers.contains_key(header::CONTENT_TYPE) && (declared_empty || undeclared) {
+            return Ok(OptionalJson(T::default()));
+        }
+        let ValidJson(value) = ValidJson::from_request(request, state).await?;
+        Ok(OptionalJson(value))
+    }
+}
+
+/// An `application/x-www-form-urlencoded` body deserialized into `T`, with
+/// the same 415/413/400 answers as [`ValidJson`].
+pub struct ValidForm<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidForm<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = read_body(
+            request,
+            state,
+            |mime| mime == "application/x-www-form-urlencoded",
+            "a form, sent with Content-Type: application/x-www-form-urlencoded",
+        )
+        .await?;
+        serde_urlencoded::from_bytes(&bytes)
+            .map(ValidForm)
+            .map_err(|e| {
+                ApiError::bad_request(format!("the request body is not a valid form: {e}"))
+            })
+    }
+}
+
+/// The body of a request whose media type `accepts`, within the size limit.
+async fn read_body<S: Send + Sync>(
+    request: Request,
+    state: &S,
+    accepts: fn(&str) -> bool,
+    expected: &str,
+) -> Result<Bytes, ApiError> {
+    let mime = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    if !mime.as_deref().is_some_and(accepts) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("the request body must be {expected}"),
+        ));
+    }
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+                )
+            } else {
+                ApiError::bad_request(format!(
+                    "could not read the request body: {}",
+                    rejection.body_text()
+                ))
+            }
+        })
+}
+
+fn is_json(mime: &str) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let malformed = |e: &dyn std::fmt::Display| {
+        ApiError::bad_request(format!("the request body is not a valid JSON object: {e}"))
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let field = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_syntax() || inner.is_eof() || field == "." {
+            malformed(&inner)
+        } else {
+            ApiError::invalid(vec![FieldError::new(
+                &field,
+                "invalid_type",
+                format!("{field}: {inner}"),
+            )])
+        }
+    })?;
+    // Trailing garbage after the JSON value is malformed input too.
+    deserializer.end().map_err(|e| malformed(&e))?;
+    Ok(value)
 }
 
 /// A resource whose lists can be sorted: the wire field names it accepts in

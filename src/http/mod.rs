@@ -13,6 +13,7 @@ pub mod deployments;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod introspect;
 mod lookup;
 pub mod openapi;
 pub mod organizations;
@@ -63,7 +64,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
             agent_tokens::get_agent_token,
             agent_tokens::delete_agent_token
         ))
+        .routes(routes!(agent_tokens::rotate_agent_token))
         .routes(routes!(authorize::authorize))
+        .routes(routes!(introspect::introspect))
         .routes(routes!(openapi::openapi_json))
 }
 

@@ -1,7 +1,10 @@
 //! Wire shapes shared by several resources, with Astro's field names:
 //! `ApiToken`, `BasicSubjectProfile`, `ApiTokenRole`.
 
-use serde::Serialize;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Serialize, Serializer};
 use utoipa::ToSchema;
 
 use crate::clock::rfc3339;
@@ -71,9 +74,54 @@ pub struct ApiToken {
     pub last_used_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<ApiTokenRole>>,
-    /// The secret. Present only in the response that created it.
+    /// The secret. Present only in the response that created or rotated it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub token: Option<RevealedSecret>,
+}
+
+impl ApiToken {
+    /// This token with its secret, for the one response that reveals it.
+    pub fn revealing(mut self, secret: &crate::token::Secret) -> ApiToken {
+        self.token = Some(RevealedSecret(secret.expose().to_string()));
+        self
+    }
+}
+
+/// A secret on its way into a response body: serialized as a plain string,
+/// never shown by `Debug`.
+pub struct RevealedSecret(String);
+
+impl Serialize for RevealedSecret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for RevealedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+/// A JSON response that carries a secret: marked `Cache-Control: no-store`
+/// so no cache between here and the client keeps a copy.
+pub struct SecretResponse<T>(Json<T>);
+
+impl<T> SecretResponse<T> {
+    pub fn new(body: T) -> SecretResponse<T> {
+        SecretResponse(Json(body))
+    }
+}
+
+impl<T: Serialize> IntoResponse for SecretResponse<T> {
+    fn into_response(self) -> Response {
+        let mut response = self.0.into_response();
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
 }
 
 impl From<&AgentToken> for ApiToken {

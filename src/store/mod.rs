@@ -2,6 +2,7 @@
 //! the scheme of the database URL. Every method is a single transaction, so a
 //! failed request writes nothing.
 
+mod postgres;
 mod rows;
 mod sqlite;
 
@@ -9,10 +10,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::model::{
-    AgentCredential, AgentToken, Deployment, NewAgentToken, Organization, RootCredential,
+    AgentCredential, AgentToken, Deployment, NewAgentToken, Organization, RootCredential, Rotation,
     Workspace,
 };
 use crate::token::Digest;
@@ -79,7 +81,13 @@ impl PageRequest {
         let mut terms: Vec<String> = self
             .sorts
             .iter()
-            .map(|s| format!("{} {}", s.column.sql(), if s.descending { "DESC" } else { "ASC" }))
+            .map(|s| {
+                format!(
+                    "{} {}",
+                    s.column.sql(),
+                    if s.descending { "DESC" } else { "ASC" }
+                )
+            })
             .collect();
         terms.push("created_at ASC".into());
         terms.push("id ASC".into());
@@ -138,6 +146,12 @@ pub trait Store: Send + Sync + 'static {
         deployment: &str,
         id: &str,
     ) -> Result<Option<Digest>>;
+    /// Rotates the token's secret; answers the token as it now is, or `None`
+    /// if there is no such token. A secret still in an earlier grace window
+    /// is retired at once.
+    async fn rotate_agent_token(&self, rotation: &Rotation) -> Result<Option<AgentToken>>;
+    /// The token whose current secret, or previous secret still in its
+    /// grace window, has this digest.
     async fn find_agent_credential(&self, digest: &Digest) -> Result<Option<AgentCredential>>;
     /// Raises `lastUsedAt` of each token to the given time (never lowers it).
     async fn record_agent_token_use(&self, uses: &[(String, i64)]) -> Result<()>;
@@ -153,6 +167,8 @@ pub trait Store: Send + Sync + 'static {
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::open(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl(redact_url(url)))
     }

@@ -15,8 +15,8 @@ pub const AGENT_TOKEN_COLUMNS: &str = "id, organization_id, deployment_id, name,
     short_token, role, expiry_period_in_days, start_at, end_at, created_at, updated_at, \
     created_by_id, created_by_type, created_by_name, updated_by_id, updated_by_type, \
     updated_by_name, last_used_at, last_rotated_at";
-pub const AGENT_CREDENTIAL_COLUMNS: &str =
-    "id, organization_id, deployment_id, name, end_at, secret_digest";
+pub const AGENT_CREDENTIAL_COLUMNS: &str = "id, organization_id, deployment_id, name, end_at, \
+    start_at, last_rotated_at, secret_digest, previous_digest, previous_valid_until";
 
 #[derive(FromRow)]
 pub struct OrganizationRow {
@@ -147,19 +147,36 @@ pub struct AgentCredentialRow {
     pub deployment_id: String,
     pub name: String,
     pub end_at: Option<i64>,
+    pub start_at: i64,
+    pub last_rotated_at: Option<i64>,
     pub secret_digest: String,
+    pub previous_digest: Option<String>,
+    pub previous_valid_until: Option<i64>,
 }
 
 impl AgentCredentialRow {
-    /// `None` only if the stored digest is corrupt, which the schema prevents.
-    pub fn into_credential(self) -> Option<AgentCredential> {
+    /// The credential the `presented` digest stands for: the current secret,
+    /// or the previous one within its grace window. `None` if it is neither
+    /// (the row was found by the other column) or a stored digest is corrupt.
+    pub fn into_credential(self, presented: &Digest) -> Option<AgentCredential> {
+        let current = Digest::from_hex(&self.secret_digest)?;
+        let previous = self.previous_digest.as_deref().and_then(Digest::from_hex);
+        let (grace_until, issued_at) = if current.ct_eq(presented) {
+            (None, self.last_rotated_at.unwrap_or(self.start_at))
+        } else if previous.is_some_and(|p| p.ct_eq(presented)) {
+            (Some(self.previous_valid_until?), self.start_at)
+        } else {
+            return None;
+        };
         Some(AgentCredential {
-            secret_digest: Digest::from_hex(&self.secret_digest)?,
+            secret_digest: *presented,
             token_id: self.id,
             organization_id: self.organization_id,
             deployment_id: self.deployment_id,
             name: self.name,
             end_at: self.end_at,
+            grace_until,
+            issued_at,
         })
     }
 }

@@ -12,7 +12,8 @@ use sqlx::{FromRow, SqlitePool};
 use super::rows::*;
 use super::{Page, PageRequest, Result, Store, StoreError};
 use crate::model::{
-    AgentCredential, AgentToken, Deployment, NewAgentToken, Organization, RootCredential, Workspace,
+    AgentCredential, AgentToken, Deployment, NewAgentToken, Organization, RootCredential, Rotation,
+    Workspace,
 };
 use crate::token::Digest;
 
@@ -321,14 +322,48 @@ impl Store for SqliteStore {
         Ok(digest.and_then(|d| Digest::from_hex(&d)))
     }
 
-    async fn find_agent_credential(&self, digest: &Digest) -> Result<Option<AgentCredential>> {
-        let sql =
-            format!("SELECT {AGENT_CREDENTIAL_COLUMNS} FROM agent_tokens WHERE secret_digest = ?");
-        let row = sqlx::query_as::<_, AgentCredentialRow>(&sql)
-            .bind(digest.to_hex())
+    async fn rotate_agent_token(&self, rotation: &Rotation) -> Result<Option<AgentToken>> {
+        // One statement, so it is atomic; SET expressions read the row as it
+        // was, so previous_digest takes the secret being replaced.
+        let sql = format!(
+            "UPDATE agent_tokens SET \
+             previous_digest = CASE WHEN ? IS NULL THEN NULL ELSE secret_digest END, \
+             previous_valid_until = ?, secret_digest = ?, short_token = ?, \
+             last_rotated_at = ?, updated_at = ?, updated_by_id = ?, \
+             updated_by_type = ?, updated_by_name = ? \
+             WHERE organization_id = ? AND deployment_id = ? AND id = ? \
+             RETURNING {AGENT_TOKEN_COLUMNS}"
+        );
+        let row = sqlx::query_as::<_, AgentTokenRow>(&sql)
+            .bind(rotation.previous_valid_until)
+            .bind(rotation.previous_valid_until)
+            .bind(rotation.secret_digest.to_hex())
+            .bind(&rotation.short_token)
+            .bind(rotation.at)
+            .bind(rotation.at)
+            .bind(&rotation.actor.id)
+            .bind(rotation.actor.subject_type.as_str())
+            .bind(&rotation.actor.api_token_name)
+            .bind(&rotation.organization_id)
+            .bind(&rotation.deployment_id)
+            .bind(&rotation.token_id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.and_then(AgentCredentialRow::into_credential))
+        Ok(row.map(Into::into))
+    }
+
+    async fn find_agent_credential(&self, digest: &Digest) -> Result<Option<AgentCredential>> {
+        let sql = format!(
+            "SELECT {AGENT_CREDENTIAL_COLUMNS} FROM agent_tokens \
+             WHERE secret_digest = ? OR previous_digest = ?"
+        );
+        let hex = digest.to_hex();
+        let row = sqlx::query_as::<_, AgentCredentialRow>(&sql)
+            .bind(&hex)
+            .bind(&hex)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.and_then(|row| row.into_credential(digest)))
     }
 
     async fn record_agent_token_use(&self, uses: &[(String, i64)]) -> Result<()> {

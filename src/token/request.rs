@@ -108,6 +108,20 @@ pub fn parse_expiry_days(field: &str, value: Option<i64>) -> Result<Option<i64>,
     }
 }
 
+pub const MAX_GRACE_SECONDS: i64 = 86_400;
+
+/// `gracePeriodSeconds` of a rotation: 0..=86400, absent meaning 0.
+pub fn parse_grace_seconds(field: &str, value: Option<i64>) -> Result<i64, FieldError> {
+    match value.unwrap_or(0) {
+        seconds if (0..=MAX_GRACE_SECONDS).contains(&seconds) => Ok(seconds),
+        seconds => Err(FieldError::new(
+            field,
+            "out_of_range",
+            format!("{field} must be between 0 and {MAX_GRACE_SECONDS}; got {seconds}"),
+        )),
+    }
+}
+
 /// A reference to another resource by id, required.
 pub fn parse_reference(field: &str, value: Option<String>) -> Result<String, FieldError> {
     match value {
@@ -152,6 +166,14 @@ mod tests {
         assert_eq!(parse_expiry_days("e", Some(3650)), Ok(Some(3650)));
         assert!(parse_expiry_days("e", Some(0)).is_err());
         assert!(parse_expiry_days("e", Some(3651)).is_err());
+    }
+
+    #[test]
+    fn grace_seconds() {
+        assert_eq!(parse_grace_seconds("g", None), Ok(0));
+        assert_eq!(parse_grace_seconds("g", Some(86_400)), Ok(86_400));
+        assert!(parse_grace_seconds("g", Some(-1)).is_err());
+        assert!(parse_grace_seconds("g", Some(86_401)).is_err());
     }
 
     #[test]

@@ -1,0 +1,110 @@
+//! `POST /introspect`: RFC 7662 token introspection, for resource servers
+//! that prefer asking about a token to forwarding the request.
+//!
+//! The caller authenticates with a management credential. Anything that is
+//! not a valid agent token the caller may introspect answers
+//! `{"active": false}`, with no hint as to why.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::extract::ValidForm;
+use crate::app::AppState;
+use crate::authz::{self, Action};
+use crate::token::request::FieldError;
+use crate::verify::{Principal, VerifyError};
+
+/// The form an introspection request sends (RFC 7662 section 2.1).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct IntrospectionRequest {
+    /// The token to ask about.
+    pub token: Option<String>,
+    /// Accepted and ignored: agentkey knows one kind of token to introspect.
+    pub token_type_hint: Option<String>,
+}
+
+/// RFC 7662 section 2.2. Only `active` is present for an inactive token.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct Introspection {
+    pub active: bool,
+    /// The agent token's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// The deployment the token belongs to (its OAuth client).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Always `DEPLOYMENT` for an agent token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// When this secret stops verifying (expiry or end of a rotation's grace
+    /// window), in Unix seconds; absent if never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    /// When this secret was issued (created or rotated), in Unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
+}
+
+/// Introspect a token (RFC 7662).
+#[utoipa::path(post, path = "/introspect", tag = "Verification",
+    request_body(content = IntrospectionRequest, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "Whether the token is active, and if so what it is", body = Introspection)))]
+pub async fn introspect(
+    State(state): State<AppState>,
+    caller: Caller,
+    ValidForm(request): ValidForm<IntrospectionRequest>,
+) -> Result<Response, ApiError> {
+    if matches!(caller.0, Principal::Agent(_)) {
+        caller.require(Action::IntrospectTokens, None)?;
+    }
+    let Some(token) = request.token.filter(|t| !t.is_empty()) else {
+        return Err(ApiError::invalid(vec![FieldError::new(
+            "token",
+            "required",
+            "token is required",
+        )]));
+    };
+    let answer = match state.verifier.verify_agent(&token).await {
+        Ok(entry) => {
+            let c = &entry.credential;
+            let allowed = authz::authorize(
+                &caller.0,
+                Action::IntrospectTokens,
+                Some(&c.organization_id),
+            );
+            match allowed {
+                Ok(()) => Introspection {
+                    active: true,
+                    sub: Some(c.token_id.clone()),
+                    client_id: Some(c.deployment_id.clone()),
+                    scope: Some("DEPLOYMENT".into()),
+                    exp: c.valid_until(),
+                    iat: Some(c.issued_at),
+                    token_type: Some("Bearer".into()),
+                    organization_id: Some(c.organization_id.clone()),
+                    deployment_id: Some(c.deployment_id.clone()),
+                },
+                Err(_) => Introspection::default(),
+            }
+        }
+        Err(VerifyError::Refused(_)) => Introspection::default(),
+        Err(VerifyError::Store(err)) => return Err(err.into()),
+    };
+    let mut response = Json(answer).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}

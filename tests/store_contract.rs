@@ -1,0 +1,1337 @@
+//! The store contract: what every `Store` implementation must do, written
+//! once and run on SQLite always and on PostgreSQL when
+//! `AGENTKEY_TEST_DATABASE_URL` is set. Each test gets a fresh database of its
+//! own (a temp file, or a `CREATE DATABASE` that is dropped afterwards), so
+//! tests run in parallel and leave nothing behind.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::io::Write;
+use std::sync::{Arc, Once};
+
+use agentkey::model::{
+    AgentCredential, AgentToken, Deployment, NewAgentToken, Organization, RootCredential, Rotation,
+    Subject, SubjectType, Workspace, AGENT_ROLE,
+};
+use agentkey::store::{self, PageRequest, Sort, SortColumn, Store, StoreError};
+use agentkey::token::{new_id, Digest};
+use sqlx::{Connection, Executor, PgConnection};
+
+const PG_URL_VAR: &str = "AGENTKEY_TEST_DATABASE_URL";
+
+// ---------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------
+
+/// Runs `body` with the URL of a fresh, empty SQLite database file.
+async fn fresh_sqlite<F, Fut>(body: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    body(format!(
+        "sqlite://{}",
+        dir.path().join("agentkey.db").display()
+    ))
+    .await;
+}
+
+/// Runs `body` with the URL of a fresh PostgreSQL database, dropped
+/// afterwards even if `body` panics. Without `AGENTKEY_TEST_DATABASE_URL`,
+/// says so and does nothing.
+async fn fresh_postgres<F, Fut>(body: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(admin_url) = std::env::var(PG_URL_VAR).ok().filter(|u| !u.is_empty()) else {
+        announce_postgres_skipped();
+        return;
+    };
+    let mut admin = PgConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {PG_URL_VAR}: {e}"));
+    let name = format!("agentkey_test_{}", new_id());
+    create_database(&mut admin, &name).await;
+    let outcome = tokio::spawn(body(with_database(&admin_url, &name))).await;
+    admin
+        .execute(format!("DROP DATABASE \"{name}\" WITH (FORCE)").as_str())
+        .await
+        .unwrap_or_else(|e| panic!("cannot drop the test database {name}: {e}"));
+    let _ = admin.close().await;
+    if let Err(err) = outcome {
+        std::panic::resume_unwind(err.into_panic());
+    }
+}
+
+/// Creates the database with a linguistic (ICU en-US) default collation
+/// when the server can, so the sort tests prove that the schema itself
+/// orders text by bytes, as SQLite does. Falls back to the server default.
+async fn create_database(admin: &mut PgConnection, name: &str) {
+    let linguistic = format!(
+        "CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C' \
+         LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
+    );
+    if admin.execute(linguistic.as_str()).await.is_err() {
+        admin
+            .execute(format!("CREATE DATABASE \"{name}\"").as_str())
+            .await
+            .unwrap_or_else(|e| panic!("cannot create the test database {name}: {e}"));
+    }
+}
+
+/// `url` with its database name replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url.split_at(url.find('?').unwrap_or(url.len()));
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority..].find('/') {
+        Some(slash) => &base[..authority + slash],
+        None => base,
+    };
+    format!("{base}/{database}{query}")
+}
+
+fn announce_postgres_skipped() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Written to the process's stderr directly: the test harness
+        // captures `eprintln!`, and this line should be seen.
+        let _ = writeln!(
+            std::io::stderr(),
+            "store_contract: PostgreSQL run skipped: {PG_URL_VAR} is not set \
+             (e.g. {PG_URL_VAR}=postgres://postgres@127.0.0.1:5432/test); SQLite only"
+        );
+    });
+}
+
+/// Opens the store at `url` (through `store::open`, so the URL scheme picks
+/// the backend), runs one contract case on it and closes it.
+async fn with_store<C, Fut>(url: String, case: C)
+where
+    C: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let store = store::open(&url).await.expect("open the store");
+    case(store.clone()).await;
+    store.close().await;
+}
+
+/// One `#[tokio::test]` per (case, backend): `sqlite::NAME` and
+/// `postgres::NAME`. `stores` cases take an `Arc<dyn Store>`, `urls` cases
+/// the URL of an empty database (to open several stores on it).
+macro_rules! contract {
+    (stores: [$($case:ident),* $(,)?], urls: [$($url_case:ident),* $(,)?] $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::fresh_sqlite(|url| super::with_store(url, super::$case)).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $url_case() {
+                    super::fresh_sqlite(super::$url_case).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::fresh_postgres(|url| super::with_store(url, super::$case)).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $url_case() {
+                    super::fresh_postgres(super::$url_case).await;
+                }
+            )*
+        }
+    };
+}
+
+contract! {
+    stores: [
+        ping_answers,
+        organizations_round_trip,
+        workspaces_belong_to_their_organization,
+        deployments_belong_to_their_organization,
+        paging_counts_every_row,
+        sorting_follows_byte_order,
+        agent_tokens_round_trip,
+        deleting_an_agent_token_answers_its_digest_once,
+        rotation_keeps_the_replaced_secret_for_its_grace_window,
+        deleting_a_deployment_deletes_its_tokens,
+        token_limit_is_per_deployment,
+        token_for_a_missing_deployment_is_refused,
+        recording_use_never_lowers_last_used_at,
+        root_credential_is_a_singleton,
+    ],
+    urls: [concurrent_creates_through_two_pools_hold_the_limit],
+}
+
+#[tokio::test]
+async fn unsupported_urls_are_refused_without_their_password() {
+    match store::open("mysql://user:hunter2@db/agentkey").await {
+        Err(StoreError::UnsupportedUrl(shown)) => {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("mysql://user:***@db"), "{shown}");
+        }
+        Err(other) => panic!("expected UnsupportedUrl, got {other}"),
+        Ok(_) => panic!("a mysql:// URL was accepted"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_replicas_starting_together_all_migrate() {
+    fresh_postgres(|url| async move {
+        // Four replicas start at once against an empty database; the
+        // migrator's advisory lock lets exactly one apply the schema.
+        let opened = tokio::join!(
+            store::open(&url),
+            store::open(&url),
+            store::open(&url),
+            store::open(&url)
+        );
+        let stores = [opened.0, opened.1, opened.2, opened.3]
+            .map(|s| s.unwrap_or_else(|e| panic!("a replica failed to start: {e}")));
+        let org = org_named("after the race", 1);
+        stores[0].create_organization(&org).await.expect("create");
+        for s in &stores {
+            assert_eq!(
+                s.get_organization(&org.id).await.expect("get"),
+                Some(org.clone())
+            );
+            s.close().await;
+        }
+    })
+    .await;
+}
+
+#[test]
+fn test_database_urls_keep_host_and_options() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+        "postgres://postgres@127.0.0.1:5432/x"
+    );
+    assert_eq!(
+        with_database("postgresql://u:p@h/db?sslmode=disable", "x"),
+        "postgresql://u:p@h/x?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+}
+
+// ---------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------
+
+fn org_named(name: &str, at: i64) -> Organization {
+    Organization {
+        id: new_id(),
+        name: name.into(),
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+fn workspace_in(org: &Organization, name: &str, description: &str, at: i64) -> Workspace {
+    Workspace {
+        id: new_id(),
+        organization_id: org.id.clone(),
+        name: name.into(),
+        description: description.into(),
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+fn deployment_in(ws: &Workspace, name: &str, description: &str, at: i64) -> Deployment {
+    Deployment {
+        id: new_id(),
+        organization_id: ws.organization_id.clone(),
+        workspace_id: ws.id.clone(),
+        name: name.into(),
+        description: description.into(),
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+fn user(id: &str) -> Subject {
+    Subject {
+        id: id.into(),
+        subject_type: SubjectType::User,
+        api_token_name: None,
+    }
+}
+
+/// A token as `create_agent_token` stores it (never used, never rotated).
+fn token_in(dep: &Deployment, name: &str, at: i64) -> NewAgentToken {
+    NewAgentToken {
+        token: AgentToken {
+            id: new_id(),
+            organization_id: dep.organization_id.clone(),
+            deployment_id: dep.id.clone(),
+            name: name.into(),
+            description: String::new(),
+            short_token: "akagt_abcd".into(),
+            role: AGENT_ROLE.into(),
+            expiry_period_in_days: None,
+            start_at: at,
+            end_at: None,
+            created_at: at,
+            updated_at: at,
+            created_by: user("creator"),
+            updated_by: user("creator"),
+            last_used_at: None,
+            last_rotated_at: None,
+        },
+        secret_digest: Digest::of(&format!("akagt_secret_{}", new_id())),
+    }
+}
+
+/// An organization with one workspace and one deployment.
+async fn scaffold(store: &dyn Store) -> (Organization, Workspace, Deployment) {
+    let org = org_named("acme", 1);
+    let ws = workspace_in(&org, "data", "", 2);
+    let dep = deployment_in(&ws, "prod", "", 3);
+    store.create_organization(&org).await.expect("create org");
+    store.create_workspace(&ws).await.expect("create workspace");
+    store
+        .create_deployment(&dep)
+        .await
+        .expect("create deployment");
+    (org, ws, dep)
+}
+
+fn window(offset: i64, limit: i64) -> PageRequest {
+    PageRequest {
+        offset,
+        limit,
+        sorts: vec![],
+    }
+}
+
+fn all() -> PageRequest {
+    window(0, 1000)
+}
+
+fn sorted_by(sorts: &[Sort]) -> PageRequest {
+    PageRequest {
+        offset: 0,
+        limit: 1000,
+        sorts: sorts.to_vec(),
+    }
+}
+
+/// Text that sorts differently by bytes than by any linguistic collation.
+const TRICKY: [&str; 8] = ["b", "B", "_x", "a b", "ab", "Äa", "a", "a"];
+
+// ---------------------------------------------------------------------------
+// Ordering: what `ORDER BY <sorts>, created_at, id` must give, by bytes
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Key<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+trait Listed {
+    fn id(&self) -> &str;
+    fn created_at(&self) -> i64;
+    fn key(&self, column: SortColumn) -> Key<'_>;
+}
+
+fn ids<T: Listed>(items: &[T]) -> Vec<String> {
+    items.iter().map(|i| i.id().to_string()).collect()
+}
+
+/// The ids of `items` in the order the store must list them; Rust compares
+/// `str` by bytes, as SQLite does.
+fn expected_order<T: Listed>(items: &[T], sorts: &[Sort]) -> Vec<String> {
+    let mut refs: Vec<&T> = items.iter().collect();
+    refs.sort_by(|a, b| {
+        sorts
+            .iter()
+            .map(|s| {
+                let order = a.key(s.column).cmp(&b.key(s.column));
+                if s.descending {
+                    order.reverse()
+                } else {
+                    order
+                }
+            })
+            .fold(std::cmp::Ordering::Equal, std::cmp::Ordering::then)
+            .then(a.created_at().cmp(&b.created_at()))
+            .then(a.id().cmp(b.id()))
+    });
+    refs.into_iter().map(|i| i.id().to_string()).collect()
+}
+
+fn no_such_column(column: SortColumn) -> ! {
+    panic!("this resource has no {column:?} column")
+}
+
+impl Listed for Organization {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn created_at(&self) -> i64 {
+        self.created_at
+    }
+    fn key(&self, column: SortColumn) -> Key<'_> {
+        match column {
+            SortColumn::Name => Key::Text(&self.name),
+            SortColumn::CreatedAt => Key::Int(self.created_at),
+            SortColumn::UpdatedAt => Key::Int(self.updated_at),
+            other => no_such_column(other),
+        }
+    }
+}
+
+impl Listed for Workspace {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn created_at(&self) -> i64 {
+        self.created_at
+    }
+    fn key(&self, column: SortColumn) -> Key<'_> {
+        match column {
+            SortColumn::Name => Key::Text(&self.name),
+            SortColumn::Description => Key::Text(&self.description),
+            SortColumn::CreatedAt => Key::Int(self.created_at),
+            SortColumn::UpdatedAt => Key::Int(self.updated_at),
+            other => no_such_column(other),
+        }
+    }
+}
+
+impl Listed for Deployment {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn created_at(&self) -> i64 {
+        self.created_at
+    }
+    fn key(&self, column: SortColumn) -> Key<'_> {
+        match column {
+            SortColumn::Name => Key::Text(&self.name),
+            SortColumn::Description => Key::Text(&self.description),
+            SortColumn::CreatedAt => Key::Int(self.created_at),
+            SortColumn::UpdatedAt => Key::Int(self.updated_at),
+            other => no_such_column(other),
+        }
+    }
+}
+
+impl Listed for AgentToken {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn created_at(&self) -> i64 {
+        self.created_at
+    }
+    fn key(&self, column: SortColumn) -> Key<'_> {
+        match column {
+            SortColumn::Name => Key::Text(&self.name),
+            SortColumn::Description => Key::Text(&self.description),
+            SortColumn::CreatedAt => Key::Int(self.created_at),
+            SortColumn::UpdatedAt => Key::Int(self.updated_at),
+            SortColumn::CreatedById => Key::Text(&self.created_by.id),
+            SortColumn::UpdatedById => Key::Text(&self.updated_by.id),
+            SortColumn::StartAt => Key::Int(self.start_at),
+        }
+    }
+}
+
+/// Every single-column sort over `columns`, ascending and descending.
+fn single_sorts(columns: &[SortColumn]) -> Vec<Sort> {
+    columns
+        .iter()
+        .flat_map(|&column| [false, true].map(|descending| Sort { column, descending }))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// The contract
+// ---------------------------------------------------------------------------
+
+async fn ping_answers(store: Arc<dyn Store>) {
+    store.ping().await.expect("ping");
+}
+
+async fn organizations_round_trip(store: Arc<dyn Store>) {
+    let orgs = [
+        org_named("one", 10),
+        org_named("two", 20),
+        org_named("three", 30),
+    ];
+    for org in &orgs {
+        store.create_organization(org).await.expect("create");
+    }
+    for org in &orgs {
+        assert_eq!(
+            store.get_organization(&org.id).await.expect("get"),
+            Some(org.clone())
+        );
+    }
+    assert_eq!(store.get_organization(&new_id()).await.expect("get"), None);
+
+    let page = store.list_organizations(&all()).await.expect("list");
+    assert_eq!(page.total, 3);
+    assert_eq!(page.items, orgs.to_vec());
+
+    let again = Organization {
+        name: "duplicate id".into(),
+        ..orgs[0].clone()
+    };
+    assert!(
+        store.create_organization(&again).await.is_err(),
+        "duplicate id accepted"
+    );
+    assert_eq!(
+        store.get_organization(&orgs[0].id).await.expect("get"),
+        Some(orgs[0].clone())
+    );
+}
+
+async fn workspaces_belong_to_their_organization(store: Arc<dyn Store>) {
+    let (a, b) = (org_named("a", 1), org_named("b", 2));
+    store.create_organization(&a).await.expect("create org");
+    store.create_organization(&b).await.expect("create org");
+    let a1 = workspace_in(&a, "a1", "first", 10);
+    let a2 = workspace_in(&a, "a2", "", 20);
+    let b1 = workspace_in(&b, "b1", "", 30);
+    for ws in [&a1, &a2, &b1] {
+        store.create_workspace(ws).await.expect("create workspace");
+    }
+
+    let page = store.list_workspaces(&a.id, &all()).await.expect("list");
+    assert_eq!((page.total, page.items), (2, vec![a1.clone(), a2.clone()]));
+    let page = store.list_workspaces(&b.id, &all()).await.expect("list");
+    assert_eq!((page.total, page.items), (1, vec![b1.clone()]));
+    let page = store
+        .list_workspaces(&new_id(), &all())
+        .await
+        .expect("list");
+    assert_eq!((page.total, page.items), (0, vec![]));
+
+    assert_eq!(
+        store.get_workspace(&a.id, &a1.id).await.expect("get"),
+        Some(a1.clone())
+    );
+    assert_eq!(store.get_workspace(&b.id, &a1.id).await.expect("get"), None);
+    assert_eq!(
+        store.get_workspace(&a.id, &new_id()).await.expect("get"),
+        None
+    );
+}
+
+async fn deployments_belong_to_their_organization(store: Arc<dyn Store>) {
+    let (a, b) = (org_named("a", 1), org_named("b", 2));
+    store.create_organization(&a).await.expect("create org");
+    store.create_organization(&b).await.expect("create org");
+    let (wa, wb) = (workspace_in(&a, "wa", "", 3), workspace_in(&b, "wb", "", 4));
+    store.create_workspace(&wa).await.expect("create workspace");
+    store.create_workspace(&wb).await.expect("create workspace");
+    let a1 = deployment_in(&wa, "a1", "first", 10);
+    let a2 = deployment_in(&wa, "a2", "", 20);
+    let b1 = deployment_in(&wb, "b1", "", 30);
+    for dep in [&a1, &a2, &b1] {
+        store
+            .create_deployment(dep)
+            .await
+            .expect("create deployment");
+    }
+
+    let page = store.list_deployments(&a.id, &all()).await.expect("list");
+    assert_eq!((page.total, page.items), (2, vec![a1.clone(), a2.clone()]));
+    let page = store.list_deployments(&b.id, &all()).await.expect("list");
+    assert_eq!((page.total, page.items), (1, vec![b1.clone()]));
+    let page = store
+        .list_deployments(&new_id(), &all())
+        .await
+        .expect("list");
+    assert_eq!((page.total, page.items), (0, vec![]));
+
+    assert_eq!(
+        store.get_deployment(&a.id, &a1.id).await.expect("get"),
+        Some(a1.clone())
+    );
+    assert_eq!(
+        store.get_deployment(&b.id, &a1.id).await.expect("get"),
+        None
+    );
+    assert_eq!(
+        store.get_deployment(&a.id, &new_id()).await.expect("get"),
+        None
+    );
+}
+
+/// Pages of two over five rows, for lists filtered by zero, one and two
+/// values: every page reports the total, the pages tile the list in order,
+/// and a page past the end is empty.
+async fn paging_counts_every_row(store: Arc<dyn Store>) {
+    let (org, ws, dep) = scaffold(store.as_ref()).await;
+    let mut orgs = vec![org.clone()];
+    let mut workspaces = vec![ws.clone()];
+    let mut tokens = vec![];
+    for at in 10..14 {
+        let o = org_named("o", at);
+        store.create_organization(&o).await.expect("create org");
+        orgs.push(o);
+        let w = workspace_in(&org, "w", "", at);
+        store.create_workspace(&w).await.expect("create workspace");
+        workspaces.push(w);
+    }
+    for at in 10..15 {
+        let t = token_in(&dep, "t", at);
+        store
+            .create_agent_token(&t, 50)
+            .await
+            .expect("create token");
+        tokens.push(t.token);
+    }
+    let (orgs, workspaces, tokens) = (ids(&orgs), ids(&workspaces), ids(&tokens));
+    assert_eq!((orgs.len(), workspaces.len(), tokens.len()), (5, 5, 5));
+
+    for (offset, range) in [(0, 0..2), (2, 2..4), (4, 4..5), (6, 5..5)] {
+        let page = store
+            .list_organizations(&window(offset, 2))
+            .await
+            .expect("list");
+        assert_eq!(
+            (page.total, ids(&page.items)),
+            (5, orgs[range.clone()].to_vec())
+        );
+        let page = store
+            .list_workspaces(&org.id, &window(offset, 2))
+            .await
+            .expect("list");
+        assert_eq!(
+            (page.total, ids(&page.items)),
+            (5, workspaces[range.clone()].to_vec())
+        );
+        let page = store
+            .list_agent_tokens(&org.id, &dep.id, &window(offset, 2))
+            .await
+            .expect("list");
+        assert_eq!((page.total, ids(&page.items)), (5, tokens[range].to_vec()));
+    }
+}
+
+/// Every sort column, ascending and descending, on every list: text by
+/// bytes, ties broken by `created_at` then `id`.
+async fn sorting_follows_byte_order(store: Arc<dyn Store>) {
+    let org = org_named("sorting", 0);
+    store.create_organization(&org).await.expect("create org");
+    let ws0 = workspace_in(&org, "w", "", 0);
+    store
+        .create_workspace(&ws0)
+        .await
+        .expect("create workspace");
+    let dep0 = deployment_in(&ws0, "d", "", 0);
+    store
+        .create_deployment(&dep0)
+        .await
+        .expect("create deployment");
+
+    let mut orgs = vec![org.clone()];
+    let mut workspaces = vec![ws0.clone()];
+    let mut deployments = vec![dep0.clone()];
+    let mut tokens = vec![];
+    for (i, name) in TRICKY.iter().enumerate() {
+        let i = i as i64;
+        // Repeating patterns of different lengths, so that every column has
+        // ties that the next term must break.
+        let description = TRICKY[(i as usize * 3) % TRICKY.len()];
+        let (created, updated) = (100 + i % 3, 200 + i % 4);
+        let o = Organization {
+            updated_at: updated,
+            ..org_named(name, created)
+        };
+        let w = Workspace {
+            updated_at: updated,
+            ..workspace_in(&org, name, description, created)
+        };
+        let d = Deployment {
+            updated_at: updated,
+            ..deployment_in(&ws0, name, description, created)
+        };
+        let mut t = token_in(&dep0, name, created);
+        t.token.description = description.into();
+        t.token.updated_at = updated;
+        t.token.start_at = 300 + i % 2;
+        t.token.created_by = user(TRICKY[(i as usize + 5) % TRICKY.len()]);
+        t.token.updated_by = user(TRICKY[(i as usize * 5) % TRICKY.len()]);
+        store.create_organization(&o).await.expect("create org");
+        store.create_workspace(&w).await.expect("create workspace");
+        store
+            .create_deployment(&d)
+            .await
+            .expect("create deployment");
+        store
+            .create_agent_token(&t, 50)
+            .await
+            .expect("create token");
+        orgs.push(o);
+        workspaces.push(w);
+        deployments.push(d);
+        tokens.push(t.token);
+    }
+
+    use SortColumn::*;
+    for sort in single_sorts(&[Name, CreatedAt, UpdatedAt]) {
+        let page = store
+            .list_organizations(&sorted_by(&[sort]))
+            .await
+            .expect("list");
+        assert_eq!(
+            ids(&page.items),
+            expected_order(&orgs, &[sort]),
+            "organizations by {sort:?}"
+        );
+    }
+    for sort in single_sorts(&[Name, Description, CreatedAt, UpdatedAt]) {
+        let page = store
+            .list_workspaces(&org.id, &sorted_by(&[sort]))
+            .await
+            .expect("list");
+        assert_eq!(
+            ids(&page.items),
+            expected_order(&workspaces, &[sort]),
+            "workspaces by {sort:?}"
+        );
+        let page = store
+            .list_deployments(&org.id, &sorted_by(&[sort]))
+            .await
+            .expect("list");
+        assert_eq!(
+            ids(&page.items),
+            expected_order(&deployments, &[sort]),
+            "deployments by {sort:?}"
+        );
+    }
+    let every = [
+        Name,
+        Description,
+        CreatedAt,
+        UpdatedAt,
+        CreatedById,
+        UpdatedById,
+        StartAt,
+    ];
+    for sort in single_sorts(&every) {
+        let page = store
+            .list_agent_tokens(&org.id, &dep0.id, &sorted_by(&[sort]))
+            .await
+            .expect("list");
+        assert_eq!(
+            ids(&page.items),
+            expected_order(&tokens, &[sort]),
+            "tokens by {sort:?}"
+        );
+    }
+    let two = [
+        Sort {
+            column: StartAt,
+            descending: true,
+        },
+        Sort {
+            column: Description,
+            descending: false,
+        },
+    ];
+    let page = store
+        .list_agent_tokens(&org.id, &dep0.id, &sorted_by(&two))
+        .await
+        .expect("list");
+    assert_eq!(
+        ids(&page.items),
+        expected_order(&tokens, &two),
+        "tokens by {two:?}"
+    );
+}
+
+async fn agent_tokens_round_trip(store: Arc<dyn Store>) {
+    let (org, ws, dep) = scaffold(store.as_ref()).await;
+    let other_dep = deployment_in(&ws, "staging", "", 4);
+    store
+        .create_deployment(&other_dep)
+        .await
+        .expect("create deployment");
+
+    let mut full = token_in(&dep, "full", 10);
+    full.token.description = "every optional field set".into();
+    full.token.expiry_period_in_days = Some(30);
+    full.token.end_at = Some(10 + 30 * 86_400);
+    full.token.created_by = Subject {
+        id: new_id(),
+        subject_type: SubjectType::ServiceKey,
+        api_token_name: Some("ci".into()),
+    };
+    full.token.updated_by = user("someone");
+    let bare = token_in(&dep, "bare", 20);
+    store.create_agent_token(&full, 50).await.expect("create");
+    store.create_agent_token(&bare, 50).await.expect("create");
+
+    for t in [&full, &bare] {
+        let got = store
+            .get_agent_token(&org.id, &dep.id, &t.token.id)
+            .await
+            .expect("get");
+        assert_eq!(got, Some(t.token.clone()));
+    }
+    let page = store
+        .list_agent_tokens(&org.id, &dep.id, &all())
+        .await
+        .expect("list");
+    assert_eq!(
+        (page.total, page.items),
+        (2, vec![full.token.clone(), bare.token.clone()])
+    );
+    let page = store
+        .list_agent_tokens(&org.id, &other_dep.id, &all())
+        .await
+        .expect("list");
+    assert_eq!(page.total, 0);
+
+    let id = &full.token.id;
+    assert_eq!(
+        store
+            .get_agent_token(&new_id(), &dep.id, id)
+            .await
+            .expect("get"),
+        None
+    );
+    assert_eq!(
+        store
+            .get_agent_token(&org.id, &other_dep.id, id)
+            .await
+            .expect("get"),
+        None
+    );
+    assert_eq!(
+        store
+            .get_agent_token(&org.id, &dep.id, &new_id())
+            .await
+            .expect("get"),
+        None
+    );
+
+    let credential = store
+        .find_agent_credential(&full.secret_digest)
+        .await
+        .expect("find");
+    assert_eq!(
+        credential,
+        Some(AgentCredential {
+            token_id: full.token.id.clone(),
+            organization_id: org.id.clone(),
+            deployment_id: dep.id.clone(),
+            name: "full".into(),
+            end_at: full.token.end_at,
+            grace_until: None,
+            issued_at: full.token.start_at,
+            secret_digest: full.secret_digest,
+        })
+    );
+    let unknown = Digest::of("akagt_never_issued");
+    assert_eq!(
+        store.find_agent_credential(&unknown).await.expect("find"),
+        None
+    );
+}
+
+async fn deleting_an_agent_token_answers_its_digest_once(store: Arc<dyn Store>) {
+    let (org, _, dep) = scaffold(store.as_ref()).await;
+    let (gone, kept) = (token_in(&dep, "gone", 10), token_in(&dep, "kept", 20));
+    store.create_agent_token(&gone, 50).await.expect("create");
+    store.create_agent_token(&kept, 50).await.expect("create");
+    let id = &gone.token.id;
+
+    assert_eq!(
+        store
+            .delete_agent_token(&new_id(), &dep.id, id)
+            .await
+            .expect("delete"),
+        None
+    );
+    assert_eq!(
+        store
+            .delete_agent_token(&org.id, &new_id(), id)
+            .await
+            .expect("delete"),
+        None
+    );
+    assert!(store
+        .get_agent_token(&org.id, &dep.id, id)
+        .await
+        .expect("get")
+        .is_some());
+
+    let deleted = store
+        .delete_agent_token(&org.id, &dep.id, id)
+        .await
+        .expect("delete");
+    assert_eq!(deleted, Some(gone.secret_digest));
+    assert_eq!(
+        store
+            .delete_agent_token(&org.id, &dep.id, id)
+            .await
+            .expect("delete"),
+        None
+    );
+    assert_eq!(
+        store
+            .get_agent_token(&org.id, &dep.id, id)
+            .await
+            .expect("get"),
+        None
+    );
+    assert_eq!(
+        store
+            .find_agent_credential(&gone.secret_digest)
+            .await
+            .expect("find"),
+        None
+    );
+
+    let page = store
+        .list_agent_tokens(&org.id, &dep.id, &all())
+        .await
+        .expect("list");
+    assert_eq!((page.total, page.items), (1, vec![kept.token.clone()]));
+    assert!(store
+        .find_agent_credential(&kept.secret_digest)
+        .await
+        .expect("find")
+        .is_some());
+}
+
+async fn rotation_keeps_the_replaced_secret_for_its_grace_window(store: Arc<dyn Store>) {
+    let (org, _, dep) = scaffold(store.as_ref()).await;
+    let original = token_in(&dep, "rotated", 10);
+    store
+        .create_agent_token(&original, 50)
+        .await
+        .expect("create");
+    let actor = Subject {
+        id: new_id(),
+        subject_type: SubjectType::ServiceKey,
+        api_token_name: Some("ci".into()),
+    };
+    let rotation = |secret: &str, previous_valid_until: Option<i64>, at: i64| Rotation {
+        organization_id: org.id.clone(),
+        deployment_id: dep.id.clone(),
+        token_id: original.token.id.clone(),
+        secret_digest: Digest::of(secret),
+        short_token: format!("akagt_{}", &secret[..4]),
+        previous_valid_until,
+        at,
+        actor: actor.clone(),
+    };
+    let find = |digest: Digest| {
+        let store = store.clone();
+        async move { store.find_agent_credential(&digest).await.expect("find") }
+    };
+
+    // Someone else's token, or none at all: nothing to rotate.
+    let elsewhere = Rotation {
+        organization_id: new_id(),
+        ..rotation("zzzz-elsewhere", Some(1000), 500)
+    };
+    assert_eq!(
+        store.rotate_agent_token(&elsewhere).await.expect("rotate"),
+        None
+    );
+    let missing = Rotation {
+        token_id: new_id(),
+        ..rotation("zzzz-missing", Some(1000), 500)
+    };
+    assert_eq!(
+        store.rotate_agent_token(&missing).await.expect("rotate"),
+        None
+    );
+    assert_eq!(find(Digest::of("zzzz-elsewhere")).await, None);
+
+    // First rotation, with a grace window for the original secret.
+    let first = rotation("aaaa-first", Some(1000), 500);
+    let rotated = store.rotate_agent_token(&first).await.expect("rotate");
+    let want = AgentToken {
+        short_token: "akagt_aaaa".into(),
+        last_rotated_at: Some(500),
+        updated_at: 500,
+        updated_by: actor.clone(),
+        ..original.token.clone()
+    };
+    assert_eq!(rotated, Some(want.clone()));
+    let stored = store
+        .get_agent_token(&org.id, &dep.id, &original.token.id)
+        .await
+        .expect("get");
+    assert_eq!(stored, Some(want));
+    let current = find(first.secret_digest)
+        .await
+        .expect("the new secret verifies");
+    assert_eq!(
+        (
+            current.grace_until,
+            current.issued_at,
+            current.secret_digest
+        ),
+        (None, 500, first.secret_digest)
+    );
+    let old = find(original.secret_digest)
+        .await
+        .expect("the old secret is in its grace window");
+    assert_eq!(
+        (old.grace_until, old.issued_at, old.secret_digest),
+        (Some(1000), original.token.start_at, original.secret_digest)
+    );
+    assert_eq!(old.token_id, original.token.id);
+
+    // A second rotation retires the original at once and gives the first
+    // secret a window of its own.
+    let second = rotation("bbbb-second", Some(2000), 600);
+    assert!(store
+        .rotate_agent_token(&second)
+        .await
+        .expect("rotate")
+        .is_some());
+    assert_eq!(find(original.secret_digest).await, None);
+    let graced = find(first.secret_digest)
+        .await
+        .expect("in its grace window");
+    assert_eq!(graced.grace_until, Some(2000));
+    assert_eq!(
+        find(second.secret_digest)
+            .await
+            .expect("current")
+            .grace_until,
+        None
+    );
+
+    // Without a window, the replaced secret stops at once.
+    let third = rotation("cccc-third", None, 700);
+    assert!(store
+        .rotate_agent_token(&third)
+        .await
+        .expect("rotate")
+        .is_some());
+    assert_eq!(find(first.secret_digest).await, None);
+    assert_eq!(find(second.secret_digest).await, None);
+    assert!(find(third.secret_digest).await.is_some());
+
+    // Deleting answers the current digest; nothing of the token verifies.
+    let deleted = store
+        .delete_agent_token(&org.id, &dep.id, &original.token.id)
+        .await
+        .expect("delete");
+    assert_eq!(deleted, Some(third.secret_digest));
+    assert_eq!(find(third.secret_digest).await, None);
+}
+
+async fn deleting_a_deployment_deletes_its_tokens(store: Arc<dyn Store>) {
+    let (org, ws, dep) = scaffold(store.as_ref()).await;
+    let other = deployment_in(&ws, "other", "", 4);
+    let empty = deployment_in(&ws, "empty", "", 5);
+    store
+        .create_deployment(&other)
+        .await
+        .expect("create deployment");
+    store
+        .create_deployment(&empty)
+        .await
+        .expect("create deployment");
+    let doomed: Vec<NewAgentToken> = (0..3).map(|i| token_in(&dep, "t", 10 + i)).collect();
+    let survivor = token_in(&other, "s", 10);
+    for t in doomed.iter().chain([&survivor]) {
+        store.create_agent_token(t, 50).await.expect("create token");
+    }
+
+    assert_eq!(
+        store
+            .delete_deployment(&new_id(), &dep.id)
+            .await
+            .expect("delete"),
+        None
+    );
+    assert!(store
+        .get_deployment(&org.id, &dep.id)
+        .await
+        .expect("get")
+        .is_some());
+
+    let digests = store
+        .delete_deployment(&org.id, &dep.id)
+        .await
+        .expect("delete");
+    let digests: BTreeSet<String> = digests
+        .expect("deployment existed")
+        .iter()
+        .map(Digest::to_hex)
+        .collect();
+    let want: BTreeSet<String> = doomed.iter().map(|t| t.secret_digest.to_hex()).collect();
+    assert_eq!(digests, want);
+    assert_eq!(
+        store
+            .delete_deployment(&org.id, &dep.id)
+            .await
+            .expect("delete"),
+        None
+    );
+
+    assert_eq!(
+        store.get_deployment(&org.id, &dep.id).await.expect("get"),
+        None
+    );
+    for t in &doomed {
+        assert_eq!(
+            store
+                .find_agent_credential(&t.secret_digest)
+                .await
+                .expect("find"),
+            None
+        );
+        let got = store
+            .get_agent_token(&org.id, &dep.id, &t.token.id)
+            .await
+            .expect("get");
+        assert_eq!(got, None);
+    }
+    let page = store
+        .list_agent_tokens(&org.id, &dep.id, &all())
+        .await
+        .expect("list");
+    assert_eq!(page.total, 0);
+
+    let page = store
+        .list_agent_tokens(&org.id, &other.id, &all())
+        .await
+        .expect("list");
+    assert_eq!(page.items, vec![survivor.token.clone()]);
+    assert!(store
+        .find_agent_credential(&survivor.secret_digest)
+        .await
+        .expect("find")
+        .is_some());
+
+    let none = store
+        .delete_deployment(&org.id, &empty.id)
+        .await
+        .expect("delete");
+    assert_eq!(none, Some(vec![]));
+    assert_eq!(
+        store
+            .delete_deployment(&org.id, &new_id())
+            .await
+            .expect("delete"),
+        None
+    );
+}
+
+async fn token_limit_is_per_deployment(store: Arc<dyn Store>) {
+    let (org, ws, dep) = scaffold(store.as_ref()).await;
+    let other = deployment_in(&ws, "other", "", 4);
+    store
+        .create_deployment(&other)
+        .await
+        .expect("create deployment");
+    let mut created = vec![];
+    for i in 0..3 {
+        let t = token_in(&dep, "t", 10 + i);
+        store
+            .create_agent_token(&t, 3)
+            .await
+            .expect("within the limit");
+        created.push(t);
+    }
+    let refused = token_in(&dep, "one too many", 20);
+    match store.create_agent_token(&refused, 3).await {
+        Err(StoreError::AgentTokenLimit { limit: 3 }) => {}
+        other => panic!("expected AgentTokenLimit {{ limit: 3 }}, got {other:?}"),
+    }
+    assert_eq!(
+        store
+            .find_agent_credential(&refused.secret_digest)
+            .await
+            .expect("find"),
+        None
+    );
+    let page = store
+        .list_agent_tokens(&org.id, &dep.id, &all())
+        .await
+        .expect("list");
+    assert_eq!(page.total, 3);
+
+    // Another deployment has room of its own.
+    store
+        .create_agent_token(&token_in(&other, "t", 10), 3)
+        .await
+        .expect("other deployment");
+    // Deleting one makes room again.
+    let first = &created[0].token;
+    store
+        .delete_agent_token(&org.id, &dep.id, &first.id)
+        .await
+        .expect("delete");
+    store
+        .create_agent_token(&refused, 3)
+        .await
+        .expect("room after a delete");
+}
+
+async fn token_for_a_missing_deployment_is_refused(store: Arc<dyn Store>) {
+    let (org, ws, _) = scaffold(store.as_ref()).await;
+    let ghost = deployment_in(&ws, "never created", "", 4);
+    let t = token_in(&ghost, "orphan", 10);
+    match store.create_agent_token(&t, 50).await {
+        Err(StoreError::Database(_)) => {}
+        other => panic!("expected a database error, got {other:?}"),
+    }
+    assert_eq!(
+        store
+            .find_agent_credential(&t.secret_digest)
+            .await
+            .expect("find"),
+        None
+    );
+    let got = store
+        .get_agent_token(&org.id, &ghost.id, &t.token.id)
+        .await
+        .expect("get");
+    assert_eq!(got, None);
+}
+
+async fn recording_use_never_lowers_last_used_at(store: Arc<dyn Store>) {
+    let (org, _, dep) = scaffold(store.as_ref()).await;
+    let (a, b) = (token_in(&dep, "a", 10), token_in(&dep, "b", 10));
+    store.create_agent_token(&a, 50).await.expect("create");
+    store.create_agent_token(&b, 50).await.expect("create");
+    let (a_id, b_id) = (a.token.id.clone(), b.token.id.clone());
+    let last_used = |id: String| {
+        let (store, org, dep) = (store.clone(), org.id.clone(), dep.id.clone());
+        async move {
+            let token = store.get_agent_token(&org, &dep, &id).await.expect("get");
+            token.expect("token exists").last_used_at
+        }
+    };
+
+    assert_eq!(last_used(a_id.clone()).await, None);
+    store
+        .record_agent_token_use(&[])
+        .await
+        .expect("empty batch");
+
+    store
+        .record_agent_token_use(&[(a_id.clone(), 100)])
+        .await
+        .expect("record");
+    assert_eq!(last_used(a_id.clone()).await, Some(100));
+    assert_eq!(last_used(b_id.clone()).await, None, "another token changed");
+
+    store
+        .record_agent_token_use(&[(a_id.clone(), 50)])
+        .await
+        .expect("record");
+    assert_eq!(
+        last_used(a_id.clone()).await,
+        Some(100),
+        "an older use lowered it"
+    );
+
+    // One batch: the same token twice (either order), another token, and a
+    // token that no longer exists.
+    let batch = [
+        (a_id.clone(), 300),
+        (b_id.clone(), 7),
+        (new_id(), 400),
+        (a_id.clone(), 250),
+    ];
+    store.record_agent_token_use(&batch).await.expect("record");
+    assert_eq!(last_used(a_id.clone()).await, Some(300));
+    assert_eq!(last_used(b_id.clone()).await, Some(7));
+}
+
+async fn root_credential_is_a_singleton(store: Arc<dyn Store>) {
+    let root = |name: &str, at: i64| RootCredential {
+        id: new_id(),
+        secret_digest: Digest::of(name),
+        created_at: at,
+    };
+    assert_eq!(store.root_credential().await.expect("read"), None);
+
+    let first = root("akroot_first", 1);
+    assert!(store
+        .insert_root_credential_if_absent(&first)
+        .await
+        .expect("insert"));
+    assert_eq!(
+        store.root_credential().await.expect("read"),
+        Some(first.clone())
+    );
+
+    let second = root("akroot_second", 2);
+    assert!(!store
+        .insert_root_credential_if_absent(&second)
+        .await
+        .expect("insert"));
+    assert_eq!(
+        store.root_credential().await.expect("read"),
+        Some(first.clone())
+    );
+
+    store
+        .replace_root_credential(&second)
+        .await
+        .expect("replace");
+    assert_eq!(
+        store.root_credential().await.expect("read"),
+        Some(second.clone())
+    );
+    let third = root("akroot_third", 3);
+    store
+        .replace_root_credential(&third)
+        .await
+        .expect("replace");
+    assert_eq!(store.root_credential().await.expect("read"), Some(third));
+}
+
+/// Twenty creates at once, alternating between two stores (two pools, as
+/// two replicas would have), against a limit of five: exactly five land.
+async fn concurrent_creates_through_two_pools_hold_the_limit(url: String) {
+    let a = store::open(&url).await.expect("open the first store");
+    let b = store::open(&url).await.expect("open the second store");
+    let (org, _, dep) = scaffold(a.as_ref()).await;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let new = token_in(&dep, &format!("t{i}"), 10 + i);
+        tasks.spawn(async move { store.create_agent_token(&new, 5).await });
+    }
+    let (mut created, mut refused) = (0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        match joined.expect("the task panicked") {
+            Ok(()) => created += 1,
+            Err(StoreError::AgentTokenLimit { limit: 5 }) => refused += 1,
+            Err(other) => panic!("a create failed for another reason: {other}"),
+        }
+    }
+    assert_eq!((created, refused), (5, 15));
+    for store in [&a, &b] {
+        let page = store
+            .list_agent_tokens(&org.id, &dep.id, &all())
+            .await
+            .expect("list");
+        assert_eq!(page.total, 5);
+    }
+    a.close().await;
+    b.close().await;
+}
