@@ -31,13 +31,25 @@ impl Default for Settings {
     }
 }
 
+/// Everything a handler needs, behind one `Arc`: axum clones the state for
+/// every request, and one reference count is cheaper than five.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub verifier: Arc<Verifier>,
     pub usage: Arc<UsageRecorder>,
-    pub settings: Arc<Settings>,
+    pub settings: Settings,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl AppState {
@@ -57,13 +69,13 @@ impl AppState {
             cache,
             configured_root,
         ));
-        AppState {
+        AppState(Arc::new(Shared {
             store,
             clock,
             verifier,
             usage,
-            settings: Arc::new(settings),
-        }
+            settings,
+        }))
     }
 
     pub fn router(&self) -> Router {

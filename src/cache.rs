@@ -32,7 +32,10 @@ pub struct Cached {
 impl Cached {
     /// Records a use at `now`; answers whether it is the first in this second.
     pub fn mark_used(&self, now: i64) -> bool {
-        self.last_used.fetch_max(now, Ordering::Relaxed) < now
+        // A plain read first: most uses fall in an already-marked second,
+        // and a read keeps the cache line shared between cores.
+        self.last_used.load(Ordering::Relaxed) < now
+            && self.last_used.fetch_max(now, Ordering::Relaxed) < now
     }
 }
 

@@ -38,6 +38,20 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// The bearer credential of a request, if it has one, unverified: for the
+/// verification endpoints, which answer a missing credential themselves.
+pub struct PresentedToken(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PresentedToken {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(PresentedToken(
+            bearer_token(&parts.headers).map(str::to_string),
+        ))
+    }
+}
+
 /// The credential of an `Authorization: Bearer <token>` header, if any.
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;

@@ -3,13 +3,13 @@
 //! `forward_auth`). 200 with the token's identity, or 401/403.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::bearer_token;
+use super::auth::PresentedToken;
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::clock::rfc3339;
@@ -50,11 +50,11 @@ pub struct Authorization {
               (status = 403, description = "Valid, but for another deployment than `deploymentId`", body = super::error::ErrorBody)))]
 pub async fn authorize(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    PresentedToken(presented): PresentedToken,
     query: super::extract::QueryParams<AuthorizeQuery>,
 ) -> Result<Response, ApiError> {
-    let presented = bearer_token(&headers).ok_or_else(invalid_token)?;
-    let entry = match state.verifier.verify_agent(presented).await {
+    let presented = presented.ok_or_else(invalid_token)?;
+    let entry = match state.verifier.verify_agent(&presented).await {
         Ok(entry) => entry,
         Err(VerifyError::Refused(refusal)) => {
             tracing::debug!(?refusal, "agent token refused");

@@ -9,64 +9,55 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, OriginalUri, Request};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use tracing::Instrument;
 
 use super::error::ApiError;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// The id of the request being served, in the request's extensions.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-pub async fn request_context(mut request: Request, next: Next) -> Response {
-    let started = Instant::now();
+pub async fn request_context(request: Request, next: Next) -> Response {
     let request_id = incoming_request_id(&request).unwrap_or_else(next_request_id);
-    request
-        .extensions_mut()
-        .insert(RequestId(request_id.clone()));
-    let method = request.method().clone();
+    // What the log line needs, gathered only when it will be written.
     // The route pattern, not the concrete path: ids stay out of the
     // aggregation key, and nothing from the query string is logged.
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| request.uri().path().to_string());
+    let logged = tracing::enabled!(tracing::Level::INFO).then(|| {
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        (Instant::now(), request.method().clone(), route)
+    });
 
-    // Everything logged while the request is handled carries its id.
-    let span = tracing::info_span!("request", request_id = %request_id);
-    let response = next.run(request).instrument(span).await;
+    let response = next.run(request).await;
     let mut response = render_error(response, &request_id);
     if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
     }
-    tracing::info!(
-        request_id = %request_id,
-        method = %method,
-        route = %route,
-        status = response.status().as_u16(),
-        latency_us = started.elapsed().as_micros() as u64,
-        "request"
-    );
+    if let Some((started, method, route)) = logged {
+        tracing::info!(
+            request_id = %request_id,
+            method = %method,
+            route = route.as_ref().map_or("(no route)", |r| r.as_str()),
+            status = response.status().as_u16(),
+            latency_us = started.elapsed().as_micros() as u64,
+            "request"
+        );
+    }
     response
 }
 
 /// Replaces the body of an error response with the envelope. Responses that
 /// carry an [`ApiError`] use its message; any other 4xx/5xx that is not
 /// already JSON (axum's own 405, say) gets the status's canonical reason.
-fn render_error(response: Response, request_id: &str) -> Response {
-    let error = match response.extensions().get::<ApiError>() {
-        Some(error) => error.clone(),
-        None if response.status().is_client_error() || response.status().is_server_error() => {
+fn render_error(mut response: Response, request_id: &str) -> Response {
+    let status = response.status();
+    let error = match response.extensions_mut().remove::<ApiError>() {
+        Some(error) => error,
+        None if status.is_client_error() || status.is_server_error() => {
             if is_json(&response) {
                 return response;
             }
-            let status = response.status();
             ApiError::new(
                 status,
                 status.canonical_reason().unwrap_or("error").to_lowercase(),
@@ -74,12 +65,17 @@ fn render_error(response: Response, request_id: &str) -> Response {
         }
         None => return response,
     };
+    if let Some(detail) = &error.detail {
+        tracing::error!(request_id, status = status.as_u16(), "{detail}");
+    }
+    let body = serde_json::to_vec(&error.body(request_id)).unwrap_or_default();
     let (mut parts, _) = response.into_parts();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     parts.headers.remove(header::CONTENT_LENGTH);
-    let rendered = Json(error.body(request_id)).into_response();
-    let (rendered_parts, body) = rendered.into_parts();
-    parts.headers.extend(rendered_parts.headers);
-    Response::from_parts(parts, body)
+    Response::from_parts(parts, body.into())
 }
 
 fn is_json(response: &Response) -> bool {
@@ -126,6 +122,9 @@ pub async fn method_not_allowed(OriginalUri(uri): OriginalUri, method: Method) -
 
 /// The answer when a handler panicked: a 500, with the details left in the log.
 pub fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    tracing::error!("a request handler panicked");
-    ApiError::internal().into_response()
+    ApiError {
+        detail: Some("a request handler panicked".into()),
+        ..ApiError::internal()
+    }
+    .into_response()
 }

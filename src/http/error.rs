@@ -22,6 +22,8 @@ pub struct ApiError {
     pub field_errors: Vec<FieldError>,
     /// The `WWW-Authenticate` challenge of a 401.
     pub challenge: Option<&'static str>,
+    /// What went wrong inside, for the log line of a 5xx; never sent.
+    pub detail: Option<String>,
 }
 
 /// The Astro `Error` body.
@@ -42,6 +44,7 @@ impl ApiError {
             message: message.into(),
             field_errors: Vec::new(),
             challenge: None,
+            detail: None,
         }
     }
 
@@ -84,12 +87,12 @@ impl ApiError {
         )
     }
 
-    pub fn body(&self, request_id: &str) -> ErrorBody {
+    pub fn body(self, request_id: &str) -> ErrorBody {
         ErrorBody {
-            message: self.message.clone(),
-            request_id: request_id.to_string(),
             status_code: self.status.as_u16(),
-            field_errors: self.field_errors.clone(),
+            message: self.message,
+            request_id: request_id.to_string(),
+            field_errors: self.field_errors,
         }
     }
 }
@@ -115,12 +118,13 @@ impl From<StoreError> for ApiError {
                 "this deployment already has {limit} agent tokens, the maximum; \
                  delete one before creating another"
             )),
-            other => {
-                // The database error can name tables and values but never a
-                // secret: secrets reach the store only as digests.
-                tracing::error!(error = %other, "store failure");
-                ApiError::internal()
-            }
+            // Logged with the request id by the request context. A database
+            // error can name tables and values but never a secret: secrets
+            // reach the store only as digests.
+            other => ApiError {
+                detail: Some(format!("store failure: {other}")),
+                ..ApiError::internal()
+            },
         }
     }
 }
