@@ -258,6 +258,11 @@ async fn bad_create_requests_are_400_with_field_errors_and_write_nothing() {
             vec!["tokenExpiryPeriodInDays"],
         ),
         (json!({ "name": 5 }), vec!["name"]),
+        (json!({ "name": "nul\u{0}byte" }), vec!["name"]),
+        (
+            json!({ "name": "a", "description": "bell\u{7}" }),
+            vec!["description"],
+        ),
         (json!({ "name": ["a"] }), vec!["name"]),
         (
             json!({ "name": "", "description": "d".repeat(1001), "tokenExpiryPeriodInDays": 0 }),

@@ -113,3 +113,26 @@ async fn bad_requests_are_4xx() {
         .await
         .assert_error(413);
 }
+
+#[tokio::test]
+async fn iat_is_when_the_presented_secret_was_issued() {
+    let app = TestApp::new().await;
+    let t = app.tenant().await;
+    let created = app.agent_token(&t, json!({ "name": "a" })).await;
+    let path = format!("{}/rotate", t.token_path(str_of(&created, "id")));
+    let grace = json!({ "gracePeriodSeconds": 3600 });
+    app.clock.advance(100);
+    let first = app.post(&path, grace.clone()).await;
+    app.clock.advance(100);
+    let second = app.post(&path, grace).await;
+    let second = str_of(&second.body, "token");
+    let first = str_of(&first.body, "token");
+    let reply = introspect(&app, Some(&app.root), &form(second)).await;
+    assert_eq!(reply.body["iat"], START + 200);
+    let reply = introspect(&app, Some(&app.root), &form(first)).await;
+    assert_eq!(
+        reply.body["iat"],
+        START + 100,
+        "issued by the first rotation"
+    );
+}

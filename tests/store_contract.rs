@@ -1009,6 +1009,7 @@ async fn rotation_keeps_the_replaced_secret_for_its_grace_window(store: Arc<dyn 
         .await
         .expect("in its grace window");
     assert_eq!(graced.grace_until, Some(2000));
+    assert_eq!(graced.issued_at, 500, "issued by the first rotation");
     assert_eq!(
         find(second.secret_digest)
             .await
@@ -1192,8 +1193,16 @@ async fn token_for_a_missing_deployment_is_refused(store: Arc<dyn Store>) {
     let ghost = deployment_in(&ws, "never created", "", 4);
     let t = token_in(&ghost, "orphan", 10);
     match store.create_agent_token(&t, 50).await {
-        Err(StoreError::Database(_)) => {}
-        other => panic!("expected a database error, got {other:?}"),
+        Err(StoreError::DeploymentNotFound) => {}
+        other => panic!("expected DeploymentNotFound, got {other:?}"),
+    }
+    // A real deployment, but named under another organization.
+    let (_, _, real) = scaffold(store.as_ref()).await;
+    let mut foreign = token_in(&real, "foreign", 11);
+    foreign.token.organization_id = org.id.clone();
+    match store.create_agent_token(&foreign, 50).await {
+        Err(StoreError::DeploymentNotFound) => {}
+        other => panic!("expected DeploymentNotFound, got {other:?}"),
     }
     assert_eq!(
         store
@@ -1334,4 +1343,25 @@ async fn concurrent_creates_through_two_pools_hold_the_limit(url: String) {
     }
     a.close().await;
     b.close().await;
+}
+
+/// sqlx's migration lock does nothing on SQLite: stores opening one new file
+/// at once must still all come up (the losers retry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_stores_opening_a_new_file_together_all_migrate() {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("race.db").display());
+        let opened = tokio::join!(
+            store::open(&url),
+            store::open(&url),
+            store::open(&url),
+            store::open(&url)
+        );
+        for result in [opened.0, opened.1, opened.2, opened.3] {
+            let store = result.unwrap_or_else(|e| panic!("an opener failed: {e}"));
+            store.ping().await.expect("ping");
+            store.close().await;
+        }
+    }
 }

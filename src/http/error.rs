@@ -118,6 +118,8 @@ impl From<StoreError> for ApiError {
                 "this deployment already has {limit} agent tokens, the maximum; \
                  delete one before creating another"
             )),
+            // Deleted between the handler's lookup and the insert.
+            StoreError::DeploymentNotFound => ApiError::not_found("deployment"),
             // Logged with the request id by the request context. A database
             // error can name tables and values but never a secret: secrets
             // reach the store only as digests.

@@ -272,7 +272,7 @@ impl Store for PostgresStore {
         if found.is_none() {
             // No such deployment in this organization: nothing to count
             // against, so refuse rather than insert unlocked.
-            return Err(StoreError::Database(sqlx::Error::RowNotFound));
+            return Err(StoreError::DeploymentNotFound);
         }
         let count: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM agent_tokens WHERE deployment_id = $1")
@@ -375,6 +375,8 @@ impl Store for PostgresStore {
         let sql = format!(
             "UPDATE agent_tokens SET \
              previous_digest = CASE WHEN $1 IS NULL THEN NULL ELSE secret_digest END, \
+             previous_issued_at = CASE WHEN $2 IS NULL THEN NULL \
+             ELSE COALESCE(last_rotated_at, start_at) END, \
              previous_valid_until = $2, secret_digest = $3, short_token = $4, \
              last_rotated_at = $5, updated_at = $6, updated_by_id = $7, \
              updated_by_type = $8, updated_by_name = $9 \

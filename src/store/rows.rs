@@ -16,7 +16,8 @@ pub const AGENT_TOKEN_COLUMNS: &str = "id, organization_id, deployment_id, name,
     created_by_id, created_by_type, created_by_name, updated_by_id, updated_by_type, \
     updated_by_name, last_used_at, last_rotated_at";
 pub const AGENT_CREDENTIAL_COLUMNS: &str = "id, organization_id, deployment_id, name, end_at, \
-    start_at, last_rotated_at, secret_digest, previous_digest, previous_valid_until";
+    start_at, last_rotated_at, secret_digest, previous_digest, previous_valid_until, \
+    previous_issued_at";
 
 #[derive(FromRow)]
 pub struct OrganizationRow {
@@ -152,6 +153,7 @@ pub struct AgentCredentialRow {
     pub secret_digest: String,
     pub previous_digest: Option<String>,
     pub previous_valid_until: Option<i64>,
+    pub previous_issued_at: Option<i64>,
 }
 
 impl AgentCredentialRow {
@@ -164,7 +166,8 @@ impl AgentCredentialRow {
         let (grace_until, issued_at) = if current.ct_eq(presented) {
             (None, self.last_rotated_at.unwrap_or(self.start_at))
         } else if previous.is_some_and(|p| p.ct_eq(presented)) {
-            (Some(self.previous_valid_until?), self.start_at)
+            let issued_at = self.previous_issued_at.unwrap_or(self.start_at);
+            (Some(self.previous_valid_until?), issued_at)
         } else {
             return None;
         };

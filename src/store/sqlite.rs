@@ -19,6 +19,26 @@ use crate::token::Digest;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
+/// Applies pending migrations. sqlx's migration lock does nothing on
+/// SQLite, so two processes opening a new file at once (`migrate` beside
+/// `serve`, say) can collide; each migration is its own transaction, so the
+/// loser retries and finds the winner's work applied.
+async fn migrate(pool: &SqlitePool) -> Result<()> {
+    const ATTEMPTS: u32 = 20;
+    let mut attempt = 1;
+    loop {
+        match MIGRATOR.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(err) if attempt < ATTEMPTS => {
+                tracing::debug!(error = %err, attempt, "migration collided; retrying");
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
 pub struct SqliteStore {
     pool: SqlitePool,
 }
@@ -37,7 +57,7 @@ impl SqliteStore {
             .max_connections(8)
             .connect_with(options)
             .await?;
-        MIGRATOR.run(&pool).await?;
+        migrate(&pool).await?;
         Ok(SqliteStore { pool })
     }
 
@@ -237,7 +257,8 @@ impl Store for SqliteStore {
              created_at, updated_at, created_by_id, created_by_type, created_by_name, \
              updated_by_id, updated_by_type, updated_by_name) \
              SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
-             WHERE (SELECT COUNT(*) FROM agent_tokens WHERE deployment_id = ?) < ?",
+             WHERE EXISTS (SELECT 1 FROM deployments WHERE id = ? AND organization_id = ?) \
+             AND (SELECT COUNT(*) FROM agent_tokens WHERE deployment_id = ?) < ?",
         )
         .bind(&t.id)
         .bind(&t.organization_id)
@@ -259,14 +280,23 @@ impl Store for SqliteStore {
         .bind(t.updated_by.subject_type.as_str())
         .bind(&t.updated_by.api_token_name)
         .bind(&t.deployment_id)
+        .bind(&t.organization_id)
+        .bind(&t.deployment_id)
         .bind(limit)
         .execute(&self.pool)
         .await?
         .rows_affected();
-        if inserted == 0 {
-            return Err(StoreError::AgentTokenLimit { limit });
+        if inserted == 1 {
+            return Ok(());
         }
-        Ok(())
+        // Nothing inserted: a full deployment, or none at all.
+        match self
+            .get_deployment(&t.organization_id, &t.deployment_id)
+            .await?
+        {
+            Some(_) => Err(StoreError::AgentTokenLimit { limit }),
+            None => Err(StoreError::DeploymentNotFound),
+        }
     }
 
     async fn list_agent_tokens(
@@ -328,6 +358,8 @@ impl Store for SqliteStore {
         let sql = format!(
             "UPDATE agent_tokens SET \
              previous_digest = CASE WHEN ? IS NULL THEN NULL ELSE secret_digest END, \
+             previous_issued_at = CASE WHEN ? IS NULL THEN NULL \
+             ELSE COALESCE(last_rotated_at, start_at) END, \
              previous_valid_until = ?, secret_digest = ?, short_token = ?, \
              last_rotated_at = ?, updated_at = ?, updated_by_id = ?, \
              updated_by_type = ?, updated_by_name = ? \
@@ -335,6 +367,7 @@ impl Store for SqliteStore {
              RETURNING {AGENT_TOKEN_COLUMNS}"
         );
         let row = sqlx::query_as::<_, AgentTokenRow>(&sql)
+            .bind(rotation.previous_valid_until)
             .bind(rotation.previous_valid_until)
             .bind(rotation.previous_valid_until)
             .bind(rotation.secret_digest.to_hex())

@@ -61,7 +61,8 @@ impl Name {
                 format!("{field} is required and must not be blank"),
             ));
         }
-        check_length(field, value, MAX_NAME_CHARS).map(Name)
+        let value = check_length(field, value, MAX_NAME_CHARS)?;
+        check_characters(field, value, |c| c.is_control()).map(Name)
     }
 
     pub fn into_inner(self) -> String {
@@ -75,11 +76,35 @@ pub struct Description(String);
 
 impl Description {
     pub fn parse(field: &str, value: Option<String>) -> Result<Description, FieldError> {
-        check_length(field, value.unwrap_or_default(), MAX_DESCRIPTION_CHARS).map(Description)
+        let value = check_length(field, value.unwrap_or_default(), MAX_DESCRIPTION_CHARS)?;
+        // Line breaks and tabs are fine in a description; other control
+        // characters (NUL above all, which PostgreSQL cannot store) are not.
+        check_characters(field, value, |c| {
+            c.is_control() && !matches!(c, '\n' | '\r' | '\t')
+        })
+        .map(Description)
     }
 
     pub fn into_inner(self) -> String {
         self.0
+    }
+}
+
+fn check_characters(
+    field: &str,
+    value: String,
+    forbidden: impl Fn(char) -> bool,
+) -> Result<String, FieldError> {
+    match value.chars().find(|&c| forbidden(c)) {
+        Some(c) => Err(FieldError::new(
+            field,
+            "invalid_characters",
+            format!(
+                "{field} must not contain control characters (found U+{:04X})",
+                c as u32
+            ),
+        )),
+        None => Ok(value),
     }
 }
 
@@ -154,6 +179,11 @@ mod tests {
             Name::parse("name", Some("a".repeat(256))).unwrap_err().code,
             "too_long"
         );
+        for bad in ["a\0b", "a\nb", "tab\there", "\u{7f}"] {
+            let err = Name::parse("name", Some(bad.into())).unwrap_err();
+            assert_eq!(err.code, "invalid_characters", "{bad:?}");
+        }
+        assert!(Name::parse("name", Some("Ünïcødé 名前 ✓".into())).is_ok());
     }
 
     #[test]
@@ -161,6 +191,9 @@ mod tests {
         assert_eq!(Description::parse("d", None).unwrap().into_inner(), "");
         assert!(Description::parse("d", Some("x".repeat(1000))).is_ok());
         assert!(Description::parse("d", Some("x".repeat(1001))).is_err());
+        assert!(Description::parse("d", Some("line one\nline two\ttab\r\n".into())).is_ok());
+        assert!(Description::parse("d", Some("nul\0".into())).is_err());
+        assert!(Description::parse("d", Some("bell\u{7}".into())).is_err());
         assert_eq!(parse_expiry_days("e", None), Ok(None));
         assert_eq!(parse_expiry_days("e", Some(1)), Ok(Some(1)));
         assert_eq!(parse_expiry_days("e", Some(3650)), Ok(Some(3650)));
