@@ -47,6 +47,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         config.settings.last_used_flush_interval,
         stopped.clone(),
     ));
+    let follower = store.follow_revocations(state.verifier.clone(), stopped.clone());
     let mut graceful = stopped;
     let mut server = tokio::spawn(
         axum::serve(
@@ -82,6 +83,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
     };
     // The flusher writes what is pending, then returns.
     let _ = flusher.await;
+    if let Some(follower) = follower {
+        let _ = follower.await;
+    }
     store.close().await;
     tracing::info!("stopped");
     match served {

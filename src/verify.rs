@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::cache::{Cached, Lookup, VerifyCache};
 use crate::clock::Clock;
 use crate::model::{AgentCredential, Subject, SubjectType};
+use crate::store::revocations::{Revocation, RevocationSink};
 use crate::store::{Store, StoreError};
 use crate::token::secret::parse_kind;
 use crate::token::{Digest, SecretKind};
@@ -171,5 +172,19 @@ impl Verifier {
             Some(SecretKind::Root) => Err(VerifyError::Refused(Refusal::Unknown)),
             None => Err(VerifyError::Refused(Refusal::Malformed)),
         }
+    }
+}
+
+/// Revocations made by other replicas reach the cache through the verifier.
+impl RevocationSink for Verifier {
+    fn revoked(&self, revocation: Revocation) {
+        match revocation {
+            Revocation::Token(id) => self.cache.forget_token(&id),
+            Revocation::Deployment(id) => self.cache.forget_deployment(&id),
+        }
+    }
+
+    fn following(&self, live: bool) {
+        self.cache.set_enabled(live);
     }
 }

@@ -7,9 +7,7 @@ use axum::http::{Method, StatusCode};
 use common::{str_of, TestApp, START};
 use serde_json::{json, Value};
 
-#[tokio::test]
-async fn create_answers_the_astro_api_token_shape_with_the_secret_once() {
-    let app = TestApp::new().await;
+async fn create_answers_the_astro_api_token_shape_with_the_secret_once(app: TestApp) {
     let t = app.tenant().await;
     let created = app
         .agent_token(
@@ -64,9 +62,7 @@ async fn create_answers_the_astro_api_token_shape_with_the_secret_once() {
     }
 }
 
-#[tokio::test]
-async fn a_token_that_never_expires_omits_end_and_period() {
-    let app = TestApp::new().await;
+async fn a_token_that_never_expires_omits_end_and_period(app: TestApp) {
     let t = app.tenant().await;
     // The Terraform provider sends "" for an unset description.
     let created = app
@@ -81,9 +77,7 @@ async fn a_token_that_never_expires_omits_end_and_period() {
     assert!(got.body.get("endAt").is_none() && got.body.get("expiryPeriodInDays").is_none());
 }
 
-#[tokio::test]
-async fn delete_is_204_with_an_empty_body_and_a_second_delete_is_404() {
-    let app = TestApp::new().await;
+async fn delete_is_204_with_an_empty_body_and_a_second_delete_is_404(app: TestApp) {
     let t = app.tenant().await;
     let created = app.agent_token(&t, json!({ "name": "a" })).await;
     let path = t.token_path(str_of(&created, "id"));
@@ -96,9 +90,7 @@ async fn delete_is_204_with_an_empty_body_and_a_second_delete_is_404() {
     assert_eq!(app.get(&t.tokens_path()).await.body["totalCount"], 0);
 }
 
-#[tokio::test]
-async fn the_older_base_path_serves_the_same_api() {
-    let app = TestApp::new().await;
+async fn the_older_base_path_serves_the_same_api(app: TestApp) {
     let t = app.tenant().await;
     let created = app.agent_token(&t, json!({ "name": "a" })).await;
     let old = t
@@ -115,9 +107,7 @@ async fn the_older_base_path_serves_the_same_api() {
     assert_eq!(app.delete(&old).await.status, StatusCode::NO_CONTENT);
 }
 
-#[tokio::test]
-async fn unknown_or_foreign_ids_are_404() {
-    let app = TestApp::new().await;
+async fn unknown_or_foreign_ids_are_404(app: TestApp) {
     let a = app.tenant().await;
     let b = app.tenant().await;
     let token = app.agent_token(&a, json!({ "name": "a" })).await;
@@ -164,9 +154,7 @@ async fn unknown_or_foreign_ids_are_404() {
     assert_eq!(app.get(&a.token_path(id)).await.status, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn the_51st_token_is_refused_and_deleting_one_makes_room() {
-    let app = TestApp::new().await;
+async fn the_51st_token_is_refused_and_deleting_one_makes_room(app: TestApp) {
     let t = app.tenant().await;
     let mut last = Value::Null;
     for i in 0..50 {
@@ -223,9 +211,7 @@ async fn the_token_limit_is_a_setting() {
     );
 }
 
-#[tokio::test]
-async fn bad_create_requests_are_400_with_field_errors_and_write_nothing() {
-    let app = TestApp::new().await;
+async fn bad_create_requests_are_400_with_field_errors_and_write_nothing(app: TestApp) {
     let t = app.tenant().await;
     let cases: Vec<(Value, Vec<&str>)> = vec![
         (json!({}), vec!["name"]),
@@ -287,9 +273,7 @@ async fn bad_create_requests_are_400_with_field_errors_and_write_nothing() {
     );
 }
 
-#[tokio::test]
-async fn malformed_bodies_are_clear_4xx() {
-    let app = TestApp::new().await;
+async fn malformed_bodies_are_clear_4xx(app: TestApp) {
     let t = app.tenant().await;
     let path = t.tokens_path();
     let send = |body: &'static str, content_type: Option<&'static str>| {
@@ -341,9 +325,7 @@ async fn malformed_bodies_are_clear_4xx() {
     assert_eq!(app.get(&path).await.body["totalCount"], 1);
 }
 
-#[tokio::test]
-async fn pagination_counts_everything_and_pages_are_stable() {
-    let app = TestApp::new().await;
+async fn pagination_counts_everything_and_pages_are_stable(app: TestApp) {
     let t = app.tenant().await;
     let mut ids = Vec::new();
     for i in 0..7 {
@@ -400,9 +382,7 @@ async fn pagination_counts_everything_and_pages_are_stable() {
     );
 }
 
-#[tokio::test]
-async fn an_empty_list_has_all_four_keys() {
-    let app = TestApp::new().await;
+async fn an_empty_list_has_all_four_keys(app: TestApp) {
     let t = app.tenant().await;
     let reply = app.get(&t.tokens_path()).await;
     assert_eq!(
@@ -411,9 +391,7 @@ async fn an_empty_list_has_all_four_keys() {
     );
 }
 
-#[tokio::test]
-async fn bad_list_queries_are_400_naming_the_field() {
-    let app = TestApp::new().await;
+async fn bad_list_queries_are_400_naming_the_field(app: TestApp) {
     let t = app.tenant().await;
     for (query, field) in [
         ("limit=1001", "limit"),
@@ -437,9 +415,7 @@ async fn bad_list_queries_are_400_naming_the_field() {
 
 /// Creates tokens whose every sortable field differs, then checks each sort
 /// field in both directions against the order computed here.
-#[tokio::test]
-async fn every_sort_field_orders_both_ways() {
-    let app = TestApp::new().await;
+async fn every_sort_field_orders_both_ways(app: TestApp) {
     let t = app.tenant().await;
     let specs = [
         ("bravo", "3"),
@@ -512,9 +488,7 @@ async fn every_sort_field_orders_both_ways() {
     assert_eq!(default, ["bravo", "alpha", "delta", "charlie"]);
 }
 
-#[tokio::test]
-async fn several_sorts_apply_in_order() {
-    let app = TestApp::new().await;
+async fn several_sorts_apply_in_order(app: TestApp) {
     let t = app.tenant().await;
     for (name, description) in [("b", "x"), ("a", "y"), ("a", "x")] {
         app.clock.advance(1);
@@ -543,12 +517,27 @@ async fn several_sorts_apply_in_order() {
     }
 }
 
-#[tokio::test]
-async fn expiry_is_computed_from_the_creation_time() {
-    let app = TestApp::new().await;
+async fn expiry_is_computed_from_the_creation_time(app: TestApp) {
     let t = app.tenant().await;
     let created = app
         .agent_token(&t, json!({ "name": "a", "tokenExpiryPeriodInDays": 1 }))
         .await;
     assert_eq!(created["endAt"], agentkey::clock::rfc3339(START + 86_400));
 }
+
+on_every_backend!(
+    create_answers_the_astro_api_token_shape_with_the_secret_once,
+    a_token_that_never_expires_omits_end_and_period,
+    delete_is_204_with_an_empty_body_and_a_second_delete_is_404,
+    the_older_base_path_serves_the_same_api,
+    unknown_or_foreign_ids_are_404,
+    the_51st_token_is_refused_and_deleting_one_makes_room,
+    bad_create_requests_are_400_with_field_errors_and_write_nothing,
+    malformed_bodies_are_clear_4xx,
+    pagination_counts_everything_and_pages_are_stable,
+    an_empty_list_has_all_four_keys,
+    bad_list_queries_are_400_naming_the_field,
+    every_sort_field_orders_both_ways,
+    several_sorts_apply_in_order,
+    expiry_is_computed_from_the_creation_time,
+);

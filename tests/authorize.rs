@@ -7,9 +7,7 @@ use axum::http::{Method, StatusCode};
 use common::{str_of, TestApp, START};
 use serde_json::json;
 
-#[tokio::test]
-async fn a_valid_token_answers_its_identity_in_body_and_headers() {
-    let app = TestApp::new().await;
+async fn a_valid_token_answers_its_identity_in_body_and_headers(app: TestApp) {
     let t = app.tenant().await;
     let created = app
         .agent_token(&t, json!({ "name": "a", "tokenExpiryPeriodInDays": 2 }))
@@ -52,18 +50,14 @@ async fn a_valid_token_answers_its_identity_in_body_and_headers() {
     assert_eq!(old.status, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn a_token_that_never_expires_has_a_null_expiry() {
-    let app = TestApp::new().await;
+async fn a_token_that_never_expires_has_a_null_expiry(app: TestApp) {
     let t = app.tenant().await;
     let created = app.agent_token(&t, json!({ "name": "a" })).await;
     let reply = app.authorize(str_of(&created, "token")).await;
     assert_eq!(reply.body["expiresAt"], serde_json::Value::Null);
 }
 
-#[tokio::test]
-async fn anything_but_a_valid_agent_token_is_401_invalid_token() {
-    let app = TestApp::new().await;
+async fn anything_but_a_valid_agent_token_is_401_invalid_token(app: TestApp) {
     let t = app.tenant().await;
     let good = str_of(&app.agent_token(&t, json!({ "name": "a" })).await, "token").to_string();
     let mut typo = good.clone().into_bytes();
@@ -105,9 +99,7 @@ async fn anything_but_a_valid_agent_token_is_401_invalid_token() {
     app.raw(request).await.assert_error(401);
 }
 
-#[tokio::test]
-async fn deployment_id_restricts_which_tokens_pass() {
-    let app = TestApp::new().await;
+async fn deployment_id_restricts_which_tokens_pass(app: TestApp) {
     let t = app.tenant().await;
     let other = app.deployment(&t.org, &t.workspace).await;
     let token = str_of(&app.agent_token(&t, json!({ "name": "a" })).await, "token").to_string();
@@ -142,9 +134,7 @@ async fn deployment_id_restricts_which_tokens_pass() {
     refused.assert_error(401);
 }
 
-#[tokio::test]
-async fn a_deleted_token_is_refused_on_the_very_next_request() {
-    let app = TestApp::new().await;
+async fn a_deleted_token_is_refused_on_the_very_next_request(app: TestApp) {
     let t = app.tenant().await;
     let created = app.agent_token(&t, json!({ "name": "a" })).await;
     let token = str_of(&created, "token");
@@ -153,9 +143,7 @@ async fn a_deleted_token_is_refused_on_the_very_next_request() {
     app.authorize(token).await.assert_error(401);
 }
 
-#[tokio::test]
-async fn deleting_a_deployment_revokes_its_tokens() {
-    let app = TestApp::new().await;
+async fn deleting_a_deployment_revokes_its_tokens(app: TestApp) {
     let t = app.tenant().await;
     let kept = app.deployment(&t.org, &t.workspace).await;
     let doomed = str_of(&app.agent_token(&t, json!({ "name": "a" })).await, "token").to_string();
@@ -182,9 +170,7 @@ async fn deleting_a_deployment_revokes_its_tokens() {
     app.get(t.tokens_path()).await.assert_error(404);
 }
 
-#[tokio::test]
-async fn expiry_is_exact_to_the_second_and_expired_tokens_stay_listed() {
-    let app = TestApp::new().await;
+async fn expiry_is_exact_to_the_second_and_expired_tokens_stay_listed(app: TestApp) {
     let t = app.tenant().await;
     let created = app
         .agent_token(&t, json!({ "name": "a", "tokenExpiryPeriodInDays": 1 }))
@@ -205,9 +191,7 @@ async fn expiry_is_exact_to_the_second_and_expired_tokens_stay_listed() {
     assert_eq!(listed.body["tokens"][0]["endAt"], created["endAt"]);
 }
 
-#[tokio::test]
-async fn last_used_at_is_recorded_in_batches_not_per_request() {
-    let app = TestApp::new().await;
+async fn last_used_at_is_recorded_in_batches_not_per_request(app: TestApp) {
     let t = app.tenant().await;
     let created = app.agent_token(&t, json!({ "name": "a" })).await;
     let token = str_of(&created, "token");
@@ -247,9 +231,7 @@ async fn last_used_at_is_recorded_in_batches_not_per_request() {
     );
 }
 
-#[tokio::test]
-async fn an_agent_token_cannot_call_the_management_api() {
-    let app = TestApp::new().await;
+async fn an_agent_token_cannot_call_the_management_api(app: TestApp) {
     let t = app.tenant().await;
     let created = app.agent_token(&t, json!({ "name": "a" })).await;
     let token = str_of(&created, "token");
@@ -304,9 +286,7 @@ async fn an_agent_token_cannot_call_the_management_api() {
 /// With the database closed, only the cache can answer: a token verified
 /// once keeps verifying (a hit), a digest seen to be unknown stays refused
 /// (a negative hit), and malformed tokens are refused without any lookup.
-#[tokio::test]
-async fn cache_hits_and_refusals_need_no_database() {
-    let app = TestApp::new().await;
+async fn cache_hits_and_refusals_need_no_database(app: TestApp) {
     let t = app.tenant().await;
     let cached = str_of(&app.agent_token(&t, json!({ "name": "a" })).await, "token").to_string();
     let uncached = str_of(&app.agent_token(&t, json!({ "name": "b" })).await, "token").to_string();
@@ -324,9 +304,7 @@ async fn cache_hits_and_refusals_need_no_database() {
     app.authorize(&uncached).await.assert_error(500); // a miss must read, and cannot
 }
 
-#[tokio::test]
-async fn cached_entries_are_read_again_after_their_age_limit() {
-    let app = TestApp::new().await;
+async fn cached_entries_are_read_again_after_their_age_limit(app: TestApp) {
     let t = app.tenant().await;
     let created = app.agent_token(&t, json!({ "name": "a" })).await;
     let token = str_of(&created, "token");
@@ -347,3 +325,17 @@ async fn cached_entries_are_read_again_after_their_age_limit() {
         .advance(agentkey::cache::CacheLimits::default().positive_ttl);
     app.authorize(token).await.assert_error(401);
 }
+
+on_every_backend!(
+    a_valid_token_answers_its_identity_in_body_and_headers,
+    a_token_that_never_expires_has_a_null_expiry,
+    anything_but_a_valid_agent_token_is_401_invalid_token,
+    deployment_id_restricts_which_tokens_pass,
+    a_deleted_token_is_refused_on_the_very_next_request,
+    deleting_a_deployment_revokes_its_tokens,
+    expiry_is_exact_to_the_second_and_expired_tokens_stay_listed,
+    last_used_at_is_recorded_in_batches_not_per_request,
+    an_agent_token_cannot_call_the_management_api,
+    cache_hits_and_refusals_need_no_database,
+    cached_entries_are_read_again_after_their_age_limit,
+);

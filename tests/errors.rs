@@ -12,9 +12,7 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-#[tokio::test]
-async fn management_calls_without_a_valid_credential_are_401() {
-    let app = TestApp::new().await;
+async fn management_calls_without_a_valid_credential_are_401(app: TestApp) {
     let t = app.tenant().await;
     let forged_root = agentkey::token::Secret::generate(agentkey::token::SecretKind::Root);
     for token in [
@@ -48,9 +46,7 @@ async fn management_calls_without_a_valid_credential_are_401() {
     assert_eq!(app.get(t.tokens_path()).await.body["totalCount"], 0);
 }
 
-#[tokio::test]
-async fn authentication_comes_before_validation() {
-    let app = TestApp::new().await;
+async fn authentication_comes_before_validation(app: TestApp) {
     let reply = app
         .send(
             Method::POST,
@@ -62,9 +58,7 @@ async fn authentication_comes_before_validation() {
     reply.assert_error(401);
 }
 
-#[tokio::test]
-async fn unknown_routes_and_methods_answer_the_envelope() {
-    let app = TestApp::new().await;
+async fn unknown_routes_and_methods_answer_the_envelope(app: TestApp) {
     let reply = app.get("/v1/nothing-here").await;
     let message = reply.assert_error(404);
     assert!(message.contains("/v1/nothing-here"), "{message}");
@@ -88,9 +82,7 @@ async fn unknown_routes_and_methods_answer_the_envelope() {
         .assert_error(405);
 }
 
-#[tokio::test]
-async fn request_ids_are_unique_or_taken_from_the_gateway() {
-    let app = TestApp::new().await;
+async fn request_ids_are_unique_or_taken_from_the_gateway(app: TestApp) {
     let a = app.get("/healthz").await;
     let b = app.get("/healthz").await;
     assert_ne!(a.header("x-request-id"), b.header("x-request-id"));
@@ -135,9 +127,7 @@ async fn a_panicking_handler_is_a_500_envelope() {
     assert!(body["requestId"].as_str().is_some_and(|id| !id.is_empty()));
 }
 
-#[tokio::test]
-async fn health_and_readiness() {
-    let app = TestApp::new().await;
+async fn health_and_readiness(app: TestApp) {
     let reply = app.send(Method::GET, "/healthz", None, None).await;
     assert_eq!(
         (reply.status, reply.body.clone()),
@@ -161,9 +151,7 @@ async fn health_and_readiness() {
     app.get("/v1/organizations").await.assert_error(500);
 }
 
-#[tokio::test]
-async fn the_openapi_document_covers_every_route() {
-    let app = TestApp::new().await;
+async fn the_openapi_document_covers_every_route(app: TestApp) {
     let reply = app.send(Method::GET, "/v1/openapi.json", None, None).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(reply.body["openapi"].as_str().unwrap().starts_with("3."));
@@ -257,7 +245,7 @@ async fn secrets_never_reach_the_database_file() {
 
     let mut bytes = Vec::new();
     for suffix in ["", "-wal", "-shm", "-journal"] {
-        let path = format!("{}{suffix}", app.db_path.display());
+        let path = format!("{}{suffix}", app.db_path.as_ref().unwrap().display());
         if let Ok(content) = std::fs::read(&path) {
             bytes.extend(content);
         }
@@ -282,3 +270,12 @@ async fn secrets_never_reach_the_database_file() {
         }
     }
 }
+
+on_every_backend!(
+    management_calls_without_a_valid_credential_are_401,
+    authentication_comes_before_validation,
+    unknown_routes_and_methods_answer_the_envelope,
+    request_ids_are_unique_or_taken_from_the_gateway,
+    health_and_readiness,
+    the_openapi_document_covers_every_route,
+);

@@ -23,9 +23,7 @@ fn form(token: &str) -> String {
     format!("token={token}&token_type_hint=access_token")
 }
 
-#[tokio::test]
-async fn a_valid_token_is_active_with_its_claims() {
-    let app = TestApp::new().await;
+async fn a_valid_token_is_active_with_its_claims(app: TestApp) {
     let t = app.tenant().await;
     let created = app
         .agent_token(&t, json!({ "name": "a", "tokenExpiryPeriodInDays": 1 }))
@@ -49,9 +47,7 @@ async fn a_valid_token_is_active_with_its_claims() {
     );
 }
 
-#[tokio::test]
-async fn anything_not_valid_is_just_inactive() {
-    let app = TestApp::new().await;
+async fn anything_not_valid_is_just_inactive(app: TestApp) {
     let t = app.tenant().await;
     let expiring = app
         .agent_token(&t, json!({ "name": "e", "tokenExpiryPeriodInDays": 1 }))
@@ -75,9 +71,7 @@ async fn anything_not_valid_is_just_inactive() {
     }
 }
 
-#[tokio::test]
-async fn the_caller_must_be_a_management_credential() {
-    let app = TestApp::new().await;
+async fn the_caller_must_be_a_management_credential(app: TestApp) {
     let t = app.tenant().await;
     let created = app.agent_token(&t, json!({ "name": "a" })).await;
     let token = str_of(&created, "token");
@@ -91,9 +85,7 @@ async fn the_caller_must_be_a_management_credential() {
         .assert_error(403);
 }
 
-#[tokio::test]
-async fn bad_requests_are_4xx() {
-    let app = TestApp::new().await;
+async fn bad_requests_are_4xx(app: TestApp) {
     let reply = introspect(&app, Some(&app.root), "token_type_hint=access_token").await;
     reply.assert_error(400);
     assert_eq!(reply.fields(), ["token"]);
@@ -114,9 +106,7 @@ async fn bad_requests_are_4xx() {
         .assert_error(413);
 }
 
-#[tokio::test]
-async fn iat_is_when_the_presented_secret_was_issued() {
-    let app = TestApp::new().await;
+async fn iat_is_when_the_presented_secret_was_issued(app: TestApp) {
     let t = app.tenant().await;
     let created = app.agent_token(&t, json!({ "name": "a" })).await;
     let path = format!("{}/rotate", t.token_path(str_of(&created, "id")));
@@ -136,3 +126,11 @@ async fn iat_is_when_the_presented_secret_was_issued() {
         "issued by the first rotation"
     );
 }
+
+on_every_backend!(
+    a_valid_token_is_active_with_its_claims,
+    anything_not_valid_is_just_inactive,
+    the_caller_must_be_a_management_credential,
+    bad_requests_are_4xx,
+    iat_is_when_the_presented_secret_was_issued,
+);

@@ -7,9 +7,7 @@ use axum::http::StatusCode;
 use common::{str_of, TestApp};
 use serde_json::json;
 
-#[tokio::test]
-async fn organizations_are_created_listed_and_fetched() {
-    let app = TestApp::new().await;
+async fn organizations_are_created_listed_and_fetched(app: TestApp) {
     let created = app
         .post("/v1/organizations", json!({ "name": "acme" }))
         .await;
@@ -37,9 +35,7 @@ async fn organizations_are_created_listed_and_fetched() {
         .assert_error(404);
 }
 
-#[tokio::test]
-async fn workspaces_belong_to_one_organization() {
-    let app = TestApp::new().await;
+async fn workspaces_belong_to_one_organization(app: TestApp) {
     let a = app.org("a").await;
     let b = app.org("b").await;
     let created = app
@@ -95,9 +91,7 @@ async fn workspaces_belong_to_one_organization() {
     assert_eq!(reply.fields(), ["name", "description"]);
 }
 
-#[tokio::test]
-async fn deployments_need_a_workspace_of_the_same_organization() {
-    let app = TestApp::new().await;
+async fn deployments_need_a_workspace_of_the_same_organization(app: TestApp) {
     let a = app.org("a").await;
     let b = app.org("b").await;
     let ws_a = app.workspace(&a).await;
@@ -144,9 +138,7 @@ async fn deployments_need_a_workspace_of_the_same_organization() {
         .assert_error(404);
 }
 
-#[tokio::test]
-async fn deleting_a_deployment_is_204_then_404() {
-    let app = TestApp::new().await;
+async fn deleting_a_deployment_is_204_then_404(app: TestApp) {
     let t = app.tenant().await;
     app.agent_token(&t, json!({ "name": "a" })).await;
     let path = format!("/v1/organizations/{}/deployments/{}", t.org, t.deployment);
@@ -168,9 +160,7 @@ async fn deleting_a_deployment_is_204_then_404() {
         .assert_error(404);
 }
 
-#[tokio::test]
-async fn registry_lists_paginate_and_sort() {
-    let app = TestApp::new().await;
+async fn registry_lists_paginate_and_sort(app: TestApp) {
     let org = app.org("o").await;
     let ws = app.workspace(&org).await;
     for name in ["c", "a", "b"] {
@@ -206,3 +196,11 @@ async fn registry_lists_paginate_and_sort() {
         .await
         .assert_error(400);
 }
+
+on_every_backend!(
+    organizations_are_created_listed_and_fetched,
+    workspaces_belong_to_one_organization,
+    deployments_need_a_workspace_of_the_same_organization,
+    deleting_a_deployment_is_204_then_404,
+    registry_lists_paginate_and_sort,
+);

@@ -16,9 +16,7 @@ async fn rotate(app: &TestApp, path: &str, body: Option<Value>) -> common::Reply
     .await
 }
 
-#[tokio::test]
-async fn rotation_answers_a_new_secret_once_and_records_when() {
-    let app = TestApp::new().await;
+async fn rotation_answers_a_new_secret_once_and_records_when(app: TestApp) {
     let t = app.tenant().await;
     let created = app
         .agent_token(&t, json!({ "name": "a", "tokenExpiryPeriodInDays": 10 }))
@@ -60,9 +58,7 @@ async fn rotation_answers_a_new_secret_once_and_records_when() {
     assert_eq!(app.authorize(new_secret).await.status, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn the_old_secret_verifies_until_the_grace_window_ends() {
-    let app = TestApp::new().await;
+async fn the_old_secret_verifies_until_the_grace_window_ends(app: TestApp) {
     let t = app.tenant().await;
     let created = app.agent_token(&t, json!({ "name": "a" })).await;
     let old = str_of(&created, "token").to_string();
@@ -97,9 +93,7 @@ async fn the_old_secret_verifies_until_the_grace_window_ends() {
     assert_eq!(app.authorize(&new).await.status, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn rotating_again_ends_the_earlier_window_at_once() {
-    let app = TestApp::new().await;
+async fn rotating_again_ends_the_earlier_window_at_once(app: TestApp) {
     let t = app.tenant().await;
     let created = app.agent_token(&t, json!({ "name": "a" })).await;
     let first = str_of(&created, "token").to_string();
@@ -120,9 +114,7 @@ async fn rotating_again_ends_the_earlier_window_at_once() {
     assert_eq!(app.authorize(&third).await.status, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn deleting_a_token_in_its_grace_window_revokes_both_secrets() {
-    let app = TestApp::new().await;
+async fn deleting_a_token_in_its_grace_window_revokes_both_secrets(app: TestApp) {
     let t = app.tenant().await;
     let created = app.agent_token(&t, json!({ "name": "a" })).await;
     let old = str_of(&created, "token").to_string();
@@ -137,9 +129,7 @@ async fn deleting_a_token_in_its_grace_window_revokes_both_secrets() {
     app.authorize(&new).await.assert_error(401);
 }
 
-#[tokio::test]
-async fn bad_rotations_are_refused_and_change_nothing() {
-    let app = TestApp::new().await;
+async fn bad_rotations_are_refused_and_change_nothing(app: TestApp) {
     let t = app.tenant().await;
     let created = app.agent_token(&t, json!({ "name": "a" })).await;
     let secret = str_of(&created, "token");
@@ -187,3 +177,11 @@ async fn bad_rotations_are_refused_and_change_nothing() {
     let reply = rotate(&app, &path, Some(json!({ "gracePeriodSeconds": 86_400 }))).await;
     assert_eq!(reply.status, StatusCode::OK);
 }
+
+on_every_backend!(
+    rotation_answers_a_new_secret_once_and_records_when,
+    the_old_secret_verifies_until_the_grace_window_ends,
+    rotating_again_ends_the_earlier_window_at_once,
+    deleting_a_token_in_its_grace_window_revokes_both_secrets,
+    bad_rotations_are_refused_and_change_nothing,
+);

@@ -6,8 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::io::Write;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 
 use agentkey::model::{
     AgentCredential, AgentToken, Deployment, NewAgentToken, Organization, RootCredential, Rotation,
@@ -15,9 +14,10 @@ use agentkey::model::{
 };
 use agentkey::store::{self, PageRequest, Sort, SortColumn, Store, StoreError};
 use agentkey::token::{new_id, Digest};
-use sqlx::{Connection, Executor, PgConnection};
 
-const PG_URL_VAR: &str = "AGENTKEY_TEST_DATABASE_URL";
+mod common;
+
+use common::postgres::{fresh_postgres, with_database};
 
 // ---------------------------------------------------------------------------
 // Harness
@@ -35,74 +35,6 @@ where
         dir.path().join("agentkey.db").display()
     ))
     .await;
-}
-
-/// Runs `body` with the URL of a fresh PostgreSQL database, dropped
-/// afterwards even if `body` panics. Without `AGENTKEY_TEST_DATABASE_URL`,
-/// says so and does nothing.
-async fn fresh_postgres<F, Fut>(body: F)
-where
-    F: FnOnce(String) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let Some(admin_url) = std::env::var(PG_URL_VAR).ok().filter(|u| !u.is_empty()) else {
-        announce_postgres_skipped();
-        return;
-    };
-    let mut admin = PgConnection::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to {PG_URL_VAR}: {e}"));
-    let name = format!("agentkey_test_{}", new_id());
-    create_database(&mut admin, &name).await;
-    let outcome = tokio::spawn(body(with_database(&admin_url, &name))).await;
-    admin
-        .execute(format!("DROP DATABASE \"{name}\" WITH (FORCE)").as_str())
-        .await
-        .unwrap_or_else(|e| panic!("cannot drop the test database {name}: {e}"));
-    let _ = admin.close().await;
-    if let Err(err) = outcome {
-        std::panic::resume_unwind(err.into_panic());
-    }
-}
-
-/// Creates the database with a linguistic (ICU en-US) default collation
-/// when the server can, so the sort tests prove that the schema itself
-/// orders text by bytes, as SQLite does. Falls back to the server default.
-async fn create_database(admin: &mut PgConnection, name: &str) {
-    let linguistic = format!(
-        "CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C' \
-         LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
-    );
-    if admin.execute(linguistic.as_str()).await.is_err() {
-        admin
-            .execute(format!("CREATE DATABASE \"{name}\"").as_str())
-            .await
-            .unwrap_or_else(|e| panic!("cannot create the test database {name}: {e}"));
-    }
-}
-
-/// `url` with its database name replaced by `database`.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url.split_at(url.find('?').unwrap_or(url.len()));
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[authority..].find('/') {
-        Some(slash) => &base[..authority + slash],
-        None => base,
-    };
-    format!("{base}/{database}{query}")
-}
-
-fn announce_postgres_skipped() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // Written to the process's stderr directly: the test harness
-        // captures `eprintln!`, and this line should be seen.
-        let _ = writeln!(
-            std::io::stderr(),
-            "store_contract: PostgreSQL run skipped: {PG_URL_VAR} is not set \
-             (e.g. {PG_URL_VAR}=postgres://postgres@127.0.0.1:5432/test); SQLite only"
-        );
-    });
 }
 
 /// Opens the store at `url` (through `store::open`, so the URL scheme picks

@@ -3,6 +3,7 @@
 //! failed request writes nothing.
 
 mod postgres;
+pub mod revocations;
 mod rows;
 mod sqlite;
 
@@ -163,6 +164,17 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_root_credential_if_absent(&self, cred: &RootCredential) -> Result<bool>;
     /// Replaces the root credential, whatever it was.
     async fn replace_root_credential(&self, cred: &RootCredential) -> Result<()>;
+
+    /// Starts delivering revocations made by other processes on the same
+    /// database to `sink`, until `stop` turns true. `None` when the backend
+    /// has no other processes to hear from (SQLite serves one process).
+    fn follow_revocations(
+        &self,
+        _sink: Arc<dyn revocations::RevocationSink>,
+        _stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        None
+    }
 }
 
 /// Opens (creating if need be) and migrates the database the URL names.

@@ -3,12 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{FromRow, PgPool};
 
+use super::revocations::{self, Revocation, RevocationSink};
 use super::rows::*;
 use super::{Page, PageRequest, Result, Store, StoreError};
 use crate::model::{
@@ -16,6 +18,18 @@ use crate::model::{
     Workspace,
 };
 use crate::token::Digest;
+
+/// Publishes a revocation to the other replicas. Called inside the
+/// transaction that makes it: PostgreSQL delivers the notification when,
+/// and only if, that transaction commits.
+async fn announce(tx: &mut sqlx::PgConnection, revocation: Revocation) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(revocations::CHANNEL)
+        .bind(revocation.payload())
+        .execute(tx)
+        .await?;
+    Ok(())
+}
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -250,6 +264,7 @@ impl Store for PostgresStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        announce(&mut tx, Revocation::Deployment(id.to_string())).await?;
         tx.commit().await?;
         Ok(Some(
             digests.iter().filter_map(|d| Digest::from_hex(d)).collect(),
@@ -356,6 +371,7 @@ impl Store for PostgresStore {
         deployment: &str,
         id: &str,
     ) -> Result<Option<Digest>> {
+        let mut tx = self.pool.begin().await?;
         let digest: Option<String> = sqlx::query_scalar(
             "DELETE FROM agent_tokens \
              WHERE organization_id = $1 AND deployment_id = $2 AND id = $3 \
@@ -364,8 +380,12 @@ impl Store for PostgresStore {
         .bind(org)
         .bind(deployment)
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        if digest.is_some() {
+            announce(&mut tx, Revocation::Token(id.to_string())).await?;
+            tx.commit().await?;
+        }
         Ok(digest.and_then(|d| Digest::from_hex(&d)))
     }
 
@@ -383,6 +403,7 @@ impl Store for PostgresStore {
              WHERE organization_id = $10 AND deployment_id = $11 AND id = $12 \
              RETURNING {AGENT_TOKEN_COLUMNS}"
         );
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query_as::<_, AgentTokenRow>(&sql)
             .bind(rotation.previous_valid_until)
             .bind(rotation.previous_valid_until)
@@ -396,8 +417,12 @@ impl Store for PostgresStore {
             .bind(&rotation.organization_id)
             .bind(&rotation.deployment_id)
             .bind(&rotation.token_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
+        if row.is_some() {
+            announce(&mut tx, Revocation::Token(rotation.token_id.clone())).await?;
+            tx.commit().await?;
+        }
         Ok(row.map(Into::into))
     }
 
@@ -460,6 +485,20 @@ impl Store for PostgresStore {
         .await?
         .rows_affected();
         Ok(inserted == 1)
+    }
+
+    fn follow_revocations(
+        &self,
+        sink: Arc<dyn RevocationSink>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        // Nothing cached may be trusted until the listener is up.
+        sink.following(false);
+        Some(tokio::spawn(revocations::follow(
+            self.pool.clone(),
+            sink,
+            stop,
+        )))
     }
 
     async fn replace_root_credential(&self, cred: &RootCredential) -> Result<()> {

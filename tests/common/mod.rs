@@ -1,7 +1,10 @@
-//! Test harness: the real router on a real SQLite file in a temporary
-//! directory, with a manual clock, driven in-process request by request.
+//! Test harness: the real router on a real database (a SQLite file in a
+//! temporary directory, or a fresh PostgreSQL database), with a manual
+//! clock, driven in-process request by request.
 
 #![allow(dead_code)]
+
+pub mod postgres;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,8 +30,10 @@ pub struct TestApp {
     pub store: Arc<dyn Store>,
     pub clock: Arc<ManualClock>,
     pub root: String,
-    pub db_path: PathBuf,
+    /// The SQLite file, when the backend is SQLite.
+    pub db_path: Option<PathBuf>,
     _dir: TempDir,
+    _database: Option<postgres::TestDatabase>,
 }
 
 pub struct Reply {
@@ -72,16 +77,38 @@ impl Reply {
 }
 
 impl TestApp {
+    /// On SQLite, with the default settings.
     pub async fn new() -> TestApp {
-        TestApp::with_settings(Settings::default()).await
+        TestApp::sqlite(Settings::default()).await
     }
 
     pub async fn with_settings(settings: Settings) -> TestApp {
+        TestApp::sqlite(settings).await
+    }
+
+    pub async fn sqlite(settings: Settings) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         let db_path = dir.path().join("agentkey.db");
-        let store = store::open(&format!("sqlite://{}", db_path.display()))
-            .await
-            .expect("open store");
+        let url = format!("sqlite://{}", db_path.display());
+        TestApp::open(&url, settings, dir, Some(db_path), None).await
+    }
+
+    /// On a fresh PostgreSQL database, or `None` without a server.
+    pub async fn postgres(settings: Settings) -> Option<TestApp> {
+        let database = postgres::TestDatabase::create().await?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = database.url.clone();
+        Some(TestApp::open(&url, settings, dir, None, Some(database)).await)
+    }
+
+    async fn open(
+        url: &str,
+        settings: Settings,
+        dir: TempDir,
+        db_path: Option<PathBuf>,
+        database: Option<postgres::TestDatabase>,
+    ) -> TestApp {
+        let store = store::open(url).await.expect("open store");
         let clock = Arc::new(ManualClock::new(START));
         let root = ensure_generated_root(store.as_ref(), clock.now())
             .await
@@ -96,6 +123,7 @@ impl TestApp {
             root: root.expose().to_string(),
             db_path,
             _dir: dir,
+            _database: database,
         }
     }
 
@@ -248,4 +276,32 @@ pub fn str_of<'a>(value: &'a Value, key: &str) -> &'a str {
     value[key]
         .as_str()
         .unwrap_or_else(|| panic!("{key} in {value}"))
+}
+
+/// Runs each named `async fn NAME(app: TestApp)` on SQLite and, when
+/// `AGENTKEY_TEST_DATABASE_URL` is set, on a fresh PostgreSQL database:
+/// one `#[tokio::test]` each, `sqlite::NAME` and `postgres::NAME`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let app = $crate::common::TestApp::sqlite(Default::default()).await;
+                    super::$name(app).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some(app) = $crate::common::TestApp::postgres(Default::default()).await {
+                        super::$name(app).await;
+                    }
+                }
+            )*
+        }
+    };
 }

@@ -1,0 +1,168 @@
+//! Revocations across processes sharing one database.
+//!
+//! A replica that deletes or rotates a token (or deletes a deployment) must
+//! make every other replica stop accepting the old secret. On PostgreSQL the
+//! store publishes each revocation with `pg_notify` inside the transaction
+//! that makes it, so it is announced exactly when it commits; every replica
+//! LISTENs and forgets the affected cache entries.
+//!
+//! A notification can only be missed while the listening connection is
+//! down, so the follower proves the connection alive with a heartbeat: each
+//! replica notifies the channel every second and counts any notification
+//! as a sign of life. After [`SILENCE_LIMIT`] without one, or on any error,
+//! it reports that it is no longer following (the cache then turns itself
+//! off), reconnects, and reports following again once LISTEN is back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// The PostgreSQL channel revocations travel on.
+pub const CHANNEL: &str = "agentkey_revocations";
+/// How often each replica sends a heartbeat.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long without any notification before the listener is presumed dead.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(3);
+
+/// Something whose cached state a revocation invalidates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// A token was deleted or rotated.
+    Token(String),
+    /// A deployment was deleted, and with it all its tokens.
+    Deployment(String),
+}
+
+impl Revocation {
+    pub fn payload(&self) -> String {
+        match self {
+            Revocation::Token(id) => format!("token:{id}"),
+            Revocation::Deployment(id) => format!("deployment:{id}"),
+        }
+    }
+
+    pub fn parse(payload: &str) -> Option<Revocation> {
+        match payload.split_once(':')? {
+            ("token", id) => Some(Revocation::Token(id.to_string())),
+            ("deployment", id) => Some(Revocation::Deployment(id.to_string())),
+            _ => None,
+        }
+    }
+}
+
+/// Where revocations made by other processes are delivered.
+pub trait RevocationSink: Send + Sync + 'static {
+    fn revoked(&self, revocation: Revocation);
+    /// Whether revocations are being received. While `false`, cached state
+    /// cannot be trusted and must not be used.
+    fn following(&self, live: bool);
+}
+
+/// Follows the channel until `stop` turns true, reconnecting as needed.
+pub async fn follow(pool: PgPool, sink: Arc<dyn RevocationSink>, mut stop: watch::Receiver<bool>) {
+    let heartbeat = format!("heartbeat:{}", crate::token::new_id());
+    let mut backoff = Duration::from_millis(250);
+    while !*stop.borrow() {
+        match listen(&pool).await {
+            Ok(mut listener) => {
+                backoff = Duration::from_millis(250);
+                sink.following(true);
+                tracing::info!("following revocations from other replicas");
+                let reason = pump(&mut listener, &pool, &*sink, &heartbeat, &mut stop).await;
+                sink.following(false);
+                match reason {
+                    Some(reason) => {
+                        tracing::warn!(%reason, "revocation listener lost; cache off until it is back")
+                    }
+                    None => return,
+                }
+            }
+            Err(err) => {
+                sink.following(false);
+                tracing::warn!(error = %err, "cannot listen for revocations; cache off, retrying");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            () = stopped(&mut stop) => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
+}
+
+/// Delivers notifications until the connection fails (answers why) or
+/// `stop` turns true (answers `None`).
+async fn pump(
+    listener: &mut PgListener,
+    pool: &PgPool,
+    sink: &dyn RevocationSink,
+    heartbeat: &str,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<String> {
+    let mut ticker = tokio::time::interval(HEARTBEAT);
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            // `try_recv` is cancel-safe: sqlx reads whole messages only.
+            received = listener.try_recv() => match received {
+                Ok(Some(notification)) => {
+                    last_heard = Instant::now();
+                    if let Some(revocation) = Revocation::parse(notification.payload()) {
+                        sink.revoked(revocation);
+                    }
+                }
+                Ok(None) => return Some("connection closed".into()),
+                Err(err) => return Some(err.to_string()),
+            },
+            _ = ticker.tick() => {
+                if last_heard.elapsed() > SILENCE_LIMIT {
+                    return Some(format!("no notification for {SILENCE_LIMIT:?}"));
+                }
+                // Best effort: if the database is down, the silence shows it.
+                let _ = tokio::time::timeout(HEARTBEAT, notify(pool, heartbeat)).await;
+            }
+            () = stopped(stop) => return None,
+        }
+    }
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+async fn notify(pool: &PgPool, payload: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(payload)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip() {
+        for revocation in [
+            Revocation::Token("c1".into()),
+            Revocation::Deployment("c2".into()),
+        ] {
+            assert_eq!(Revocation::parse(&revocation.payload()), Some(revocation));
+        }
+        assert_eq!(Revocation::parse("heartbeat:cabc"), None);
+        assert_eq!(Revocation::parse("nonsense"), None);
+    }
+}
