@@ -129,17 +129,6 @@ impl Verifier {
         Ok(entry)
     }
 
-    /// Makes a revoked or rotated token's cached secrets re-read from the
-    /// store on their next use.
-    pub fn forget_token(&self, token_id: &str) {
-        self.cache.forget_token(token_id);
-    }
-
-    /// The same for every token of a deleted deployment.
-    pub fn forget_deployment(&self, deployment_id: &str) {
-        self.cache.forget_deployment(deployment_id);
-    }
-
     pub fn cache(&self) -> &VerifyCache {
         &self.cache
     }
@@ -175,7 +164,9 @@ impl Verifier {
     }
 }
 
-/// Revocations made by other replicas reach the cache through the verifier.
+/// Revocations reach the cache through the verifier: those this process
+/// makes (from the handlers) and those of other replicas (from the store).
+/// Either way the token's cached secrets are read again on their next use.
 impl RevocationSink for Verifier {
     fn revoked(&self, revocation: Revocation) {
         match revocation {

@@ -15,6 +15,7 @@ use super::schema::{ApiToken, ApiTokensPaginated, SecretResponse};
 use crate::app::AppState;
 use crate::authz::Action;
 use crate::model::{AgentToken, NewAgentToken, Rotation, AGENT_ROLE};
+use crate::store::revocations::{Revocation, RevocationSink};
 use crate::store::SortColumn;
 use crate::token::id::is_id;
 use crate::token::request::{parse_expiry_days, parse_grace_seconds, Description, Faults, Name};
@@ -190,7 +191,7 @@ pub async fn delete_agent_token(
         .delete_agent_token(&org, &dep, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("agent token"))?;
-    state.verifier.forget_token(&id);
+    state.verifier.revoked(Revocation::Token(id.clone()));
     tracing::info!(token_id = %id, deployment_id = %dep, "agent token deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -233,7 +234,7 @@ pub async fn rotate_agent_token(
         .rotate_agent_token(&rotation)
         .await?
         .ok_or_else(|| ApiError::not_found("agent token"))?;
-    state.verifier.forget_token(&token.id);
+    state.verifier.revoked(Revocation::Token(token.id.clone()));
     tracing::info!(token_id = %token.id, grace_seconds = grace, "agent token rotated");
     Ok(SecretResponse::new(
         ApiToken::from(&token).revealing(&secret),

@@ -3,11 +3,10 @@
 //! whether it came from a handler, an extractor, the router's fallbacks or a
 //! panic.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::cell::Cell;
 use std::time::Instant;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, OriginalUri, Request};
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -29,11 +28,6 @@ pub async fn request_context(request: Request, next: Next) -> Response {
 
     let response = next.run(request).await;
     let mut response = render_error(response, &request_id);
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
-    }
     if let Some((started, method, route)) = logged {
         tracing::info!(
             request_id = %request_id,
@@ -43,6 +37,13 @@ pub async fn request_context(request: Request, next: Next) -> Response {
             latency_us = started.elapsed().as_micros() as u64,
             "request"
         );
+    }
+    // The id's bytes move into the header; they were checked on the way in
+    // (`incoming_request_id`) or made of plain characters here.
+    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(request_id.into_bytes())) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
     }
     response
 }
@@ -94,13 +95,19 @@ fn incoming_request_id(request: &Request) -> Option<String> {
     (!value.is_empty() && value.len() <= 128 && value.bytes().all(plain)).then(|| value.to_string())
 }
 
-/// A process-unique id: a random tag drawn once, then a counter. Cheaper
-/// than drawing randomness for every request on the verification path.
+/// A unique id: a random tag drawn once per thread, then that thread's
+/// counter. No randomness and no shared counter on the request path, so the
+/// cores serving requests never contend for it.
 fn next_request_id() -> String {
-    static TAG: OnceLock<String> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let tag = TAG.get_or_init(|| crate::token::new_id()[10..].to_string());
-    format!("{tag}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
+    thread_local! {
+        static NEXT: (String, Cell<u64>) =
+            (crate::token::new_id()[10..].to_string(), Cell::new(0));
+    }
+    NEXT.with(|(tag, counter)| {
+        let n = counter.get();
+        counter.set(n + 1);
+        format!("{tag}-{n:x}")
+    })
 }
 
 /// The answer for a route that does not exist.

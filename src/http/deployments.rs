@@ -15,6 +15,7 @@ use crate::app::AppState;
 use crate::authz::Action;
 use crate::clock::rfc3339;
 use crate::model;
+use crate::store::revocations::{Revocation, RevocationSink};
 use crate::store::SortColumn;
 use crate::token::id::is_id;
 use crate::token::new_id;
@@ -181,7 +182,7 @@ pub async fn delete_deployment(
         .delete_deployment(&org, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("deployment"))?;
-    state.verifier.forget_deployment(&id);
+    state.verifier.revoked(Revocation::Deployment(id.clone()));
     tracing::info!(deployment_id = %id, revoked_tokens = revoked.len(), "deployment deleted");
     Ok(StatusCode::NO_CONTENT)
 }
