@@ -173,6 +173,33 @@ async fn bad_rotations_are_refused_and_change_nothing(app: TestApp) {
         "still the same secret"
     );
     assert!(app.get(&path).await.body.get("lastRotatedAt").is_none());
+    // An empty body means no options, whatever the content type says; an
+    // untyped body that is not empty is refused.
+    for content_type in [Some("application/json"), None] {
+        let mut request = axum::http::Request::builder()
+            .method(Method::POST)
+            .uri(format!("{path}/rotate"))
+            .header("authorization", format!("Bearer {}", app.root));
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let reply = app
+            .raw(request.body(axum::body::Body::empty()).unwrap())
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "{content_type:?}: {}",
+            reply.body
+        );
+    }
+    let untyped = axum::http::Request::builder()
+        .method(Method::POST)
+        .uri(format!("{path}/rotate"))
+        .header("authorization", format!("Bearer {}", app.root))
+        .body(axum::body::Body::from(r#"{"gracePeriodSeconds":5}"#))
+        .unwrap();
+    app.raw(untyped).await.assert_error(415);
     // The largest grace window is accepted.
     let reply = rotate(&app, &path, Some(json!({ "gracePeriodSeconds": 86_400 }))).await;
     assert_eq!(reply.status, StatusCode::OK);

@@ -39,25 +39,29 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
     }
 }
 
-/// Like [`ValidJson`], but a request with no body at all stands for
-/// `T::default()`: for endpoints whose every field is optional.
+/// Like [`ValidJson`], but an empty body (with or without a content type)
+/// stands for `T::default()`: for endpoints whose every field is optional.
 pub struct OptionalJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let headers = request.headers();
-        let declared_empty = headers
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() == b"0");
-        let undeclared = !headers.contains_key(header::CONTENT_LENGTH)
-            && !headers.contains_key(header::TRANSFER_ENCODING);
-        if !headers.contains_key(header::CONTENT_TYPE) && (declared_empty || undeclared) {
-            return Ok(OptionalJson(T::default()));
+        let expected = "JSON, sent with Content-Type: application/json";
+        let typed = request.headers().contains_key(header::CONTENT_TYPE);
+        // An untyped body is read only to see whether it is empty.
+        let accepts: fn(&str) -> bool = if typed { is_json } else { |_| true };
+        let bytes = read_body(request, state, accepts, expected).await?;
+        if bytes.is_empty() {
+            Ok(OptionalJson(T::default()))
+        } else if typed {
+            parse_json(&bytes).map(OptionalJson)
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("the request body must be {expected}"),
+            ))
         }
-        let ValidJson(value) = ValidJson::from_request(request, state).await?;
-        Ok(OptionalJson(value))
     }
 }
 
@@ -102,7 +106,7 @@ async fn read_body<S: Send + Sync>(
                 .trim()
                 .to_ascii_lowercase()
         });
-    if !mime.as_deref().is_some_and(accepts) {
+    if !accepts(mime.as_deref().unwrap_or("")) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("the request body must be {expected}"),
