@@ -83,13 +83,17 @@ impl Server {
         root_in(&self.log_text())
     }
 
-    /// Sends SIGTERM and waits for a clean exit.
-    fn stop(mut self) -> String {
+    fn signal_term(&self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .expect("kill");
         assert!(status.success());
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    fn stop(mut self) -> String {
+        self.signal_term();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -410,4 +414,60 @@ fn help_lists_every_setting() {
     ] {
         assert!(help.contains(setting), "--help mentions {setting}:\n{help}");
     }
+}
+
+/// SIGTERM while a request is half sent: the server keeps running until
+/// that request is answered, then exits cleanly, and what it wrote stays.
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    use std::io::{Read, Write};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("agentkey.db");
+    let mut server = Server::start(&db, &[]);
+    let root = server.printed_root().unwrap();
+    let addr = server.base.trim_start_matches("http://").to_string();
+
+    let body = r#"{"name":"finished-after-sigterm"}"#;
+    let mut client = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        client,
+        "POST /v1/organizations HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {root}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        &body[..10]
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    server.signal_term();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "still serving the request in flight"
+    );
+
+    client.write_all(body[10..].as_bytes()).unwrap();
+    let mut response = String::new();
+    client.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agentkey did not exit after the last request"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+
+    let server = Server::start(&db, &[]);
+    let api = Client::new(&server);
+    let (_, orgs) = api
+        .call(reqwest::Method::GET, "/v1/organizations", &root, None)
+        .await;
+    assert_eq!(orgs["organizations"][0]["name"], "finished-after-sigterm");
+    server.stop();
 }
