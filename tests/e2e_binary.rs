@@ -446,7 +446,7 @@ async fn shutdown_lets_in_flight_requests_finish() {
         "still serving the request in flight"
     );
 
-    client.write_all(body[10..].as_bytes()).unwrap();
+    client.write_all(&body.as_bytes()[10..]).unwrap();
     let mut response = String::new();
     client.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
