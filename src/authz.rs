@@ -22,6 +22,7 @@ pub enum Action {
     DeleteAgentToken,
     RotateAgentToken,
     IntrospectTokens,
+    ReadAuditLogs,
 }
 
 impl Action {
@@ -41,6 +42,7 @@ impl Action {
             // agentkey's own: Astro has neither.
             Action::RotateAgentToken => "deployment.agentTokens.rotate",
             Action::IntrospectTokens => "organization.tokens.introspect",
+            Action::ReadAuditLogs => "organization.auditLogs.get",
         }
     }
 }
@@ -74,7 +76,7 @@ mod tests {
     use crate::model::AgentCredential;
     use crate::token::Digest;
 
-    const ALL: [Action; 15] = [
+    const ALL: [Action; 16] = [
         Action::CreateOrganization,
         Action::ListOrganizations,
         Action::GetOrganization,
@@ -90,6 +92,7 @@ mod tests {
         Action::DeleteAgentToken,
         Action::RotateAgentToken,
         Action::IntrospectTokens,
+        Action::ReadAuditLogs,
     ];
 
     #[test]

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::clock::rfc3339;
-use crate::model::RootCredential;
+use crate::model::{AuditEvent, RootCredential, Subject, SubjectType};
 use crate::store::{self, redact_url, Store};
 use crate::token::{new_id, Secret, SecretKind};
 
@@ -25,8 +25,31 @@ pub async fn ensure_generated_root(store: &dyn Store, now: i64) -> store::Result
         secret_digest: secret.digest(),
         created_at: now,
     };
-    let stored = store.insert_root_credential_if_absent(&credential).await?;
+    let audit = root_event(&credential, "rootCredential.create");
+    let stored = store
+        .insert_root_credential_if_absent(&credential, &audit)
+        .await?;
     Ok(stored.then_some(secret))
+}
+
+/// The audit event of a root credential change: outside any organization,
+/// made by the credential itself (the process or operator holding it).
+fn root_event(credential: &RootCredential, action: &str) -> AuditEvent {
+    AuditEvent {
+        id: new_id(),
+        organization_id: None,
+        occurred_at: credential.created_at,
+        actor: Subject {
+            id: credential.id.clone(),
+            subject_type: SubjectType::ServiceKey,
+            api_token_name: Some(crate::verify::ROOT_NAME.to_string()),
+        },
+        action: action.to_string(),
+        target_type: "ROOT_CREDENTIAL".to_string(),
+        target_id: credential.id.clone(),
+        request_id: None,
+        source_ip: None,
+    }
 }
 
 /// Prints a root secret to stderr, the one time it is shown.
@@ -87,7 +110,10 @@ pub async fn root_token_command(url: &str, rotate: bool) -> Result<(), String> {
             created_at: chrono::Utc::now().timestamp(),
         };
         store
-            .replace_root_credential(&credential)
+            .replace_root_credential(
+                &credential,
+                &root_event(&credential, "rootCredential.rotate"),
+            )
             .await
             .map_err(|e| e.to_string())?;
         announce_root_secret(

@@ -138,6 +138,23 @@ pub struct Rotation {
     pub actor: Subject,
 }
 
+/// One change, as the audit trail records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub id: String,
+    /// `None` for changes outside any organization (the root credential).
+    pub organization_id: Option<String>,
+    pub occurred_at: i64,
+    pub actor: Subject,
+    /// What was done, e.g. `agentToken.create`.
+    pub action: String,
+    /// What it was done to, e.g. `AGENT_TOKEN` and its id.
+    pub target_type: String,
+    pub target_id: String,
+    pub request_id: Option<String>,
+    pub source_ip: Option<String>,
+}
+
 /// The root credential kept in the database when none is configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootCredential {

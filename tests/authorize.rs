@@ -312,7 +312,12 @@ async fn cached_entries_are_read_again_after_their_age_limit(app: TestApp) {
     // A change the cache is not told about (as if made by another process).
     let deleted = app
         .store
-        .delete_agent_token(&t.org, &t.deployment, str_of(&created, "id"))
+        .delete_agent_token(
+            &t.org,
+            &t.deployment,
+            str_of(&created, "id"),
+            &common::audit(),
+        )
         .await
         .unwrap();
     assert!(deleted.is_some());

@@ -162,6 +162,7 @@ async fn the_openapi_document_covers_every_route(app: TestApp) {
         ("/v1/openapi.json", "get"),
         ("/v1/authorize", "get"),
         ("/v1/introspect", "post"),
+        ("/v1/organizations/{organizationId}/audit-logs", "get"),
         ("/v1/organizations/{organizationId}/deployments/{deploymentId}/agent-tokens/{agentTokenId}/rotate", "post"),
         ("/v1/organizations", "get"),
         ("/v1/organizations", "post"),

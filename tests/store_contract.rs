@@ -101,6 +101,7 @@ contract! {
         token_for_a_missing_deployment_is_refused,
         recording_use_never_lowers_last_used_at,
         root_credential_is_a_singleton,
+        audit_events_commit_with_their_change,
     ],
     urls: [concurrent_creates_through_two_pools_hold_the_limit],
 }
@@ -131,7 +132,10 @@ async fn postgres_replicas_starting_together_all_migrate() {
         let stores = [opened.0, opened.1, opened.2, opened.3]
             .map(|s| s.unwrap_or_else(|e| panic!("a replica failed to start: {e}")));
         let org = org_named("after the race", 1);
-        stores[0].create_organization(&org).await.expect("create");
+        stores[0]
+            .create_organization(&org, &common::audit())
+            .await
+            .expect("create");
         for s in &stores {
             assert_eq!(
                 s.get_organization(&org.id).await.expect("get"),
@@ -230,10 +234,16 @@ async fn scaffold(store: &dyn Store) -> (Organization, Workspace, Deployment) {
     let org = org_named("acme", 1);
     let ws = workspace_in(&org, "data", "", 2);
     let dep = deployment_in(&ws, "prod", "", 3);
-    store.create_organization(&org).await.expect("create org");
-    store.create_workspace(&ws).await.expect("create workspace");
     store
-        .create_deployment(&dep)
+        .create_organization(&org, &common::audit())
+        .await
+        .expect("create org");
+    store
+        .create_workspace(&ws, &common::audit())
+        .await
+        .expect("create workspace");
+    store
+        .create_deployment(&dep, &common::audit())
         .await
         .expect("create deployment");
     (org, ws, dep)
@@ -404,7 +414,10 @@ async fn organizations_round_trip(store: Arc<dyn Store>) {
         org_named("three", 30),
     ];
     for org in &orgs {
-        store.create_organization(org).await.expect("create");
+        store
+            .create_organization(org, &common::audit())
+            .await
+            .expect("create");
     }
     for org in &orgs {
         assert_eq!(
@@ -423,7 +436,10 @@ async fn organizations_round_trip(store: Arc<dyn Store>) {
         ..orgs[0].clone()
     };
     assert!(
-        store.create_organization(&again).await.is_err(),
+        store
+            .create_organization(&again, &common::audit())
+            .await
+            .is_err(),
         "duplicate id accepted"
     );
     assert_eq!(
@@ -434,13 +450,22 @@ async fn organizations_round_trip(store: Arc<dyn Store>) {
 
 async fn workspaces_belong_to_their_organization(store: Arc<dyn Store>) {
     let (a, b) = (org_named("a", 1), org_named("b", 2));
-    store.create_organization(&a).await.expect("create org");
-    store.create_organization(&b).await.expect("create org");
+    store
+        .create_organization(&a, &common::audit())
+        .await
+        .expect("create org");
+    store
+        .create_organization(&b, &common::audit())
+        .await
+        .expect("create org");
     let a1 = workspace_in(&a, "a1", "first", 10);
     let a2 = workspace_in(&a, "a2", "", 20);
     let b1 = workspace_in(&b, "b1", "", 30);
     for ws in [&a1, &a2, &b1] {
-        store.create_workspace(ws).await.expect("create workspace");
+        store
+            .create_workspace(ws, &common::audit())
+            .await
+            .expect("create workspace");
     }
 
     let page = store.list_workspaces(&a.id, &all()).await.expect("list");
@@ -466,17 +491,29 @@ async fn workspaces_belong_to_their_organization(store: Arc<dyn Store>) {
 
 async fn deployments_belong_to_their_organization(store: Arc<dyn Store>) {
     let (a, b) = (org_named("a", 1), org_named("b", 2));
-    store.create_organization(&a).await.expect("create org");
-    store.create_organization(&b).await.expect("create org");
+    store
+        .create_organization(&a, &common::audit())
+        .await
+        .expect("create org");
+    store
+        .create_organization(&b, &common::audit())
+        .await
+        .expect("create org");
     let (wa, wb) = (workspace_in(&a, "wa", "", 3), workspace_in(&b, "wb", "", 4));
-    store.create_workspace(&wa).await.expect("create workspace");
-    store.create_workspace(&wb).await.expect("create workspace");
+    store
+        .create_workspace(&wa, &common::audit())
+        .await
+        .expect("create workspace");
+    store
+        .create_workspace(&wb, &common::audit())
+        .await
+        .expect("create workspace");
     let a1 = deployment_in(&wa, "a1", "first", 10);
     let a2 = deployment_in(&wa, "a2", "", 20);
     let b1 = deployment_in(&wb, "b1", "", 30);
     for dep in [&a1, &a2, &b1] {
         store
-            .create_deployment(dep)
+            .create_deployment(dep, &common::audit())
             .await
             .expect("create deployment");
     }
@@ -515,16 +552,22 @@ async fn paging_counts_every_row(store: Arc<dyn Store>) {
     let mut tokens = vec![];
     for at in 10..14 {
         let o = org_named("o", at);
-        store.create_organization(&o).await.expect("create org");
+        store
+            .create_organization(&o, &common::audit())
+            .await
+            .expect("create org");
         orgs.push(o);
         let w = workspace_in(&org, "w", "", at);
-        store.create_workspace(&w).await.expect("create workspace");
+        store
+            .create_workspace(&w, &common::audit())
+            .await
+            .expect("create workspace");
         workspaces.push(w);
     }
     for at in 10..15 {
         let t = token_in(&dep, "t", at);
         store
-            .create_agent_token(&t, 50)
+            .create_agent_token(&t, 50, &common::audit())
             .await
             .expect("create token");
         tokens.push(t.token);
@@ -561,15 +604,18 @@ async fn paging_counts_every_row(store: Arc<dyn Store>) {
 /// bytes, ties broken by `created_at` then `id`.
 async fn sorting_follows_byte_order(store: Arc<dyn Store>) {
     let org = org_named("sorting", 0);
-    store.create_organization(&org).await.expect("create org");
+    store
+        .create_organization(&org, &common::audit())
+        .await
+        .expect("create org");
     let ws0 = workspace_in(&org, "w", "", 0);
     store
-        .create_workspace(&ws0)
+        .create_workspace(&ws0, &common::audit())
         .await
         .expect("create workspace");
     let dep0 = deployment_in(&ws0, "d", "", 0);
     store
-        .create_deployment(&dep0)
+        .create_deployment(&dep0, &common::audit())
         .await
         .expect("create deployment");
 
@@ -601,14 +647,20 @@ async fn sorting_follows_byte_order(store: Arc<dyn Store>) {
         t.token.start_at = 300 + i % 2;
         t.token.created_by = user(TRICKY[(i as usize + 5) % TRICKY.len()]);
         t.token.updated_by = user(TRICKY[(i as usize * 5) % TRICKY.len()]);
-        store.create_organization(&o).await.expect("create org");
-        store.create_workspace(&w).await.expect("create workspace");
         store
-            .create_deployment(&d)
+            .create_organization(&o, &common::audit())
+            .await
+            .expect("create org");
+        store
+            .create_workspace(&w, &common::audit())
+            .await
+            .expect("create workspace");
+        store
+            .create_deployment(&d, &common::audit())
             .await
             .expect("create deployment");
         store
-            .create_agent_token(&t, 50)
+            .create_agent_token(&t, 50, &common::audit())
             .await
             .expect("create token");
         orgs.push(o);
@@ -694,7 +746,7 @@ async fn agent_tokens_round_trip(store: Arc<dyn Store>) {
     let (org, ws, dep) = scaffold(store.as_ref()).await;
     let other_dep = deployment_in(&ws, "staging", "", 4);
     store
-        .create_deployment(&other_dep)
+        .create_deployment(&other_dep, &common::audit())
         .await
         .expect("create deployment");
 
@@ -709,8 +761,14 @@ async fn agent_tokens_round_trip(store: Arc<dyn Store>) {
     };
     full.token.updated_by = user("someone");
     let bare = token_in(&dep, "bare", 20);
-    store.create_agent_token(&full, 50).await.expect("create");
-    store.create_agent_token(&bare, 50).await.expect("create");
+    store
+        .create_agent_token(&full, 50, &common::audit())
+        .await
+        .expect("create");
+    store
+        .create_agent_token(&bare, 50, &common::audit())
+        .await
+        .expect("create");
 
     for t in [&full, &bare] {
         let got = store
@@ -783,20 +841,26 @@ async fn agent_tokens_round_trip(store: Arc<dyn Store>) {
 async fn deleting_an_agent_token_answers_its_digest_once(store: Arc<dyn Store>) {
     let (org, _, dep) = scaffold(store.as_ref()).await;
     let (gone, kept) = (token_in(&dep, "gone", 10), token_in(&dep, "kept", 20));
-    store.create_agent_token(&gone, 50).await.expect("create");
-    store.create_agent_token(&kept, 50).await.expect("create");
+    store
+        .create_agent_token(&gone, 50, &common::audit())
+        .await
+        .expect("create");
+    store
+        .create_agent_token(&kept, 50, &common::audit())
+        .await
+        .expect("create");
     let id = &gone.token.id;
 
     assert_eq!(
         store
-            .delete_agent_token(&new_id(), &dep.id, id)
+            .delete_agent_token(&new_id(), &dep.id, id, &common::audit())
             .await
             .expect("delete"),
         None
     );
     assert_eq!(
         store
-            .delete_agent_token(&org.id, &new_id(), id)
+            .delete_agent_token(&org.id, &new_id(), id, &common::audit())
             .await
             .expect("delete"),
         None
@@ -808,13 +872,13 @@ async fn deleting_an_agent_token_answers_its_digest_once(store: Arc<dyn Store>) 
         .is_some());
 
     let deleted = store
-        .delete_agent_token(&org.id, &dep.id, id)
+        .delete_agent_token(&org.id, &dep.id, id, &common::audit())
         .await
         .expect("delete");
     assert_eq!(deleted, Some(gone.secret_digest));
     assert_eq!(
         store
-            .delete_agent_token(&org.id, &dep.id, id)
+            .delete_agent_token(&org.id, &dep.id, id, &common::audit())
             .await
             .expect("delete"),
         None
@@ -850,7 +914,7 @@ async fn rotation_keeps_the_replaced_secret_for_its_grace_window(store: Arc<dyn 
     let (org, _, dep) = scaffold(store.as_ref()).await;
     let original = token_in(&dep, "rotated", 10);
     store
-        .create_agent_token(&original, 50)
+        .create_agent_token(&original, 50, &common::audit())
         .await
         .expect("create");
     let actor = Subject {
@@ -879,7 +943,10 @@ async fn rotation_keeps_the_replaced_secret_for_its_grace_window(store: Arc<dyn 
         ..rotation("zzzz-elsewhere", Some(1000), 500)
     };
     assert_eq!(
-        store.rotate_agent_token(&elsewhere).await.expect("rotate"),
+        store
+            .rotate_agent_token(&elsewhere, &common::audit())
+            .await
+            .expect("rotate"),
         None
     );
     let missing = Rotation {
@@ -887,14 +954,20 @@ async fn rotation_keeps_the_replaced_secret_for_its_grace_window(store: Arc<dyn 
         ..rotation("zzzz-missing", Some(1000), 500)
     };
     assert_eq!(
-        store.rotate_agent_token(&missing).await.expect("rotate"),
+        store
+            .rotate_agent_token(&missing, &common::audit())
+            .await
+            .expect("rotate"),
         None
     );
     assert_eq!(find(Digest::of("zzzz-elsewhere")).await, None);
 
     // First rotation, with a grace window for the original secret.
     let first = rotation("aaaa-first", Some(1000), 500);
-    let rotated = store.rotate_agent_token(&first).await.expect("rotate");
+    let rotated = store
+        .rotate_agent_token(&first, &common::audit())
+        .await
+        .expect("rotate");
     let want = AgentToken {
         short_token: "akagt_aaaa".into(),
         last_rotated_at: Some(500),
@@ -932,7 +1005,7 @@ async fn rotation_keeps_the_replaced_secret_for_its_grace_window(store: Arc<dyn 
     // secret a window of its own.
     let second = rotation("bbbb-second", Some(2000), 600);
     assert!(store
-        .rotate_agent_token(&second)
+        .rotate_agent_token(&second, &common::audit())
         .await
         .expect("rotate")
         .is_some());
@@ -953,7 +1026,7 @@ async fn rotation_keeps_the_replaced_secret_for_its_grace_window(store: Arc<dyn 
     // Without a window, the replaced secret stops at once.
     let third = rotation("cccc-third", None, 700);
     assert!(store
-        .rotate_agent_token(&third)
+        .rotate_agent_token(&third, &common::audit())
         .await
         .expect("rotate")
         .is_some());
@@ -963,7 +1036,7 @@ async fn rotation_keeps_the_replaced_secret_for_its_grace_window(store: Arc<dyn 
 
     // Deleting answers the current digest; nothing of the token verifies.
     let deleted = store
-        .delete_agent_token(&org.id, &dep.id, &original.token.id)
+        .delete_agent_token(&org.id, &dep.id, &original.token.id, &common::audit())
         .await
         .expect("delete");
     assert_eq!(deleted, Some(third.secret_digest));
@@ -975,22 +1048,25 @@ async fn deleting_a_deployment_deletes_its_tokens(store: Arc<dyn Store>) {
     let other = deployment_in(&ws, "other", "", 4);
     let empty = deployment_in(&ws, "empty", "", 5);
     store
-        .create_deployment(&other)
+        .create_deployment(&other, &common::audit())
         .await
         .expect("create deployment");
     store
-        .create_deployment(&empty)
+        .create_deployment(&empty, &common::audit())
         .await
         .expect("create deployment");
     let doomed: Vec<NewAgentToken> = (0..3).map(|i| token_in(&dep, "t", 10 + i)).collect();
     let survivor = token_in(&other, "s", 10);
     for t in doomed.iter().chain([&survivor]) {
-        store.create_agent_token(t, 50).await.expect("create token");
+        store
+            .create_agent_token(t, 50, &common::audit())
+            .await
+            .expect("create token");
     }
 
     assert_eq!(
         store
-            .delete_deployment(&new_id(), &dep.id)
+            .delete_deployment(&new_id(), &dep.id, &common::audit())
             .await
             .expect("delete"),
         None
@@ -1002,7 +1078,7 @@ async fn deleting_a_deployment_deletes_its_tokens(store: Arc<dyn Store>) {
         .is_some());
 
     let digests = store
-        .delete_deployment(&org.id, &dep.id)
+        .delete_deployment(&org.id, &dep.id, &common::audit())
         .await
         .expect("delete");
     let digests: BTreeSet<String> = digests
@@ -1014,7 +1090,7 @@ async fn deleting_a_deployment_deletes_its_tokens(store: Arc<dyn Store>) {
     assert_eq!(digests, want);
     assert_eq!(
         store
-            .delete_deployment(&org.id, &dep.id)
+            .delete_deployment(&org.id, &dep.id, &common::audit())
             .await
             .expect("delete"),
         None
@@ -1056,13 +1132,13 @@ async fn deleting_a_deployment_deletes_its_tokens(store: Arc<dyn Store>) {
         .is_some());
 
     let none = store
-        .delete_deployment(&org.id, &empty.id)
+        .delete_deployment(&org.id, &empty.id, &common::audit())
         .await
         .expect("delete");
     assert_eq!(none, Some(vec![]));
     assert_eq!(
         store
-            .delete_deployment(&org.id, &new_id())
+            .delete_deployment(&org.id, &new_id(), &common::audit())
             .await
             .expect("delete"),
         None
@@ -1073,20 +1149,23 @@ async fn token_limit_is_per_deployment(store: Arc<dyn Store>) {
     let (org, ws, dep) = scaffold(store.as_ref()).await;
     let other = deployment_in(&ws, "other", "", 4);
     store
-        .create_deployment(&other)
+        .create_deployment(&other, &common::audit())
         .await
         .expect("create deployment");
     let mut created = vec![];
     for i in 0..3 {
         let t = token_in(&dep, "t", 10 + i);
         store
-            .create_agent_token(&t, 3)
+            .create_agent_token(&t, 3, &common::audit())
             .await
             .expect("within the limit");
         created.push(t);
     }
     let refused = token_in(&dep, "one too many", 20);
-    match store.create_agent_token(&refused, 3).await {
+    match store
+        .create_agent_token(&refused, 3, &common::audit())
+        .await
+    {
         Err(StoreError::AgentTokenLimit { limit: 3 }) => {}
         other => panic!("expected AgentTokenLimit {{ limit: 3 }}, got {other:?}"),
     }
@@ -1105,17 +1184,17 @@ async fn token_limit_is_per_deployment(store: Arc<dyn Store>) {
 
     // Another deployment has room of its own.
     store
-        .create_agent_token(&token_in(&other, "t", 10), 3)
+        .create_agent_token(&token_in(&other, "t", 10), 3, &common::audit())
         .await
         .expect("other deployment");
     // Deleting one makes room again.
     let first = &created[0].token;
     store
-        .delete_agent_token(&org.id, &dep.id, &first.id)
+        .delete_agent_token(&org.id, &dep.id, &first.id, &common::audit())
         .await
         .expect("delete");
     store
-        .create_agent_token(&refused, 3)
+        .create_agent_token(&refused, 3, &common::audit())
         .await
         .expect("room after a delete");
 }
@@ -1124,7 +1203,7 @@ async fn token_for_a_missing_deployment_is_refused(store: Arc<dyn Store>) {
     let (org, ws, _) = scaffold(store.as_ref()).await;
     let ghost = deployment_in(&ws, "never created", "", 4);
     let t = token_in(&ghost, "orphan", 10);
-    match store.create_agent_token(&t, 50).await {
+    match store.create_agent_token(&t, 50, &common::audit()).await {
         Err(StoreError::DeploymentNotFound) => {}
         other => panic!("expected DeploymentNotFound, got {other:?}"),
     }
@@ -1132,7 +1211,10 @@ async fn token_for_a_missing_deployment_is_refused(store: Arc<dyn Store>) {
     let (_, _, real) = scaffold(store.as_ref()).await;
     let mut foreign = token_in(&real, "foreign", 11);
     foreign.token.organization_id = org.id.clone();
-    match store.create_agent_token(&foreign, 50).await {
+    match store
+        .create_agent_token(&foreign, 50, &common::audit())
+        .await
+    {
         Err(StoreError::DeploymentNotFound) => {}
         other => panic!("expected DeploymentNotFound, got {other:?}"),
     }
@@ -1153,8 +1235,14 @@ async fn token_for_a_missing_deployment_is_refused(store: Arc<dyn Store>) {
 async fn recording_use_never_lowers_last_used_at(store: Arc<dyn Store>) {
     let (org, _, dep) = scaffold(store.as_ref()).await;
     let (a, b) = (token_in(&dep, "a", 10), token_in(&dep, "b", 10));
-    store.create_agent_token(&a, 50).await.expect("create");
-    store.create_agent_token(&b, 50).await.expect("create");
+    store
+        .create_agent_token(&a, 50, &common::audit())
+        .await
+        .expect("create");
+    store
+        .create_agent_token(&b, 50, &common::audit())
+        .await
+        .expect("create");
     let (a_id, b_id) = (a.token.id.clone(), b.token.id.clone());
     let last_used = |id: String| {
         let (store, org, dep) = (store.clone(), org.id.clone(), dep.id.clone());
@@ -1210,7 +1298,7 @@ async fn root_credential_is_a_singleton(store: Arc<dyn Store>) {
 
     let first = root("akroot_first", 1);
     assert!(store
-        .insert_root_credential_if_absent(&first)
+        .insert_root_credential_if_absent(&first, &common::audit())
         .await
         .expect("insert"));
     assert_eq!(
@@ -1220,7 +1308,7 @@ async fn root_credential_is_a_singleton(store: Arc<dyn Store>) {
 
     let second = root("akroot_second", 2);
     assert!(!store
-        .insert_root_credential_if_absent(&second)
+        .insert_root_credential_if_absent(&second, &common::audit())
         .await
         .expect("insert"));
     assert_eq!(
@@ -1229,7 +1317,7 @@ async fn root_credential_is_a_singleton(store: Arc<dyn Store>) {
     );
 
     store
-        .replace_root_credential(&second)
+        .replace_root_credential(&second, &common::audit())
         .await
         .expect("replace");
     assert_eq!(
@@ -1238,7 +1326,7 @@ async fn root_credential_is_a_singleton(store: Arc<dyn Store>) {
     );
     let third = root("akroot_third", 3);
     store
-        .replace_root_credential(&third)
+        .replace_root_credential(&third, &common::audit())
         .await
         .expect("replace");
     assert_eq!(store.root_credential().await.expect("read"), Some(third));
@@ -1255,7 +1343,7 @@ async fn concurrent_creates_through_two_pools_hold_the_limit(url: String) {
     for i in 0..20 {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         let new = token_in(&dep, &format!("t{i}"), 10 + i);
-        tasks.spawn(async move { store.create_agent_token(&new, 5).await });
+        tasks.spawn(async move { store.create_agent_token(&new, 5, &common::audit()).await });
     }
     let (mut created, mut refused) = (0, 0);
     while let Some(joined) = tasks.join_next().await {
@@ -1296,4 +1384,94 @@ async fn sqlite_stores_opening_a_new_file_together_all_migrate() {
             store.close().await;
         }
     }
+}
+
+/// An event is written in the change's transaction: kept with a change,
+/// gone with a refused one, and read back per organization and window.
+async fn audit_events_commit_with_their_change(store: Arc<dyn Store>) {
+    let (org, _, dep) = scaffold(store.as_ref()).await;
+    let event = |at: i64, action: &str| agentkey::model::AuditEvent {
+        organization_id: Some(org.id.clone()),
+        occurred_at: at,
+        action: action.into(),
+        ..common::audit()
+    };
+    let everything = |store: Arc<dyn Store>, window: store::AuditQuery| {
+        let org = org.id.clone();
+        async move {
+            let page = PageRequest {
+                offset: 0,
+                limit: 100,
+                sorts: vec![],
+            };
+            store
+                .list_audit_events(&org, &window, &page)
+                .await
+                .expect("list")
+        }
+    };
+    let kept = token_in(&dep, "kept", 10);
+    let written = event(100, "agentToken.create");
+    store
+        .create_agent_token(&kept, 1, &written)
+        .await
+        .expect("create");
+    let refused = token_in(&dep, "refused", 11);
+    let result = store
+        .create_agent_token(&refused, 1, &event(200, "agentToken.create.refused"))
+        .await;
+    assert!(matches!(
+        result,
+        Err(StoreError::AgentTokenLimit { limit: 1 })
+    ));
+    let missing = store
+        .delete_agent_token(
+            &org.id,
+            &dep.id,
+            &new_id(),
+            &event(300, "agentToken.delete.missing"),
+        )
+        .await
+        .expect("delete");
+    assert_eq!(missing, None);
+
+    let all = everything(store.clone(), store::AuditQuery::default()).await;
+    assert_eq!(
+        all.items,
+        [written],
+        "only the change that happened, as written"
+    );
+
+    let window = |from, until| store::AuditQuery { from, until };
+    assert_eq!(
+        everything(store.clone(), window(Some(100), Some(101)))
+            .await
+            .total,
+        1
+    );
+    assert_eq!(
+        everything(store.clone(), window(Some(101), None))
+            .await
+            .total,
+        0
+    );
+    assert_eq!(
+        everything(store.clone(), window(None, Some(100)))
+            .await
+            .total,
+        0
+    );
+    let other_org = store
+        .list_audit_events(
+            &new_id(),
+            &store::AuditQuery::default(),
+            &PageRequest {
+                offset: 0,
+                limit: 10,
+                sorts: vec![],
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(other_org.total, 0);
 }

@@ -7,6 +7,7 @@ use axum::Json;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use super::audit::{Origin, Target};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{ListQuery, OptionalJson, PathParams, Sortable, ValidJson};
@@ -96,6 +97,7 @@ pub async fn list_agent_tokens(
 pub async fn create_agent_token(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     PathParams((org, dep)): PathParams<(String, String)>,
     ValidJson(request): ValidJson<CreateAgentTokenRequest>,
 ) -> Result<SecretResponse<ApiToken>, ApiError> {
@@ -137,9 +139,16 @@ pub async fn create_agent_token(
         token,
         secret_digest: secret.digest(),
     };
+    let audit = origin.event(
+        caller.0.subject(),
+        Some(&new.token.organization_id),
+        "agentToken.create",
+        Target("AGENT_TOKEN", &new.token.id),
+        now,
+    );
     state
         .store
-        .create_agent_token(&new, state.settings.max_agent_tokens_per_deployment)
+        .create_agent_token(&new, state.settings.max_agent_tokens_per_deployment, &audit)
         .await?;
     tracing::info!(token_id = %new.token.id, deployment_id = %new.token.deployment_id, "agent token created");
     Ok(SecretResponse::new(
@@ -179,6 +188,7 @@ pub async fn get_agent_token(
 pub async fn delete_agent_token(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     PathParams((org, dep, id)): PathParams<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Action::DeleteAgentToken, Some(&org))?;
@@ -186,9 +196,16 @@ pub async fn delete_agent_token(
     if !is_id(&id) {
         return Err(ApiError::not_found("agent token"));
     }
+    let audit = origin.event(
+        caller.0.subject(),
+        Some(&org),
+        "agentToken.delete",
+        Target("AGENT_TOKEN", &id),
+        state.clock.now(),
+    );
     state
         .store
-        .delete_agent_token(&org, &dep, &id)
+        .delete_agent_token(&org, &dep, &id, &audit)
         .await?
         .ok_or_else(|| ApiError::not_found("agent token"))?;
     state.verifier.revoked(Revocation::Token(id.clone()));
@@ -207,6 +224,7 @@ pub async fn delete_agent_token(
 pub async fn rotate_agent_token(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     PathParams((org, dep, id)): PathParams<(String, String, String)>,
     OptionalJson(request): OptionalJson<RotateAgentTokenRequest>,
 ) -> Result<SecretResponse<ApiToken>, ApiError> {
@@ -229,9 +247,16 @@ pub async fn rotate_agent_token(
         at: now,
         actor: caller.0.subject(),
     };
+    let audit = origin.event(
+        rotation.actor.clone(),
+        Some(&rotation.organization_id),
+        "agentToken.rotate",
+        Target("AGENT_TOKEN", &rotation.token_id),
+        now,
+    );
     let token = state
         .store
-        .rotate_agent_token(&rotation)
+        .rotate_agent_token(&rotation, &audit)
         .await?
         .ok_or_else(|| ApiError::not_found("agent token"))?;
     state.verifier.revoked(Revocation::Token(token.id.clone()));

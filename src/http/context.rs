@@ -16,8 +16,20 @@ use super::error::ApiError;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-pub async fn request_context(request: Request, next: Next) -> Response {
-    let request_id = incoming_request_id(&request).unwrap_or_else(next_request_id);
+pub async fn request_context(mut request: Request, next: Next) -> Response {
+    let request_id = match incoming_request_id(&request) {
+        Some(id) => id,
+        None => {
+            // Handlers read the id from the request (for the audit trail).
+            let id = next_request_id();
+            if let Ok(value) = HeaderValue::from_str(&id) {
+                request
+                    .headers_mut()
+                    .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
+            }
+            id
+        }
+    };
     // What the log line needs, gathered only when it will be written.
     // The route pattern, not the concrete path: ids stay out of the
     // aggregation key, and nothing from the query string is logged.
@@ -89,8 +101,13 @@ fn is_json(response: &Response) -> bool {
 
 /// A request id set by the gateway in front, if it is short and plain enough
 /// to echo back and log.
-fn incoming_request_id(request: &Request) -> Option<String> {
-    let value = request.headers().get(REQUEST_ID_HEADER)?.to_str().ok()?;
+pub fn incoming_request_id(request: &Request) -> Option<String> {
+    incoming_request_id_in(request.headers())
+}
+
+/// The same, from headers alone.
+pub fn incoming_request_id_in(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers.get(REQUEST_ID_HEADER)?.to_str().ok()?;
     let plain = |b: u8| b.is_ascii_alphanumeric() || b"-_.:".contains(&b);
     (!value.is_empty() && value.len() <= 128 && value.bytes().all(plain)).then(|| value.to_string())
 }

@@ -7,6 +7,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::audit::{Origin, Target};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{ListQuery, PathParams, Sortable, ValidJson};
@@ -86,6 +87,7 @@ impl Sortable for Deployment {
 pub async fn create_deployment(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     PathParams(org): PathParams<String>,
     ValidJson(request): ValidJson<CreateDeploymentRequest>,
 ) -> Result<Json<Deployment>, ApiError> {
@@ -121,7 +123,14 @@ pub async fn create_deployment(
         created_at: now,
         updated_at: now,
     };
-    state.store.create_deployment(&deployment).await?;
+    let audit = origin.event(
+        caller.0.subject(),
+        Some(&deployment.organization_id),
+        "deployment.create",
+        Target("DEPLOYMENT", &deployment.id),
+        now,
+    );
+    state.store.create_deployment(&deployment, &audit).await?;
     Ok(Json((&deployment).into()))
 }
 
@@ -170,6 +179,7 @@ pub async fn get_deployment(
 pub async fn delete_deployment(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     PathParams((org, id)): PathParams<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Action::DeleteDeployment, Some(&org))?;
@@ -177,9 +187,16 @@ pub async fn delete_deployment(
     if !is_id(&id) {
         return Err(ApiError::not_found("deployment"));
     }
+    let audit = origin.event(
+        caller.0.subject(),
+        Some(&org),
+        "deployment.delete",
+        Target("DEPLOYMENT", &id),
+        state.clock.now(),
+    );
     let revoked = state
         .store
-        .delete_deployment(&org, &id)
+        .delete_deployment(&org, &id, &audit)
         .await?
         .ok_or_else(|| ApiError::not_found("deployment"))?;
     state.verifier.revoked(Revocation::Deployment(id.clone()));

@@ -6,6 +6,7 @@
 //! `extract`) → one handler per resource file → `store`.
 
 pub mod agent_tokens;
+pub mod audit;
 pub mod auth;
 pub mod authorize;
 pub mod context;
@@ -67,6 +68,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(agent_tokens::rotate_agent_token))
         .routes(routes!(authorize::authorize))
         .routes(routes!(introspect::introspect))
+        .routes(routes!(audit::list_audit_logs))
         .routes(routes!(openapi::openapi_json))
 }
 

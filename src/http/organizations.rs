@@ -5,6 +5,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::audit::{Origin, Target};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{ListQuery, PathParams, Sortable, ValidJson};
@@ -68,6 +69,7 @@ impl Sortable for Organization {
 pub async fn create_organization(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     ValidJson(request): ValidJson<CreateOrganizationRequest>,
 ) -> Result<Json<Organization>, ApiError> {
     caller.require(Action::CreateOrganization, None)?;
@@ -81,7 +83,14 @@ pub async fn create_organization(
         created_at: now,
         updated_at: now,
     };
-    state.store.create_organization(&org).await?;
+    let audit = origin.event(
+        caller.0.subject(),
+        Some(&org.id),
+        "organization.create",
+        Target("ORGANIZATION", &org.id),
+        now,
+    );
+    state.store.create_organization(&org, &audit).await?;
     Ok(Json((&org).into()))
 }
 

@@ -5,6 +5,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::audit::{Origin, Target};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{ListQuery, PathParams, Sortable, ValidJson};
@@ -77,6 +78,7 @@ impl Sortable for Workspace {
 pub async fn create_workspace(
     State(state): State<AppState>,
     caller: Caller,
+    origin: Origin,
     PathParams(org): PathParams<String>,
     ValidJson(request): ValidJson<CreateWorkspaceRequest>,
 ) -> Result<Json<Workspace>, ApiError> {
@@ -97,7 +99,14 @@ pub async fn create_workspace(
         created_at: now,
         updated_at: now,
     };
-    state.store.create_workspace(&workspace).await?;
+    let audit = origin.event(
+        caller.0.subject(),
+        Some(&workspace.organization_id),
+        "workspace.create",
+        Target("WORKSPACE", &workspace.id),
+        now,
+    );
+    state.store.create_workspace(&workspace, &audit).await?;
     Ok(Json((&workspace).into()))
 }
 

@@ -15,8 +15,8 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::model::{
-    AgentCredential, AgentToken, Deployment, NewAgentToken, Organization, RootCredential, Rotation,
-    Workspace,
+    AgentCredential, AgentToken, AuditEvent, Deployment, NewAgentToken, Organization,
+    RootCredential, Rotation, Workspace,
 };
 use crate::token::Digest;
 
@@ -111,25 +111,35 @@ pub trait Store: Send + Sync + 'static {
     /// Closes the connections, waiting for those in use to be returned.
     async fn close(&self);
 
-    async fn create_organization(&self, org: &Organization) -> Result<()>;
+    async fn create_organization(&self, org: &Organization, audit: &AuditEvent) -> Result<()>;
     async fn list_organizations(&self, page: &PageRequest) -> Result<Page<Organization>>;
     async fn get_organization(&self, id: &str) -> Result<Option<Organization>>;
 
-    async fn create_workspace(&self, ws: &Workspace) -> Result<()>;
+    async fn create_workspace(&self, ws: &Workspace, audit: &AuditEvent) -> Result<()>;
     async fn list_workspaces(&self, org: &str, page: &PageRequest) -> Result<Page<Workspace>>;
     async fn get_workspace(&self, org: &str, id: &str) -> Result<Option<Workspace>>;
 
-    async fn create_deployment(&self, dep: &Deployment) -> Result<()>;
+    async fn create_deployment(&self, dep: &Deployment, audit: &AuditEvent) -> Result<()>;
     async fn list_deployments(&self, org: &str, page: &PageRequest) -> Result<Page<Deployment>>;
     async fn get_deployment(&self, org: &str, id: &str) -> Result<Option<Deployment>>;
     /// Deletes the deployment and every agent token of it, in one
     /// transaction. Answers the deleted tokens' digests (empty if none), or
     /// `None` if there was no such deployment.
-    async fn delete_deployment(&self, org: &str, id: &str) -> Result<Option<Vec<Digest>>>;
+    async fn delete_deployment(
+        &self,
+        org: &str,
+        id: &str,
+        audit: &AuditEvent,
+    ) -> Result<Option<Vec<Digest>>>;
 
     /// Inserts the token unless its deployment already holds `limit` tokens;
     /// the count and the insert are one atomic step.
-    async fn create_agent_token(&self, new: &NewAgentToken, limit: i64) -> Result<()>;
+    async fn create_agent_token(
+        &self,
+        new: &NewAgentToken,
+        limit: i64,
+        audit: &AuditEvent,
+    ) -> Result<()>;
     async fn list_agent_tokens(
         &self,
         org: &str,
@@ -148,11 +158,16 @@ pub trait Store: Send + Sync + 'static {
         org: &str,
         deployment: &str,
         id: &str,
+        audit: &AuditEvent,
     ) -> Result<Option<Digest>>;
     /// Rotates the token's secret; answers the token as it now is, or `None`
     /// if there is no such token. A secret still in an earlier grace window
     /// is retired at once.
-    async fn rotate_agent_token(&self, rotation: &Rotation) -> Result<Option<AgentToken>>;
+    async fn rotate_agent_token(
+        &self,
+        rotation: &Rotation,
+        audit: &AuditEvent,
+    ) -> Result<Option<AgentToken>>;
     /// The token whose current secret, or previous secret still in its
     /// grace window, has this digest.
     async fn find_agent_credential(&self, digest: &Digest) -> Result<Option<AgentCredential>>;
@@ -161,9 +176,25 @@ pub trait Store: Send + Sync + 'static {
 
     async fn root_credential(&self) -> Result<Option<RootCredential>>;
     /// Stores `cred` if there is no root credential yet; answers whether it did.
-    async fn insert_root_credential_if_absent(&self, cred: &RootCredential) -> Result<bool>;
+    async fn insert_root_credential_if_absent(
+        &self,
+        cred: &RootCredential,
+        audit: &AuditEvent,
+    ) -> Result<bool>;
     /// Replaces the root credential, whatever it was.
-    async fn replace_root_credential(&self, cred: &RootCredential) -> Result<()>;
+    async fn replace_root_credential(
+        &self,
+        cred: &RootCredential,
+        audit: &AuditEvent,
+    ) -> Result<()>;
+
+    /// The organization's audit events in the window, oldest first.
+    async fn list_audit_events(
+        &self,
+        org: &str,
+        window: &AuditQuery,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEvent>>;
 
     /// Starts delivering revocations made by other processes on the same
     /// database to `sink`, until `stop` turns true. `None` when the backend
@@ -175,6 +206,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Option<tokio::task::JoinHandle<()>> {
         None
     }
+}
+
+/// The audit events of one organization that occurred in `[from, until)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub from: Option<i64>,
+    pub until: Option<i64>,
 }
 
 /// Opens (creating if need be) and migrates the database the URL names.

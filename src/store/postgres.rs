@@ -12,10 +12,10 @@ use sqlx::{FromRow, PgPool};
 
 use super::revocations::{self, Revocation, RevocationSink};
 use super::rows::*;
-use super::{Page, PageRequest, Result, Store, StoreError};
+use super::{AuditQuery, Page, PageRequest, Result, Store, StoreError};
 use crate::model::{
-    AgentCredential, AgentToken, Deployment, NewAgentToken, Organization, RootCredential, Rotation,
-    Workspace,
+    AgentCredential, AgentToken, AuditEvent, Deployment, NewAgentToken, Organization,
+    RootCredential, Rotation, Workspace,
 };
 use crate::token::Digest;
 
@@ -26,6 +26,26 @@ async fn announce(tx: &mut sqlx::PgConnection, revocation: Revocation) -> Result
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(revocations::CHANNEL)
         .bind(revocation.payload())
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Appends `event` to the audit trail, inside the caller's transaction.
+async fn record(tx: &mut sqlx::PgConnection, event: &AuditEvent) -> Result<()> {
+    let sql = format!("INSERT INTO audit_events ({AUDIT_EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)");
+    sqlx::query(&sql)
+        .bind(&event.id)
+        .bind(&event.organization_id)
+        .bind(event.occurred_at)
+        .bind(&event.actor.id)
+        .bind(event.actor.subject_type.as_str())
+        .bind(&event.actor.api_token_name)
+        .bind(&event.action)
+        .bind(&event.target_type)
+        .bind(&event.target_id)
+        .bind(&event.request_id)
+        .bind(&event.source_ip)
         .execute(tx)
         .await?;
     Ok(())
@@ -128,7 +148,8 @@ impl Store for PostgresStore {
         self.pool.close().await;
     }
 
-    async fn create_organization(&self, org: &Organization) -> Result<()> {
+    async fn create_organization(&self, org: &Organization, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO organizations (id, name, created_at, updated_at) VALUES ($1, $2, $3, $4)",
         )
@@ -136,8 +157,10 @@ impl Store for PostgresStore {
         .bind(&org.name)
         .bind(org.created_at)
         .bind(org.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -155,7 +178,8 @@ impl Store for PostgresStore {
         Ok(row.map(Into::into))
     }
 
-    async fn create_workspace(&self, ws: &Workspace) -> Result<()> {
+    async fn create_workspace(&self, ws: &Workspace, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO workspaces (id, organization_id, name, description, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -166,8 +190,10 @@ impl Store for PostgresStore {
         .bind(&ws.description)
         .bind(ws.created_at)
         .bind(ws.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -194,7 +220,8 @@ impl Store for PostgresStore {
         Ok(row.map(Into::into))
     }
 
-    async fn create_deployment(&self, dep: &Deployment) -> Result<()> {
+    async fn create_deployment(&self, dep: &Deployment, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO deployments \
              (id, organization_id, workspace_id, name, description, created_at, updated_at) \
@@ -207,8 +234,10 @@ impl Store for PostgresStore {
         .bind(&dep.description)
         .bind(dep.created_at)
         .bind(dep.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -235,7 +264,12 @@ impl Store for PostgresStore {
         Ok(row.map(Into::into))
     }
 
-    async fn delete_deployment(&self, org: &str, id: &str) -> Result<Option<Vec<Digest>>> {
+    async fn delete_deployment(
+        &self,
+        org: &str,
+        id: &str,
+        audit: &AuditEvent,
+    ) -> Result<Option<Vec<Digest>>> {
         let mut tx = self.pool.begin().await?;
         // Lock the row first: a concurrent create_agent_token (which locks it
         // too) then either commits before we collect the digests, or waits
@@ -265,13 +299,19 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         announce(&mut tx, Revocation::Deployment(id.to_string())).await?;
+        record(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(Some(
             digests.iter().filter_map(|d| Digest::from_hex(d)).collect(),
         ))
     }
 
-    async fn create_agent_token(&self, new: &NewAgentToken, limit: i64) -> Result<()> {
+    async fn create_agent_token(
+        &self,
+        new: &NewAgentToken,
+        limit: i64,
+        audit: &AuditEvent,
+    ) -> Result<()> {
         let t = &new.token;
         let mut tx = self.pool.begin().await?;
         // Concurrent creates for one deployment, from any replica, queue on
@@ -326,6 +366,7 @@ impl Store for PostgresStore {
         .bind(&t.updated_by.api_token_name)
         .execute(&mut *tx)
         .await?;
+        record(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -370,6 +411,7 @@ impl Store for PostgresStore {
         org: &str,
         deployment: &str,
         id: &str,
+        audit: &AuditEvent,
     ) -> Result<Option<Digest>> {
         let mut tx = self.pool.begin().await?;
         let digest: Option<String> = sqlx::query_scalar(
@@ -384,12 +426,17 @@ impl Store for PostgresStore {
         .await?;
         if digest.is_some() {
             announce(&mut tx, Revocation::Token(id.to_string())).await?;
+            record(&mut tx, audit).await?;
             tx.commit().await?;
         }
         Ok(digest.and_then(|d| Digest::from_hex(&d)))
     }
 
-    async fn rotate_agent_token(&self, rotation: &Rotation) -> Result<Option<AgentToken>> {
+    async fn rotate_agent_token(
+        &self,
+        rotation: &Rotation,
+        audit: &AuditEvent,
+    ) -> Result<Option<AgentToken>> {
         // One statement, so it is atomic; SET expressions read the row as it
         // was, so previous_digest takes the secret being replaced.
         let sql = format!(
@@ -421,6 +468,7 @@ impl Store for PostgresStore {
             .await?;
         if row.is_some() {
             announce(&mut tx, Revocation::Token(rotation.token_id.clone())).await?;
+            record(&mut tx, audit).await?;
             tx.commit().await?;
         }
         Ok(row.map(Into::into))
@@ -473,7 +521,12 @@ impl Store for PostgresStore {
         Ok(row.and_then(RootCredentialRow::into_credential))
     }
 
-    async fn insert_root_credential_if_absent(&self, cred: &RootCredential) -> Result<bool> {
+    async fn insert_root_credential_if_absent(
+        &self,
+        cred: &RootCredential,
+        audit: &AuditEvent,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO root_credential (singleton, id, secret_digest, created_at) \
              VALUES (1, $1, $2, $3) ON CONFLICT (singleton) DO NOTHING",
@@ -481,10 +534,29 @@ impl Store for PostgresStore {
         .bind(&cred.id)
         .bind(cred.secret_digest.to_hex())
         .bind(cred.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        if inserted == 1 {
+            record(&mut tx, audit).await?;
+            tx.commit().await?;
+        }
         Ok(inserted == 1)
+    }
+
+    async fn list_audit_events(
+        &self,
+        org: &str,
+        window: &AuditQuery,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEvent>> {
+        // The bounds are integers this process parsed, never caller text.
+        let from = window.from.unwrap_or(i64::MIN);
+        let until = window.until.unwrap_or(i64::MAX);
+        let filter =
+            format!("organization_id = $1 AND created_at >= {from} AND created_at < {until}");
+        self.page::<_, AuditEventRow>(AUDIT_EVENT_COLUMNS, "audit_events", &filter, &[org], page)
+            .await
     }
 
     fn follow_revocations(
@@ -501,7 +573,12 @@ impl Store for PostgresStore {
         )))
     }
 
-    async fn replace_root_credential(&self, cred: &RootCredential) -> Result<()> {
+    async fn replace_root_credential(
+        &self,
+        cred: &RootCredential,
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO root_credential (singleton, id, secret_digest, created_at) \
              VALUES (1, $1, $2, $3) ON CONFLICT (singleton) DO UPDATE SET \
@@ -511,8 +588,10 @@ impl Store for PostgresStore {
         .bind(&cred.id)
         .bind(cred.secret_digest.to_hex())
         .bind(cred.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -15,6 +15,8 @@ pub const AGENT_TOKEN_COLUMNS: &str = "id, organization_id, deployment_id, name,
     short_token, role, expiry_period_in_days, start_at, end_at, created_at, updated_at, \
     created_by_id, created_by_type, created_by_name, updated_by_id, updated_by_type, \
     updated_by_name, last_used_at, last_rotated_at";
+pub const AUDIT_EVENT_COLUMNS: &str = "id, organization_id, created_at, actor_id, actor_type, \
+    actor_name, action, target_type, target_id, request_id, source_ip";
 pub const AGENT_CREDENTIAL_COLUMNS: &str = "id, organization_id, deployment_id, name, end_at, \
     start_at, last_rotated_at, secret_digest, previous_digest, previous_valid_until, \
     previous_issued_at";
@@ -198,5 +200,40 @@ impl RootCredentialRow {
             id: self.id,
             created_at: self.created_at,
         })
+    }
+}
+
+#[derive(FromRow)]
+pub struct AuditEventRow {
+    pub id: String,
+    pub organization_id: Option<String>,
+    pub created_at: i64,
+    pub actor_id: String,
+    pub actor_type: String,
+    pub actor_name: Option<String>,
+    pub action: String,
+    pub target_type: String,
+    pub target_id: String,
+    pub request_id: Option<String>,
+    pub source_ip: Option<String>,
+}
+
+impl From<AuditEventRow> for crate::model::AuditEvent {
+    fn from(r: AuditEventRow) -> Self {
+        crate::model::AuditEvent {
+            id: r.id,
+            organization_id: r.organization_id,
+            occurred_at: r.created_at,
+            actor: Subject {
+                id: r.actor_id,
+                subject_type: SubjectType::parse(&r.actor_type),
+                api_token_name: r.actor_name,
+            },
+            action: r.action,
+            target_type: r.target_type,
+            target_id: r.target_id,
+            request_id: r.request_id,
+            source_ip: r.source_ip,
+        }
     }
 }

@@ -10,12 +10,34 @@ use sqlx::sqlite::{
 use sqlx::{FromRow, SqlitePool};
 
 use super::rows::*;
-use super::{Page, PageRequest, Result, Store, StoreError};
+use super::{AuditQuery, Page, PageRequest, Result, Store, StoreError};
 use crate::model::{
-    AgentCredential, AgentToken, Deployment, NewAgentToken, Organization, RootCredential, Rotation,
-    Workspace,
+    AgentCredential, AgentToken, AuditEvent, Deployment, NewAgentToken, Organization,
+    RootCredential, Rotation, Workspace,
 };
 use crate::token::Digest;
+
+/// Appends `event` to the audit trail, inside the caller's transaction.
+async fn record(tx: &mut sqlx::SqliteConnection, event: &AuditEvent) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO audit_events ({AUDIT_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    );
+    sqlx::query(&sql)
+        .bind(&event.id)
+        .bind(&event.organization_id)
+        .bind(event.occurred_at)
+        .bind(&event.actor.id)
+        .bind(event.actor.subject_type.as_str())
+        .bind(&event.actor.api_token_name)
+        .bind(&event.action)
+        .bind(&event.target_type)
+        .bind(&event.target_id)
+        .bind(&event.request_id)
+        .bind(&event.source_ip)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -114,7 +136,8 @@ impl Store for SqliteStore {
         self.pool.close().await;
     }
 
-    async fn create_organization(&self, org: &Organization) -> Result<()> {
+    async fn create_organization(&self, org: &Organization, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO organizations (id, name, created_at, updated_at) VALUES (?, ?, ?, ?)",
         )
@@ -122,8 +145,10 @@ impl Store for SqliteStore {
         .bind(&org.name)
         .bind(org.created_at)
         .bind(org.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -141,7 +166,8 @@ impl Store for SqliteStore {
         Ok(row.map(Into::into))
     }
 
-    async fn create_workspace(&self, ws: &Workspace) -> Result<()> {
+    async fn create_workspace(&self, ws: &Workspace, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO workspaces (id, organization_id, name, description, created_at, updated_at) \
              VALUES (?, ?, ?, ?, ?, ?)",
@@ -152,8 +178,10 @@ impl Store for SqliteStore {
         .bind(&ws.description)
         .bind(ws.created_at)
         .bind(ws.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -180,7 +208,8 @@ impl Store for SqliteStore {
         Ok(row.map(Into::into))
     }
 
-    async fn create_deployment(&self, dep: &Deployment) -> Result<()> {
+    async fn create_deployment(&self, dep: &Deployment, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO deployments \
              (id, organization_id, workspace_id, name, description, created_at, updated_at) \
@@ -193,8 +222,10 @@ impl Store for SqliteStore {
         .bind(&dep.description)
         .bind(dep.created_at)
         .bind(dep.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -221,7 +252,12 @@ impl Store for SqliteStore {
         Ok(row.map(Into::into))
     }
 
-    async fn delete_deployment(&self, org: &str, id: &str) -> Result<Option<Vec<Digest>>> {
+    async fn delete_deployment(
+        &self,
+        org: &str,
+        id: &str,
+        audit: &AuditEvent,
+    ) -> Result<Option<Vec<Digest>>> {
         let mut tx = self.pool.begin().await?;
         let digests: Vec<String> = sqlx::query_scalar(
             "DELETE FROM agent_tokens WHERE organization_id = ? AND deployment_id = ? \
@@ -241,16 +277,23 @@ impl Store for SqliteStore {
             // Nothing to delete; the transaction is rolled back on drop.
             return Ok(None);
         }
+        record(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(Some(
             digests.iter().filter_map(|d| Digest::from_hex(d)).collect(),
         ))
     }
 
-    async fn create_agent_token(&self, new: &NewAgentToken, limit: i64) -> Result<()> {
+    async fn create_agent_token(
+        &self,
+        new: &NewAgentToken,
+        limit: i64,
+        audit: &AuditEvent,
+    ) -> Result<()> {
         let t = &new.token;
         // One statement: SQLite runs it atomically, so two concurrent creates
         // cannot both see room for one more token.
+        let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO agent_tokens (id, organization_id, deployment_id, name, description, \
              short_token, secret_digest, role, expiry_period_in_days, start_at, end_at, \
@@ -283,12 +326,15 @@ impl Store for SqliteStore {
         .bind(&t.organization_id)
         .bind(&t.deployment_id)
         .bind(limit)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
         if inserted == 1 {
+            record(&mut tx, audit).await?;
+            tx.commit().await?;
             return Ok(());
         }
+        drop(tx);
         // Nothing inserted: a full deployment, or none at all.
         match self
             .get_deployment(&t.organization_id, &t.deployment_id)
@@ -339,7 +385,9 @@ impl Store for SqliteStore {
         org: &str,
         deployment: &str,
         id: &str,
+        audit: &AuditEvent,
     ) -> Result<Option<Digest>> {
+        let mut tx = self.pool.begin().await?;
         let digest: Option<String> = sqlx::query_scalar(
             "DELETE FROM agent_tokens WHERE organization_id = ? AND deployment_id = ? AND id = ? \
              RETURNING secret_digest",
@@ -347,12 +395,20 @@ impl Store for SqliteStore {
         .bind(org)
         .bind(deployment)
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        if digest.is_some() {
+            record(&mut tx, audit).await?;
+            tx.commit().await?;
+        }
         Ok(digest.and_then(|d| Digest::from_hex(&d)))
     }
 
-    async fn rotate_agent_token(&self, rotation: &Rotation) -> Result<Option<AgentToken>> {
+    async fn rotate_agent_token(
+        &self,
+        rotation: &Rotation,
+        audit: &AuditEvent,
+    ) -> Result<Option<AgentToken>> {
         // One statement, so it is atomic; SET expressions read the row as it
         // was, so previous_digest takes the secret being replaced.
         let sql = format!(
@@ -366,6 +422,7 @@ impl Store for SqliteStore {
              WHERE organization_id = ? AND deployment_id = ? AND id = ? \
              RETURNING {AGENT_TOKEN_COLUMNS}"
         );
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query_as::<_, AgentTokenRow>(&sql)
             .bind(rotation.previous_valid_until)
             .bind(rotation.previous_valid_until)
@@ -380,8 +437,12 @@ impl Store for SqliteStore {
             .bind(&rotation.organization_id)
             .bind(&rotation.deployment_id)
             .bind(&rotation.token_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
+        if row.is_some() {
+            record(&mut tx, audit).await?;
+            tx.commit().await?;
+        }
         Ok(row.map(Into::into))
     }
 
@@ -424,7 +485,12 @@ impl Store for SqliteStore {
         Ok(row.and_then(RootCredentialRow::into_credential))
     }
 
-    async fn insert_root_credential_if_absent(&self, cred: &RootCredential) -> Result<bool> {
+    async fn insert_root_credential_if_absent(
+        &self,
+        cred: &RootCredential,
+        audit: &AuditEvent,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO root_credential (singleton, id, secret_digest, created_at) \
              VALUES (1, ?, ?, ?) ON CONFLICT (singleton) DO NOTHING",
@@ -432,13 +498,22 @@ impl Store for SqliteStore {
         .bind(&cred.id)
         .bind(cred.secret_digest.to_hex())
         .bind(cred.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        if inserted == 1 {
+            record(&mut tx, audit).await?;
+            tx.commit().await?;
+        }
         Ok(inserted == 1)
     }
 
-    async fn replace_root_credential(&self, cred: &RootCredential) -> Result<()> {
+    async fn replace_root_credential(
+        &self,
+        cred: &RootCredential,
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO root_credential (singleton, id, secret_digest, created_at) \
              VALUES (1, ?, ?, ?) ON CONFLICT (singleton) DO UPDATE SET \
@@ -448,8 +523,25 @@ impl Store for SqliteStore {
         .bind(&cred.id)
         .bind(cred.secret_digest.to_hex())
         .bind(cred.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        record(&mut tx, audit).await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    async fn list_audit_events(
+        &self,
+        org: &str,
+        window: &AuditQuery,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEvent>> {
+        // The bounds are integers this process parsed, never caller text.
+        let from = window.from.unwrap_or(i64::MIN);
+        let until = window.until.unwrap_or(i64::MAX);
+        let filter =
+            format!("organization_id = ? AND created_at >= {from} AND created_at < {until}");
+        self.page::<_, AuditEventRow>(AUDIT_EVENT_COLUMNS, "audit_events", &filter, &[org], page)
+            .await
     }
 }

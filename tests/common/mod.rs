@@ -253,6 +253,25 @@ impl TestApp {
     }
 }
 
+/// An audit event for store calls made directly by tests.
+pub fn audit() -> agentkey::model::AuditEvent {
+    agentkey::model::AuditEvent {
+        id: agentkey::token::new_id(),
+        organization_id: None,
+        occurred_at: START,
+        actor: agentkey::model::Subject {
+            id: agentkey::token::new_id(),
+            subject_type: agentkey::model::SubjectType::ServiceKey,
+            api_token_name: Some("test".into()),
+        },
+        action: "test.change".into(),
+        target_type: "TEST".into(),
+        target_id: "test".into(),
+        request_id: None,
+        source_ip: None,
+    }
+}
+
 pub struct Tenant {
     pub org: String,
     pub workspace: String,

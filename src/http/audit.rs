@@ -1,0 +1,194 @@
+//! The audit trail over HTTP: [`Origin`] tells a handler where a change
+//! came from, so it can hand the store an [`AuditEvent`] to write with the
+//! change; `GET /organizations/{org}/audit-logs` reads the trail back.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::Json;
+use chrono::DateTime;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::Caller;
+use super::context::incoming_request_id_in;
+use super::error::ApiError;
+use super::extract::{ListQuery, PathParams, QueryParams, Sortable};
+use super::lookup;
+use super::schema::BasicSubjectProfile;
+use crate::app::AppState;
+use crate::authz::Action;
+use crate::clock::rfc3339;
+use crate::model::{AuditEvent, Subject};
+use crate::store::{AuditQuery, SortColumn};
+use crate::token::new_id;
+use crate::token::request::FieldError;
+
+/// Where a request came from: its id (as the request context set it) and
+/// the address of the peer that sent it, when known.
+pub struct Origin {
+    request_id: Option<String>,
+    source_ip: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Origin {
+            request_id: incoming_request_id_in(&parts.headers),
+            source_ip: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip().to_string()),
+        })
+    }
+}
+
+/// What a change was done to: its kind (`AGENT_TOKEN`, …) and id.
+pub struct Target<'a>(pub &'static str, pub &'a str);
+
+impl Origin {
+    /// The audit event of `actor` doing `action` to `target` at `at`.
+    pub fn event(
+        &self,
+        actor: Subject,
+        organization: Option<&str>,
+        action: &str,
+        target: Target<'_>,
+        at: i64,
+    ) -> AuditEvent {
+        AuditEvent {
+            id: new_id(),
+            organization_id: organization.map(str::to_string),
+            occurred_at: at,
+            actor,
+            action: action.to_string(),
+            target_type: target.0.to_string(),
+            target_id: target.1.to_string(),
+            request_id: self.request_id.clone(),
+            source_ip: self.source_ip.clone(),
+        }
+    }
+}
+
+/// One audit event on the wire.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditLog {
+    pub id: String,
+    pub organization_id: Option<String>,
+    /// When it happened, RFC 3339.
+    pub created_at: String,
+    pub actor: BasicSubjectProfile,
+    /// e.g. `agentToken.create`, `agentToken.rotate`, `deployment.delete`.
+    pub action: String,
+    /// `ORGANIZATION`, `WORKSPACE`, `DEPLOYMENT` or `AGENT_TOKEN`.
+    pub target_type: String,
+    pub target_id: String,
+    pub request_id: Option<String>,
+    pub source_ip: Option<String>,
+}
+
+impl From<&AuditEvent> for AuditLog {
+    fn from(e: &AuditEvent) -> Self {
+        AuditLog {
+            id: e.id.clone(),
+            organization_id: e.organization_id.clone(),
+            created_at: rfc3339(e.occurred_at),
+            actor: (&e.actor).into(),
+            action: e.action.clone(),
+            target_type: e.target_type.clone(),
+            target_id: e.target_id.clone(),
+            request_id: e.request_id.clone(),
+            source_ip: e.source_ip.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditLogsPaginated {
+    pub limit: i64,
+    pub offset: i64,
+    pub audit_logs: Vec<AuditLog>,
+    pub total_count: i64,
+}
+
+/// The window of the audit logs to read.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct AuditWindow {
+    /// RFC 3339; events at or after it.
+    pub start_date: Option<String>,
+    /// RFC 3339; events before it.
+    pub end_date: Option<String>,
+}
+
+impl Sortable for AuditLog {
+    const SORT_FIELDS: &'static [(&'static str, SortColumn)] =
+        &[("createdAt", SortColumn::CreatedAt)];
+}
+
+/// List an organization's audit logs, oldest first.
+#[utoipa::path(get, path = "/organizations/{organizationId}/audit-logs", tag = "Audit",
+    params(("organizationId" = String, Path), AuditWindow,
+           ("offset" = Option<i64>, Query, description = "Results to skip, >= 0 (default 0)"),
+           ("limit" = Option<i64>, Query, description = "Results per page, 0..=1000 (default 20)")),
+    responses((status = 200, description = "A page of audit events", body = AuditLogsPaginated)))]
+pub async fn list_audit_logs(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(org): PathParams<String>,
+    QueryParams(window): QueryParams<AuditWindow>,
+    query: ListQuery<AuditLog>,
+) -> Result<Json<AuditLogsPaginated>, ApiError> {
+    caller.require(Action::ReadAuditLogs, Some(&org))?;
+    let window = parse_window(window)?;
+    lookup::organization(&state, &org).await?;
+    let page = state
+        .store
+        .list_audit_events(&org, &window, &query.page)
+        .await?;
+    Ok(Json(AuditLogsPaginated {
+        limit: query.page.limit,
+        offset: query.page.offset,
+        audit_logs: page.items.iter().map(AuditLog::from).collect(),
+        total_count: page.total,
+    }))
+}
+
+fn parse_window(window: AuditWindow) -> Result<AuditQuery, ApiError> {
+    let mut errors = Vec::new();
+    let mut parse = |field: &str, value: Option<String>| {
+        let value = value?;
+        match DateTime::parse_from_rfc3339(&value) {
+            Ok(time) => Some(time.timestamp()),
+            Err(_) => {
+                errors.push(FieldError::new(
+                    field,
+                    "invalid",
+                    format!("{field} must be an RFC 3339 time such as 2024-05-01T00:00:00Z; got {value:?}"),
+                ));
+                None
+            }
+        }
+    };
+    let from = parse("startDate", window.start_date);
+    let until = parse("endDate", window.end_date);
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    if let (Some(from), Some(until)) = (from, until) {
+        if from > until {
+            return Err(ApiError::invalid(vec![FieldError::new(
+                "endDate",
+                "invalid",
+                "endDate must not be before startDate",
+            )]));
+        }
+    }
+    Ok(AuditQuery { from, until })
+}
