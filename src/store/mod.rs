@@ -17,6 +17,7 @@ use crate::model::{
     AgentCredential, AgentToken, Deployment, NewAgentToken, Organization, RootCredential, Rotation,
     Workspace,
 };
+use crate::model::{ApiCredential, ApiToken, ApiTokenChange, NewApiToken};
 use crate::token::Digest;
 
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +162,34 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_root_credential_if_absent(&self, cred: &RootCredential) -> Result<bool>;
     /// Replaces the root credential, whatever it was.
     async fn replace_root_credential(&self, cred: &RootCredential) -> Result<()>;
+
+    /// Inserts the API token and its roles, in one transaction.
+    async fn create_api_token(&self, new: &NewApiToken) -> Result<()>;
+    /// The organization's API tokens, with their roles; narrowed by
+    /// `filter` to tokens holding a role on its workspace and/or deployment.
+    async fn list_api_tokens(
+        &self,
+        org: &str,
+        filter: &ApiTokenFilter,
+        page: &PageRequest,
+    ) -> Result<Page<ApiToken>>;
+    async fn get_api_token(&self, org: &str, id: &str) -> Result<Option<ApiToken>>;
+    /// Applies the change in one transaction; answers the token as it now
+    /// is, or `None` if there is no such token.
+    async fn update_api_token(&self, change: &ApiTokenChange) -> Result<Option<ApiToken>>;
+    /// Deletes the token and its roles; answers whether there was one.
+    async fn delete_api_token(&self, org: &str, id: &str) -> Result<bool>;
+    /// The API token whose current secret has this digest, with its roles.
+    async fn find_api_credential(&self, digest: &Digest) -> Result<Option<ApiCredential>>;
+}
+
+/// Which API tokens a list answers: those holding a role on the workspace
+/// and/or the deployment named (all of the organization's when both are
+/// `None`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiTokenFilter {
+    pub workspace: Option<String>,
+    pub deployment: Option<String>,
 }
 
 /// Opens (creating if need be) and migrates the database the URL names.

@@ -15,7 +15,11 @@ use crate::model::{
     AgentCredential, AgentToken, Deployment, NewAgentToken, Organization, RootCredential, Rotation,
     Workspace,
 };
+use crate::model::{ApiCredential, ApiToken, ApiTokenChange, NewApiToken};
+use crate::store::ApiTokenFilter;
 use crate::token::Digest;
+
+mod api_tokens;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -473,5 +477,34 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn create_api_token(&self, new: &NewApiToken) -> Result<()> {
+        api_tokens::create(&self.pool, new).await
+    }
+
+    async fn list_api_tokens(
+        &self,
+        org: &str,
+        filter: &ApiTokenFilter,
+        page: &PageRequest,
+    ) -> Result<Page<ApiToken>> {
+        api_tokens::list(&self.pool, org, filter, page).await
+    }
+
+    async fn get_api_token(&self, org: &str, id: &str) -> Result<Option<ApiToken>> {
+        api_tokens::get(&self.pool, org, id).await
+    }
+
+    async fn update_api_token(&self, change: &ApiTokenChange) -> Result<Option<ApiToken>> {
+        api_tokens::update(&self.pool, change).await
+    }
+
+    async fn delete_api_token(&self, org: &str, id: &str) -> Result<bool> {
+        api_tokens::delete(&self.pool, org, id).await
+    }
+
+    async fn find_api_credential(&self, digest: &Digest) -> Result<Option<ApiCredential>> {
+        api_tokens::find_credential(&self.pool, digest).await
     }
 }
