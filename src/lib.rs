@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod model;
+pub mod roles;
 pub mod serve;
 pub mod store;
 pub mod token;

@@ -162,3 +162,70 @@ pub struct RootCredential {
     pub secret_digest: Digest,
     pub created_at: i64,
 }
+
+/// An organization API token: a management credential with roles
+/// (`/organizations/{org}/tokens`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    pub id: String,
+    pub organization_id: String,
+    pub name: String,
+    pub description: String,
+    pub short_token: String,
+    /// `ORGANIZATION`, `WORKSPACE` or `DEPLOYMENT`: the kind of entity the
+    /// token was created for.
+    pub scope: crate::roles::EntityType,
+    /// The organization, workspace or deployment the token was created for.
+    pub entity_id: String,
+    /// Every role the token holds, ordered by entity kind, then id.
+    pub roles: Vec<crate::roles::RoleGrant>,
+    pub expiry_period_in_days: Option<i64>,
+    pub start_at: i64,
+    pub end_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub created_by: Subject,
+    pub updated_by: Subject,
+    pub last_rotated_at: Option<i64>,
+}
+
+/// What the store needs to insert an API token: the record plus the digest
+/// of its secret.
+#[derive(Debug, Clone)]
+pub struct NewApiToken {
+    pub token: ApiToken,
+    pub secret_digest: Digest,
+}
+
+/// What authentication needs to know about a presented API token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiCredential {
+    pub token_id: String,
+    pub organization_id: String,
+    pub name: String,
+    pub end_at: Option<i64>,
+    pub roles: Vec<crate::roles::RoleGrant>,
+}
+
+/// A change to an API token made by `actor` at `at`.
+#[derive(Debug, Clone)]
+pub struct ApiTokenChange {
+    pub organization_id: String,
+    pub token_id: String,
+    pub at: i64,
+    pub actor: Subject,
+    pub edit: ApiTokenEdit,
+}
+
+#[derive(Debug, Clone)]
+pub enum ApiTokenEdit {
+    /// New name and description.
+    Rename { name: String, description: String },
+    /// The token's whole set of roles, replacing the old one.
+    Roles(Vec<crate::roles::RoleGrant>),
+    /// A new secret; the old one stops working at once.
+    Rotate {
+        secret_digest: Digest,
+        short_token: String,
+    },
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::cache::{Cached, Lookup, VerifyCache};
 use crate::clock::Clock;
-use crate::model::{AgentCredential, Subject, SubjectType};
+use crate::model::{AgentCredential, ApiCredential, Subject, SubjectType};
 use crate::store::revocations::{Revocation, RevocationSink};
 use crate::store::{Store, StoreError};
 use crate::token::secret::parse_kind;
@@ -26,6 +26,8 @@ pub enum Principal {
     Root { id: String },
     /// An agent token: good for a deployment's gateway, not for management.
     Agent(AgentCredential),
+    /// An organization API token: what its roles permit (see `authz`).
+    ApiToken(ApiCredential),
 }
 
 impl Principal {
@@ -41,6 +43,11 @@ impl Principal {
                 id: agent.token_id.clone(),
                 subject_type: SubjectType::ServiceKey,
                 api_token_name: Some(agent.name.clone()),
+            },
+            Principal::ApiToken(token) => Subject {
+                id: token.token_id.clone(),
+                subject_type: SubjectType::ServiceKey,
+                api_token_name: Some(token.name.clone()),
             },
         }
     }
@@ -159,8 +166,24 @@ impl Verifier {
                 }
             }
             Some(SecretKind::Root) => Err(VerifyError::Refused(Refusal::Unknown)),
+            Some(SecretKind::Api) => self.authenticate_api_token(presented).await,
             None => Err(VerifyError::Refused(Refusal::Malformed)),
         }
+    }
+
+    /// An API token is read from the store on every request (management
+    /// calls are not the hot path), so a delete, a rotation or a change of
+    /// roles takes effect on the very next request, on every replica.
+    async fn authenticate_api_token(&self, presented: &str) -> Result<Principal, VerifyError> {
+        let credential = self
+            .store
+            .find_api_credential(&Digest::of(presented))
+            .await?
+            .ok_or(VerifyError::Refused(Refusal::Unknown))?;
+        if credential.end_at.is_some_and(|end| self.clock.now() >= end) {
+            return Err(VerifyError::Refused(Refusal::Expired));
+        }
+        Ok(Principal::ApiToken(credential))
     }
 }
 

@@ -178,6 +178,13 @@ async fn the_openapi_document_covers_every_route(app: TestApp) {
         ("/v1/organizations/{organizationId}/deployments/{deploymentId}/agent-tokens", "post"),
         ("/v1/organizations/{organizationId}/deployments/{deploymentId}/agent-tokens/{agentTokenId}", "get"),
         ("/v1/organizations/{organizationId}/deployments/{deploymentId}/agent-tokens/{agentTokenId}", "delete"),
+        ("/v1/organizations/{organizationId}/tokens", "get"),
+        ("/v1/organizations/{organizationId}/tokens", "post"),
+        ("/v1/organizations/{organizationId}/tokens/{tokenId}", "get"),
+        ("/v1/organizations/{organizationId}/tokens/{tokenId}", "post"),
+        ("/v1/organizations/{organizationId}/tokens/{tokenId}", "delete"),
+        ("/v1/organizations/{organizationId}/tokens/{tokenId}/roles", "post"),
+        ("/v1/organizations/{organizationId}/tokens/{tokenId}/rotate", "post"),
     ];
     let documented: usize = paths
         .values()
@@ -200,7 +207,8 @@ async fn the_openapi_document_covers_every_route(app: TestApp) {
             .replace("{organizationId}", "c000000000000000000000000")
             .replace("{deploymentId}", "c000000000000000000000000")
             .replace("{workspaceId}", "c000000000000000000000000")
-            .replace("{agentTokenId}", "c000000000000000000000000");
+            .replace("{agentTokenId}", "c000000000000000000000000")
+            .replace("{tokenId}", "c000000000000000000000000");
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let body = (method == Method::POST).then(|| json!({ "name": "x", "workspaceId": "x" }));
         let reply = app

@@ -12,6 +12,9 @@ use agentkey::model::{
     AgentCredential, AgentToken, Deployment, NewAgentToken, Organization, RootCredential, Rotation,
     Subject, SubjectType, Workspace, AGENT_ROLE,
 };
+use agentkey::model::{ApiCredential, ApiToken, ApiTokenChange, ApiTokenEdit, NewApiToken};
+use agentkey::roles::{EntityType, Role, RoleGrant};
+use agentkey::store::ApiTokenFilter;
 use agentkey::store::{self, PageRequest, Sort, SortColumn, Store, StoreError};
 use agentkey::token::{new_id, Digest};
 
@@ -102,6 +105,11 @@ contract! {
         recording_use_never_lowers_last_used_at,
         root_credential_is_a_singleton,
         audit_events_commit_with_their_change,
+        api_tokens_round_trip,
+        api_token_lists_filter_by_role_and_page,
+        api_token_changes_are_whole,
+        deleting_an_api_token_deletes_its_roles,
+        an_api_token_is_written_whole_or_not_at_all,
     ],
     urls: [concurrent_creates_through_two_pools_hold_the_limit],
 }
@@ -1474,4 +1482,517 @@ async fn audit_events_commit_with_their_change(store: Arc<dyn Store>) {
         .await
         .expect("list");
     assert_eq!(other_org.total, 0);
+}
+
+// ---------------------------------------------------------------------------
+// API tokens
+// ---------------------------------------------------------------------------
+
+/// An API token scoped to `entity`, holding `roles` (sorted as the store
+/// answers them: organization, workspace, deployment, then id).
+fn api_token_in(
+    org: &Organization,
+    scope: EntityType,
+    entity: &str,
+    roles: Vec<RoleGrant>,
+    name: &str,
+    at: i64,
+) -> NewApiToken {
+    let mut roles = roles;
+    roles.sort_by(|a, b| (a.entity_type(), &a.entity_id).cmp(&(b.entity_type(), &b.entity_id)));
+    NewApiToken {
+        token: ApiToken {
+            id: new_id(),
+            organization_id: org.id.clone(),
+            name: name.into(),
+            description: String::new(),
+            short_token: "akapi_abcd".into(),
+            scope,
+            entity_id: entity.into(),
+            roles,
+            expiry_period_in_days: None,
+            start_at: at,
+            end_at: None,
+            created_at: at,
+            updated_at: at,
+            created_by: user("creator"),
+            updated_by: user("creator"),
+            last_rotated_at: None,
+        },
+        secret_digest: Digest::of(&format!("akapi_secret_{}", new_id())),
+    }
+}
+
+async fn api_tokens_round_trip(store: Arc<dyn Store>) {
+    let (org, ws, dep) = scaffold(store.as_ref()).await;
+    let mut full = api_token_in(
+        &org,
+        EntityType::Organization,
+        &org.id,
+        vec![
+            RoleGrant::new(Role::DeploymentAdmin, dep.id.clone()),
+            RoleGrant::new(Role::OrganizationMember, org.id.clone()),
+            RoleGrant::new(Role::WorkspaceOwner, ws.id.clone()),
+        ],
+        "full",
+        10,
+    );
+    full.token.description = "every optional field set".into();
+    full.token.expiry_period_in_days = Some(30);
+    full.token.end_at = Some(10 + 30 * 86_400);
+    let bare = api_token_in(
+        &org,
+        EntityType::Deployment,
+        &dep.id,
+        vec![RoleGrant::new(Role::DeploymentAdmin, dep.id.clone())],
+        "bare",
+        20,
+    );
+    store
+        .create_api_token(&full, &common::audit())
+        .await
+        .expect("create");
+    store
+        .create_api_token(&bare, &common::audit())
+        .await
+        .expect("create");
+    assert_eq!(
+        full.token.roles[0].entity_type(),
+        EntityType::Organization,
+        "roles come sorted"
+    );
+
+    for t in [&full, &bare] {
+        let got = store
+            .get_api_token(&org.id, &t.token.id)
+            .await
+            .expect("get");
+        assert_eq!(got, Some(t.token.clone()));
+    }
+    let page = store
+        .list_api_tokens(&org.id, &ApiTokenFilter::default(), &all())
+        .await
+        .expect("list");
+    assert_eq!(
+        (page.total, page.items),
+        (2, vec![full.token.clone(), bare.token.clone()])
+    );
+    let other = new_id();
+    assert_eq!(
+        store
+            .get_api_token(&other, &full.token.id)
+            .await
+            .expect("get"),
+        None
+    );
+    assert_eq!(
+        store
+            .list_api_tokens(&other, &ApiTokenFilter::default(), &all())
+            .await
+            .expect("list")
+            .total,
+        0
+    );
+
+    let credential = store
+        .find_api_credential(&full.secret_digest)
+        .await
+        .expect("find");
+    assert_eq!(
+        credential,
+        Some(ApiCredential {
+            token_id: full.token.id.clone(),
+            organization_id: org.id.clone(),
+            name: "full".into(),
+            end_at: full.token.end_at,
+            roles: full.token.roles.clone(),
+        })
+    );
+    let unknown = Digest::of("akapi_never_issued");
+    assert_eq!(
+        store.find_api_credential(&unknown).await.expect("find"),
+        None
+    );
+    // An agent token's digest is not an API token's, nor the reverse.
+    assert_eq!(
+        store
+            .find_agent_credential(&full.secret_digest)
+            .await
+            .expect("find"),
+        None
+    );
+}
+
+async fn api_token_lists_filter_by_role_and_page(store: Arc<dyn Store>) {
+    let (org, ws, dep) = scaffold(store.as_ref()).await;
+    let ws2 = workspace_in(&org, "other", "", 4);
+    store
+        .create_workspace(&ws2, &common::audit())
+        .await
+        .expect("create workspace");
+    let org_token = api_token_in(
+        &org,
+        EntityType::Organization,
+        &org.id,
+        vec![
+            RoleGrant::new(Role::OrganizationOwner, org.id.clone()),
+            RoleGrant::new(Role::DeploymentAdmin, dep.id.clone()),
+        ],
+        "org",
+        10,
+    );
+    let ws_token = api_token_in(
+        &org,
+        EntityType::Workspace,
+        &ws.id,
+        vec![
+            RoleGrant::new(Role::WorkspaceMember, ws.id.clone()),
+            RoleGrant::new(Role::DeploymentAdmin, dep.id.clone()),
+        ],
+        "ws",
+        11,
+    );
+    let ws2_token = api_token_in(
+        &org,
+        EntityType::Workspace,
+        &ws2.id,
+        vec![RoleGrant::new(Role::WorkspaceOwner, ws2.id.clone())],
+        "ws2",
+        12,
+    );
+    for t in [&org_token, &ws_token, &ws2_token] {
+        store
+            .create_api_token(t, &common::audit())
+            .await
+            .expect("create");
+    }
+    let list = |workspace: Option<&str>, deployment: Option<&str>, page: PageRequest| {
+        let store = store.clone();
+        let org = org.id.clone();
+        let filter = ApiTokenFilter {
+            workspace: workspace.map(str::to_string),
+            deployment: deployment.map(str::to_string),
+        };
+        async move {
+            store
+                .list_api_tokens(&org, &filter, &page)
+                .await
+                .expect("list")
+        }
+    };
+    let names = |page: &store::Page<ApiToken>| -> Vec<String> {
+        page.items.iter().map(|t| t.name.clone()).collect()
+    };
+    assert_eq!(names(&list(None, None, all()).await), ["org", "ws", "ws2"]);
+    assert_eq!(names(&list(Some(&ws.id), None, all()).await), ["ws"]);
+    assert_eq!(names(&list(Some(&ws2.id), None, all()).await), ["ws2"]);
+    assert_eq!(
+        names(&list(None, Some(&dep.id), all()).await),
+        ["org", "ws"]
+    );
+    assert_eq!(
+        names(&list(Some(&ws.id), Some(&dep.id), all()).await),
+        ["ws"]
+    );
+    assert_eq!(list(None, Some(&new_id()), all()).await.total, 0);
+
+    let page = list(None, None, window(1, 1)).await;
+    assert_eq!((page.total, names(&page)), (3, vec!["ws".to_string()]));
+    let page = list(None, Some(&dep.id), window(0, 0)).await;
+    assert_eq!((page.total, page.items.len()), (2, 0));
+    let sorted = list(
+        None,
+        None,
+        sorted_by(&[Sort {
+            column: SortColumn::Name,
+            descending: true,
+        }]),
+    )
+    .await;
+    assert_eq!(names(&sorted), ["ws2", "ws", "org"]);
+    // Every listed token carries all of its roles, not only the matching one.
+    let page = list(None, Some(&dep.id), all()).await;
+    assert_eq!(page.items[0].roles, org_token.token.roles);
+}
+
+async fn api_token_changes_are_whole(store: Arc<dyn Store>) {
+    let (org, ws, dep) = scaffold(store.as_ref()).await;
+    let new = api_token_in(
+        &org,
+        EntityType::Workspace,
+        &ws.id,
+        vec![RoleGrant::new(Role::WorkspaceOwner, ws.id.clone())],
+        "before",
+        10,
+    );
+    store
+        .create_api_token(&new, &common::audit())
+        .await
+        .expect("create");
+    let actor = Subject {
+        id: new_id(),
+        subject_type: SubjectType::ServiceKey,
+        api_token_name: Some("ci".into()),
+    };
+    let change = |at: i64, edit: ApiTokenEdit| ApiTokenChange {
+        organization_id: org.id.clone(),
+        token_id: new.token.id.clone(),
+        at,
+        actor: actor.clone(),
+        edit,
+    };
+
+    let renamed = store
+        .update_api_token(
+            &change(
+                20,
+                ApiTokenEdit::Rename {
+                    name: "after".into(),
+                    description: "d".into(),
+                },
+            ),
+            &common::audit(),
+        )
+        .await
+        .expect("update")
+        .expect("exists");
+    let mut want = new.token.clone();
+    want.name = "after".into();
+    want.description = "d".into();
+    want.updated_at = 20;
+    want.updated_by = actor.clone();
+    assert_eq!(renamed, want);
+
+    let roles = vec![
+        RoleGrant::new(Role::WorkspaceAccessor, ws.id.clone()),
+        RoleGrant::new(Role::DeploymentAdmin, dep.id.clone()),
+    ];
+    let changed = store
+        .update_api_token(
+            &change(30, ApiTokenEdit::Roles(roles.clone())),
+            &common::audit(),
+        )
+        .await
+        .expect("update")
+        .expect("exists");
+    want.roles = roles;
+    want.updated_at = 30;
+    assert_eq!(changed, want);
+    let credential = store
+        .find_api_credential(&new.secret_digest)
+        .await
+        .expect("find")
+        .expect("still valid");
+    assert_eq!(credential.roles, want.roles, "the old roles are gone");
+
+    let fresh = Digest::of("akapi_rotated");
+    let rotated = store
+        .update_api_token(
+            &change(
+                40,
+                ApiTokenEdit::Rotate {
+                    secret_digest: fresh,
+                    short_token: "akapi_rota".into(),
+                },
+            ),
+            &common::audit(),
+        )
+        .await
+        .expect("update")
+        .expect("exists");
+    want.short_token = "akapi_rota".into();
+    want.last_rotated_at = Some(40);
+    want.updated_at = 40;
+    assert_eq!(rotated, want);
+    assert_eq!(
+        store
+            .find_api_credential(&new.secret_digest)
+            .await
+            .expect("find"),
+        None,
+        "the old secret stops at once"
+    );
+    assert!(store
+        .find_api_credential(&fresh)
+        .await
+        .expect("find")
+        .is_some());
+
+    // No such token (or not in this organization): nothing changes.
+    let mut elsewhere = change(50, ApiTokenEdit::Roles(vec![]));
+    elsewhere.organization_id = new_id();
+    assert_eq!(
+        store
+            .update_api_token(&elsewhere, &common::audit())
+            .await
+            .expect("update"),
+        None
+    );
+    let mut missing = change(50, ApiTokenEdit::Roles(vec![]));
+    missing.token_id = new_id();
+    assert_eq!(
+        store
+            .update_api_token(&missing, &common::audit())
+            .await
+            .expect("update"),
+        None
+    );
+    assert_eq!(
+        store
+            .get_api_token(&org.id, &new.token.id)
+            .await
+            .expect("get"),
+        Some(want)
+    );
+}
+
+async fn deleting_an_api_token_deletes_its_roles(store: Arc<dyn Store>) {
+    let (org, ws, _) = scaffold(store.as_ref()).await;
+    let doomed = api_token_in(
+        &org,
+        EntityType::Workspace,
+        &ws.id,
+        vec![RoleGrant::new(Role::WorkspaceOwner, ws.id.clone())],
+        "doomed",
+        10,
+    );
+    let survivor = api_token_in(
+        &org,
+        EntityType::Workspace,
+        &ws.id,
+        vec![RoleGrant::new(Role::WorkspaceMember, ws.id.clone())],
+        "survivor",
+        11,
+    );
+    store
+        .create_api_token(&doomed, &common::audit())
+        .await
+        .expect("create");
+    store
+        .create_api_token(&survivor, &common::audit())
+        .await
+        .expect("create");
+
+    assert!(!store
+        .delete_api_token(&new_id(), &doomed.token.id, &common::audit())
+        .await
+        .expect("delete"));
+    assert!(store
+        .delete_api_token(&org.id, &doomed.token.id, &common::audit())
+        .await
+        .expect("delete"));
+    assert!(!store
+        .delete_api_token(&org.id, &doomed.token.id, &common::audit())
+        .await
+        .expect("delete"));
+    assert_eq!(
+        store
+            .find_api_credential(&doomed.secret_digest)
+            .await
+            .expect("find"),
+        None
+    );
+    let filter = ApiTokenFilter {
+        workspace: Some(ws.id.clone()),
+        deployment: None,
+    };
+    let page = store
+        .list_api_tokens(&org.id, &filter, &all())
+        .await
+        .expect("list");
+    assert_eq!(page.items, vec![survivor.token.clone()]);
+
+    // A token with the same id can be created again: no role row was left.
+    let mut again = doomed.clone();
+    again.secret_digest = Digest::of("akapi_again");
+    store
+        .create_api_token(&again, &common::audit())
+        .await
+        .expect("create again");
+    assert_eq!(
+        store
+            .get_api_token(&org.id, &doomed.token.id)
+            .await
+            .expect("get"),
+        Some(again.token)
+    );
+}
+
+async fn an_api_token_is_written_whole_or_not_at_all(store: Arc<dyn Store>) {
+    let (org, ws, _) = scaffold(store.as_ref()).await;
+    let first = api_token_in(
+        &org,
+        EntityType::Workspace,
+        &ws.id,
+        vec![RoleGrant::new(Role::WorkspaceOwner, ws.id.clone())],
+        "first",
+        10,
+    );
+    store
+        .create_api_token(&first, &common::audit())
+        .await
+        .expect("create");
+    // Same secret digest: the insert fails, and none of its roles remain.
+    let mut clash = api_token_in(
+        &org,
+        EntityType::Organization,
+        &org.id,
+        vec![RoleGrant::new(Role::OrganizationOwner, org.id.clone())],
+        "clash",
+        11,
+    );
+    clash.secret_digest = first.secret_digest;
+    assert!(store
+        .create_api_token(&clash, &common::audit())
+        .await
+        .is_err());
+    assert_eq!(
+        store
+            .get_api_token(&org.id, &clash.token.id)
+            .await
+            .expect("get"),
+        None
+    );
+    // Two roles on one entity: the roles insert fails, and so does the token.
+    let doubled = api_token_in(
+        &org,
+        EntityType::Workspace,
+        &ws.id,
+        vec![
+            RoleGrant::new(Role::WorkspaceOwner, ws.id.clone()),
+            RoleGrant::new(Role::WorkspaceMember, ws.id.clone()),
+        ],
+        "doubled",
+        12,
+    );
+    assert!(store
+        .create_api_token(&doubled, &common::audit())
+        .await
+        .is_err());
+    assert_eq!(
+        store
+            .get_api_token(&org.id, &doubled.token.id)
+            .await
+            .expect("get"),
+        None
+    );
+    // A role change that fails leaves the old roles in place.
+    let failing = ApiTokenChange {
+        organization_id: org.id.clone(),
+        token_id: first.token.id.clone(),
+        at: 20,
+        actor: user("x"),
+        edit: ApiTokenEdit::Roles(doubled.token.roles.clone()),
+    };
+    assert!(store
+        .update_api_token(&failing, &common::audit())
+        .await
+        .is_err());
+    assert_eq!(
+        store
+            .get_api_token(&org.id, &first.token.id)
+            .await
+            .expect("get"),
+        Some(first.token)
+    );
 }

@@ -14,7 +14,7 @@ use super::extract::{ListQuery, OptionalJson, PathParams, Sortable, ValidJson};
 use super::lookup;
 use super::schema::{ApiToken, ApiTokensPaginated, SecretResponse};
 use crate::app::AppState;
-use crate::authz::Action;
+use crate::authz::{Action, Resource};
 use crate::model::{AgentToken, NewAgentToken, Rotation, AGENT_ROLE};
 use crate::store::revocations::{Revocation, RevocationSink};
 use crate::store::SortColumn;
@@ -73,8 +73,9 @@ pub async fn list_agent_tokens(
     PathParams((org, dep)): PathParams<(String, String)>,
     query: ListQuery<ApiToken>,
 ) -> Result<Json<ApiTokensPaginated>, ApiError> {
-    caller.require(Action::GetAgentTokens, Some(&org))?;
-    lookup::deployment(&state, &org, &dep).await?;
+    caller.require(Action::GetAgentTokens, Resource::Inside(&org))?;
+    let deployment = lookup::deployment(&state, &org, &dep).await?;
+    caller.require(Action::GetAgentTokens, lookup::in_deployment(&deployment))?;
     let page = state
         .store
         .list_agent_tokens(&org, &dep, &query.page)
@@ -101,7 +102,7 @@ pub async fn create_agent_token(
     PathParams((org, dep)): PathParams<(String, String)>,
     ValidJson(request): ValidJson<CreateAgentTokenRequest>,
 ) -> Result<SecretResponse<ApiToken>, ApiError> {
-    caller.require(Action::CreateAgentToken, Some(&org))?;
+    caller.require(Action::CreateAgentToken, Resource::Inside(&org))?;
     let mut faults = Faults::default();
     let name = faults.check(Name::parse("name", request.name));
     let description = faults.check(Description::parse("description", request.description));
@@ -112,7 +113,8 @@ pub async fn create_agent_token(
     let (name, description, expiry_days) = faults
         .finish(|| Some((name?, description?, expiry?)))
         .map_err(ApiError::invalid)?;
-    lookup::deployment(&state, &org, &dep).await?;
+    let deployment = lookup::deployment(&state, &org, &dep).await?;
+    caller.require(Action::CreateAgentToken, lookup::in_deployment(&deployment))?;
 
     let secret = Secret::generate(SecretKind::Agent);
     let now = state.clock.now();
@@ -166,8 +168,9 @@ pub async fn get_agent_token(
     caller: Caller,
     PathParams((org, dep, id)): PathParams<(String, String, String)>,
 ) -> Result<Json<ApiToken>, ApiError> {
-    caller.require(Action::GetAgentTokens, Some(&org))?;
-    lookup::deployment(&state, &org, &dep).await?;
+    caller.require(Action::GetAgentTokens, Resource::Inside(&org))?;
+    let deployment = lookup::deployment(&state, &org, &dep).await?;
+    caller.require(Action::GetAgentTokens, lookup::in_deployment(&deployment))?;
     if !is_id(&id) {
         return Err(ApiError::not_found("agent token"));
     }
@@ -191,8 +194,9 @@ pub async fn delete_agent_token(
     origin: Origin,
     PathParams((org, dep, id)): PathParams<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(Action::DeleteAgentToken, Some(&org))?;
-    lookup::deployment(&state, &org, &dep).await?;
+    caller.require(Action::DeleteAgentToken, Resource::Inside(&org))?;
+    let deployment = lookup::deployment(&state, &org, &dep).await?;
+    caller.require(Action::DeleteAgentToken, lookup::in_deployment(&deployment))?;
     if !is_id(&id) {
         return Err(ApiError::not_found("agent token"));
     }
@@ -228,10 +232,11 @@ pub async fn rotate_agent_token(
     PathParams((org, dep, id)): PathParams<(String, String, String)>,
     OptionalJson(request): OptionalJson<RotateAgentTokenRequest>,
 ) -> Result<SecretResponse<ApiToken>, ApiError> {
-    caller.require(Action::RotateAgentToken, Some(&org))?;
+    caller.require(Action::RotateAgentToken, Resource::Inside(&org))?;
     let grace = parse_grace_seconds("gracePeriodSeconds", request.grace_period_seconds)
         .map_err(|e| ApiError::invalid(vec![e]))?;
-    lookup::deployment(&state, &org, &dep).await?;
+    let deployment = lookup::deployment(&state, &org, &dep).await?;
+    caller.require(Action::RotateAgentToken, lookup::in_deployment(&deployment))?;
     if !is_id(&id) {
         return Err(ApiError::not_found("agent token"));
     }

@@ -18,7 +18,7 @@ use super::extract::{ListQuery, PathParams, QueryParams, Sortable};
 use super::lookup;
 use super::schema::BasicSubjectProfile;
 use crate::app::AppState;
-use crate::authz::Action;
+use crate::authz::{Action, Resource};
 use crate::clock::rfc3339;
 use crate::model::{AuditEvent, Subject};
 use crate::store::{AuditQuery, SortColumn};
@@ -145,7 +145,7 @@ pub async fn list_audit_logs(
     QueryParams(window): QueryParams<AuditWindow>,
     query: ListQuery<AuditLog>,
 ) -> Result<Json<AuditLogsPaginated>, ApiError> {
-    caller.require(Action::ReadAuditLogs, Some(&org))?;
+    caller.require(Action::ReadAuditLogs, Resource::Organization(&org))?;
     let window = parse_window(window)?;
     lookup::organization(&state, &org).await?;
     let page = state

@@ -7,16 +7,16 @@ use axum::http::{header, HeaderMap};
 
 use super::error::ApiError;
 use crate::app::AppState;
-use crate::authz::{self, Action};
+use crate::authz::{self, Action, Resource};
 use crate::verify::{Principal, VerifyError};
 
 /// The authenticated caller of a management endpoint.
 pub struct Caller(pub Principal);
 
 impl Caller {
-    /// Refuses with a 403 unless the caller may perform `action` in `organization`.
-    pub fn require(&self, action: Action, organization: Option<&str>) -> Result<(), ApiError> {
-        authz::authorize(&self.0, action, organization)
+    /// Refuses with a 403 unless the caller may perform `action` on `resource`.
+    pub fn require(&self, action: Action, resource: Resource) -> Result<(), ApiError> {
+        authz::authorize(&self.0, action, resource)
             .map_err(|denied| ApiError::forbidden(denied.message))
     }
 }

@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::extract::{ListQuery, PathParams, Sortable, ValidJson};
 use super::lookup;
 use crate::app::AppState;
-use crate::authz::Action;
+use crate::authz::{Action, Resource};
 use crate::clock::rfc3339;
 use crate::model;
 use crate::store::revocations::{Revocation, RevocationSink};
@@ -91,7 +91,7 @@ pub async fn create_deployment(
     PathParams(org): PathParams<String>,
     ValidJson(request): ValidJson<CreateDeploymentRequest>,
 ) -> Result<Json<Deployment>, ApiError> {
-    caller.require(Action::CreateDeployment, Some(&org))?;
+    caller.require(Action::CreateDeployment, Resource::Inside(&org))?;
     let mut faults = Faults::default();
     let name = faults.check(Name::parse("name", request.name));
     let workspace_id = faults.check(parse_reference("workspaceId", request.workspace_id));
@@ -113,6 +113,13 @@ pub async fn create_deployment(
             format!("workspaceId {workspace_id:?} is not a workspace of this organization"),
         )]));
     }
+    caller.require(
+        Action::CreateDeployment,
+        Resource::Workspace {
+            organization: &org,
+            workspace: &workspace_id,
+        },
+    )?;
     let now = state.clock.now();
     let deployment = model::Deployment {
         id: new_id(),
@@ -147,7 +154,7 @@ pub async fn list_deployments(
     PathParams(org): PathParams<String>,
     query: ListQuery<Deployment>,
 ) -> Result<Json<DeploymentsPaginated>, ApiError> {
-    caller.require(Action::ListDeployments, Some(&org))?;
+    caller.require(Action::ListDeployments, Resource::Organization(&org))?;
     lookup::organization(&state, &org).await?;
     let page = state.store.list_deployments(&org, &query.page).await?;
     Ok(Json(DeploymentsPaginated {
@@ -167,8 +174,9 @@ pub async fn get_deployment(
     caller: Caller,
     PathParams((org, id)): PathParams<(String, String)>,
 ) -> Result<Json<Deployment>, ApiError> {
-    caller.require(Action::GetDeployment, Some(&org))?;
+    caller.require(Action::GetDeployment, Resource::Inside(&org))?;
     let deployment = lookup::deployment(&state, &org, &id).await?;
+    caller.require(Action::GetDeployment, lookup::in_deployment(&deployment))?;
     Ok(Json((&deployment).into()))
 }
 
@@ -182,11 +190,9 @@ pub async fn delete_deployment(
     origin: Origin,
     PathParams((org, id)): PathParams<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(Action::DeleteDeployment, Some(&org))?;
-    lookup::organization(&state, &org).await?;
-    if !is_id(&id) {
-        return Err(ApiError::not_found("deployment"));
-    }
+    caller.require(Action::DeleteDeployment, Resource::Inside(&org))?;
+    let deployment = lookup::deployment(&state, &org, &id).await?;
+    caller.require(Action::DeleteDeployment, lookup::in_deployment(&deployment))?;
     let audit = origin.event(
         caller.0.subject(),
         Some(&org),

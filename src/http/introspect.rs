@@ -16,9 +16,9 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::ValidForm;
 use crate::app::AppState;
-use crate::authz::{self, Action};
+use crate::authz::{self, Action, Resource};
 use crate::token::request::FieldError;
-use crate::verify::{Principal, VerifyError};
+use crate::verify::VerifyError;
 
 /// The form an introspection request sends (RFC 7662 section 2.1).
 #[derive(Debug, Deserialize, ToSchema)]
@@ -66,9 +66,7 @@ pub async fn introspect(
     caller: Caller,
     ValidForm(request): ValidForm<IntrospectionRequest>,
 ) -> Result<Response, ApiError> {
-    if matches!(caller.0, Principal::Agent(_)) {
-        caller.require(Action::IntrospectTokens, None)?;
-    }
+    caller.require(Action::IntrospectTokens, Resource::Global)?;
     let Some(token) = request.token.filter(|t| !t.is_empty()) else {
         return Err(ApiError::invalid(vec![FieldError::new(
             "token",
@@ -82,7 +80,7 @@ pub async fn introspect(
             let allowed = authz::authorize(
                 &caller.0,
                 Action::IntrospectTokens,
-                Some(&c.organization_id),
+                Resource::Organization(&c.organization_id),
             );
             match allowed {
                 Ok(()) => Introspection {

@@ -3,7 +3,8 @@
 
 use super::error::ApiError;
 use crate::app::AppState;
-use crate::model::{Deployment, Organization};
+use crate::authz::Resource;
+use crate::model::{Deployment, Organization, Workspace};
 use crate::token::id::is_id;
 
 pub async fn organization(state: &AppState, id: &str) -> Result<Organization, ApiError> {
@@ -28,4 +29,26 @@ pub async fn deployment(state: &AppState, org: &str, id: &str) -> Result<Deploym
         .get_deployment(org, id)
         .await?
         .ok_or_else(|| ApiError::not_found("deployment"))
+}
+
+/// The workspace, which must belong to the organization (checked first).
+pub async fn workspace(state: &AppState, org: &str, id: &str) -> Result<Workspace, ApiError> {
+    organization(state, org).await?;
+    if !is_id(id) {
+        return Err(ApiError::not_found("workspace"));
+    }
+    state
+        .store
+        .get_workspace(org, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("workspace"))
+}
+
+/// A looked-up deployment as `authz` sees it: in its workspace.
+pub fn in_deployment(d: &Deployment) -> Resource<'_> {
+    Resource::Deployment {
+        organization: &d.organization_id,
+        workspace: &d.workspace_id,
+        deployment: &d.id,
+    }
 }

@@ -6,6 +6,7 @@
 //! `extract`) → one handler per resource file → `store`.
 
 pub mod agent_tokens;
+pub mod api_tokens;
 pub mod audit;
 pub mod auth;
 pub mod authorize;
@@ -18,6 +19,7 @@ pub mod introspect;
 mod lookup;
 pub mod openapi;
 pub mod organizations;
+mod places;
 pub mod schema;
 pub mod workspaces;
 
@@ -66,6 +68,17 @@ fn api_routes() -> OpenApiRouter<AppState> {
             agent_tokens::delete_agent_token
         ))
         .routes(routes!(agent_tokens::rotate_agent_token))
+        .routes(routes!(
+            api_tokens::list_api_tokens,
+            api_tokens::create_api_token
+        ))
+        .routes(routes!(
+            api_tokens::get_api_token,
+            api_tokens::update_api_token,
+            api_tokens::delete_api_token
+        ))
+        .routes(routes!(api_tokens::update_api_token_roles))
+        .routes(routes!(api_tokens::rotate_api_token))
         .routes(routes!(authorize::authorize))
         .routes(routes!(introspect::introspect))
         .routes(routes!(audit::list_audit_logs))

@@ -11,12 +11,13 @@ use super::error::ApiError;
 use super::extract::{ListQuery, PathParams, Sortable, ValidJson};
 use super::lookup;
 use crate::app::AppState;
-use crate::authz::Action;
+use crate::authz::{Action, Resource};
 use crate::clock::rfc3339;
 use crate::model;
-use crate::store::SortColumn;
+use crate::store::{Page, SortColumn};
 use crate::token::new_id;
 use crate::token::request::{Faults, Name};
+use crate::verify::Principal;
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -72,7 +73,7 @@ pub async fn create_organization(
     origin: Origin,
     ValidJson(request): ValidJson<CreateOrganizationRequest>,
 ) -> Result<Json<Organization>, ApiError> {
-    caller.require(Action::CreateOrganization, None)?;
+    caller.require(Action::CreateOrganization, Resource::Global)?;
     let mut faults = Faults::default();
     let name = faults.check(Name::parse("name", request.name));
     let name = faults.finish(|| name).map_err(ApiError::invalid)?;
@@ -105,8 +106,20 @@ pub async fn list_organizations(
     caller: Caller,
     query: ListQuery<Organization>,
 ) -> Result<Json<OrganizationsPaginated>, ApiError> {
-    caller.require(Action::ListOrganizations, None)?;
-    let page = state.store.list_organizations(&query.page).await?;
+    caller.require(Action::ListOrganizations, Resource::Global)?;
+    let page = match &caller.0 {
+        // An API token has roles in exactly one organization: its own.
+        Principal::ApiToken(token) => {
+            let own = state.store.get_organization(&token.organization_id).await?;
+            let total = i64::from(own.is_some());
+            let on_page = query.page.offset == 0 && query.page.limit > 0;
+            Page {
+                items: own.into_iter().filter(|_| on_page).collect(),
+                total,
+            }
+        }
+        _ => state.store.list_organizations(&query.page).await?,
+    };
     Ok(Json(OrganizationsPaginated {
         limit: query.page.limit,
         offset: query.page.offset,
@@ -124,7 +137,7 @@ pub async fn get_organization(
     caller: Caller,
     PathParams(org): PathParams<String>,
 ) -> Result<Json<Organization>, ApiError> {
-    caller.require(Action::GetOrganization, Some(&org))?;
+    caller.require(Action::GetOrganization, Resource::Organization(&org))?;
     let org = lookup::organization(&state, &org).await?;
     Ok(Json((&org).into()))
 }

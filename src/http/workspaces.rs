@@ -11,11 +11,10 @@ use super::error::ApiError;
 use super::extract::{ListQuery, PathParams, Sortable, ValidJson};
 use super::lookup;
 use crate::app::AppState;
-use crate::authz::Action;
+use crate::authz::{Action, Resource};
 use crate::clock::rfc3339;
 use crate::model;
 use crate::store::SortColumn;
-use crate::token::id::is_id;
 use crate::token::new_id;
 use crate::token::request::{Description, Faults, Name};
 
@@ -82,7 +81,7 @@ pub async fn create_workspace(
     PathParams(org): PathParams<String>,
     ValidJson(request): ValidJson<CreateWorkspaceRequest>,
 ) -> Result<Json<Workspace>, ApiError> {
-    caller.require(Action::CreateWorkspace, Some(&org))?;
+    caller.require(Action::CreateWorkspace, Resource::Organization(&org))?;
     let mut faults = Faults::default();
     let name = faults.check(Name::parse("name", request.name));
     let description = faults.check(Description::parse("description", request.description));
@@ -123,7 +122,7 @@ pub async fn list_workspaces(
     PathParams(org): PathParams<String>,
     query: ListQuery<Workspace>,
 ) -> Result<Json<WorkspacesPaginated>, ApiError> {
-    caller.require(Action::ListWorkspaces, Some(&org))?;
+    caller.require(Action::ListWorkspaces, Resource::Organization(&org))?;
     lookup::organization(&state, &org).await?;
     let page = state.store.list_workspaces(&org, &query.page).await?;
     Ok(Json(WorkspacesPaginated {
@@ -143,15 +142,14 @@ pub async fn get_workspace(
     caller: Caller,
     PathParams((org, id)): PathParams<(String, String)>,
 ) -> Result<Json<Workspace>, ApiError> {
-    caller.require(Action::GetWorkspace, Some(&org))?;
-    lookup::organization(&state, &org).await?;
-    if !is_id(&id) {
-        return Err(ApiError::not_found("workspace"));
-    }
-    let workspace = state
-        .store
-        .get_workspace(&org, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("workspace"))?;
+    caller.require(Action::GetWorkspace, Resource::Inside(&org))?;
+    let workspace = lookup::workspace(&state, &org, &id).await?;
+    caller.require(
+        Action::GetWorkspace,
+        Resource::Workspace {
+            organization: &org,
+            workspace: &workspace.id,
+        },
+    )?;
     Ok(Json((&workspace).into()))
 }

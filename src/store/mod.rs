@@ -18,6 +18,7 @@ use crate::model::{
     AgentCredential, AgentToken, AuditEvent, Deployment, NewAgentToken, Organization,
     RootCredential, Rotation, Workspace,
 };
+use crate::model::{ApiCredential, ApiToken, ApiTokenChange, NewApiToken};
 use crate::token::Digest;
 
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +207,29 @@ pub trait Store: Send + Sync + 'static {
     ) -> Option<tokio::task::JoinHandle<()>> {
         None
     }
+
+    /// Inserts the API token and its roles, in one transaction.
+    async fn create_api_token(&self, new: &NewApiToken, audit: &AuditEvent) -> Result<()>;
+    /// The organization's API tokens, with their roles; narrowed by
+    /// `filter` to tokens holding a role on its workspace and/or deployment.
+    async fn list_api_tokens(
+        &self,
+        org: &str,
+        filter: &ApiTokenFilter,
+        page: &PageRequest,
+    ) -> Result<Page<ApiToken>>;
+    async fn get_api_token(&self, org: &str, id: &str) -> Result<Option<ApiToken>>;
+    /// Applies the change in one transaction; answers the token as it now
+    /// is, or `None` if there is no such token.
+    async fn update_api_token(
+        &self,
+        change: &ApiTokenChange,
+        audit: &AuditEvent,
+    ) -> Result<Option<ApiToken>>;
+    /// Deletes the token and its roles; answers whether there was one.
+    async fn delete_api_token(&self, org: &str, id: &str, audit: &AuditEvent) -> Result<bool>;
+    /// The API token whose current secret has this digest, with its roles.
+    async fn find_api_credential(&self, digest: &Digest) -> Result<Option<ApiCredential>>;
 }
 
 /// The audit events of one organization that occurred in `[from, until)`.
@@ -213,6 +237,15 @@ pub trait Store: Send + Sync + 'static {
 pub struct AuditQuery {
     pub from: Option<i64>,
     pub until: Option<i64>,
+}
+
+/// Which API tokens a list answers: those holding a role on the workspace
+/// and/or the deployment named (all of the organization's when both are
+/// `None`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiTokenFilter {
+    pub workspace: Option<String>,
+    pub deployment: Option<String>,
 }
 
 /// Opens (creating if need be) and migrates the database the URL names.

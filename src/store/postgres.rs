@@ -17,6 +17,8 @@ use crate::model::{
     AgentCredential, AgentToken, AuditEvent, Deployment, NewAgentToken, Organization,
     RootCredential, Rotation, Workspace,
 };
+use crate::model::{ApiCredential, ApiToken, ApiTokenChange, NewApiToken};
+use crate::store::ApiTokenFilter;
 use crate::token::Digest;
 
 /// Publishes a revocation to the other replicas. Called inside the
@@ -50,6 +52,7 @@ async fn record(tx: &mut sqlx::PgConnection, event: &AuditEvent) -> Result<()> {
         .await?;
     Ok(())
 }
+mod api_tokens;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -593,5 +596,38 @@ impl Store for PostgresStore {
         record(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn create_api_token(&self, new: &NewApiToken, audit: &AuditEvent) -> Result<()> {
+        api_tokens::create(&self.pool, new, audit).await
+    }
+
+    async fn list_api_tokens(
+        &self,
+        org: &str,
+        filter: &ApiTokenFilter,
+        page: &PageRequest,
+    ) -> Result<Page<ApiToken>> {
+        api_tokens::list(&self.pool, org, filter, page).await
+    }
+
+    async fn get_api_token(&self, org: &str, id: &str) -> Result<Option<ApiToken>> {
+        api_tokens::get(&self.pool, org, id).await
+    }
+
+    async fn update_api_token(
+        &self,
+        change: &ApiTokenChange,
+        audit: &AuditEvent,
+    ) -> Result<Option<ApiToken>> {
+        api_tokens::update(&self.pool, change, audit).await
+    }
+
+    async fn delete_api_token(&self, org: &str, id: &str, audit: &AuditEvent) -> Result<bool> {
+        api_tokens::delete(&self.pool, org, id, audit).await
+    }
+
+    async fn find_api_credential(&self, digest: &Digest) -> Result<Option<ApiCredential>> {
+        api_tokens::find_credential(&self.pool, digest).await
     }
 }

@@ -1,9 +1,13 @@
 //! Row shapes shared by every backend: the columns each `SELECT` names and
 //! the mapping from a row to a model record.
 
+use std::collections::HashMap;
+
 use sqlx::FromRow;
 
+use crate::model::ApiToken;
 use crate::model::{AgentCredential, AgentToken, Deployment, Subject, SubjectType, Workspace};
+use crate::roles::{EntityType, Role, RoleGrant};
 use crate::token::Digest;
 
 pub const WORKSPACE_COLUMNS: &str =
@@ -235,5 +239,107 @@ impl From<AuditEventRow> for crate::model::AuditEvent {
             request_id: r.request_id,
             source_ip: r.source_ip,
         }
+    }
+}
+
+pub const API_TOKEN_COLUMNS: &str = "id, organization_id, name, description, short_token, \
+    scope, entity_id, expiry_period_in_days, start_at, end_at, created_at, updated_at, \
+    created_by_id, created_by_type, created_by_name, updated_by_id, updated_by_type, \
+    updated_by_name, last_rotated_at";
+pub const API_TOKEN_ROLE_COLUMNS: &str = "token_id, entity_type, entity_id, role";
+
+#[derive(FromRow)]
+pub struct ApiTokenRow {
+    pub id: String,
+    pub organization_id: String,
+    pub name: String,
+    pub description: String,
+    pub short_token: String,
+    pub scope: String,
+    pub entity_id: String,
+    pub expiry_period_in_days: Option<i64>,
+    pub start_at: i64,
+    pub end_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub created_by_id: String,
+    pub created_by_type: String,
+    pub created_by_name: Option<String>,
+    pub updated_by_id: String,
+    pub updated_by_type: String,
+    pub updated_by_name: Option<String>,
+    pub last_rotated_at: Option<i64>,
+}
+
+#[derive(FromRow)]
+pub struct ApiTokenRoleRow {
+    pub token_id: String,
+    pub entity_type: String,
+    pub entity_id: String,
+    pub role: String,
+}
+
+impl ApiTokenRoleRow {
+    /// The grant this row stands for. A row whose role is unknown, or does
+    /// not match its entity type, grants nothing and is dropped.
+    pub fn into_grant(self) -> Option<RoleGrant> {
+        let role = Role::parse(&self.role)?;
+        (role.entity_type().as_str() == self.entity_type)
+            .then(|| RoleGrant::new(role, self.entity_id))
+    }
+}
+
+/// Sorts grants by entity kind (organization, workspace, deployment), then id.
+pub fn sort_grants(grants: &mut [RoleGrant]) {
+    grants.sort_by(|a, b| {
+        (a.entity_type(), &a.entity_id, a.role).cmp(&(b.entity_type(), &b.entity_id, b.role))
+    });
+}
+
+/// Role rows grouped by token id, each group sorted.
+pub fn group_grants(rows: Vec<ApiTokenRoleRow>) -> HashMap<String, Vec<RoleGrant>> {
+    let mut grouped: HashMap<String, Vec<RoleGrant>> = HashMap::new();
+    for row in rows {
+        let token_id = row.token_id.clone();
+        if let Some(grant) = row.into_grant() {
+            grouped.entry(token_id).or_default().push(grant);
+        }
+    }
+    for grants in grouped.values_mut() {
+        sort_grants(grants);
+    }
+    grouped
+}
+
+impl ApiTokenRow {
+    /// The token with its roles. `None` if the stored scope is not one
+    /// agentkey knows.
+    pub fn into_token(self, roles: Vec<RoleGrant>) -> Option<ApiToken> {
+        Some(ApiToken {
+            scope: EntityType::parse(&self.scope)?,
+            id: self.id,
+            organization_id: self.organization_id,
+            name: self.name,
+            description: self.description,
+            short_token: self.short_token,
+            entity_id: self.entity_id,
+            roles,
+            expiry_period_in_days: self.expiry_period_in_days,
+            start_at: self.start_at,
+            end_at: self.end_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            created_by: Subject {
+                id: self.created_by_id,
+                subject_type: SubjectType::parse(&self.created_by_type),
+                api_token_name: self.created_by_name,
+            },
+            updated_by: Subject {
+                id: self.updated_by_id,
+                subject_type: SubjectType::parse(&self.updated_by_type),
+                api_token_name: self.updated_by_name,
+            },
+            last_rotated_at: self.last_rotated_at,
+        })
     }
 }

@@ -15,6 +15,8 @@ use crate::model::{
     AgentCredential, AgentToken, AuditEvent, Deployment, NewAgentToken, Organization,
     RootCredential, Rotation, Workspace,
 };
+use crate::model::{ApiCredential, ApiToken, ApiTokenChange, NewApiToken};
+use crate::store::ApiTokenFilter;
 use crate::token::Digest;
 
 /// Appends `event` to the audit trail, inside the caller's transaction.
@@ -38,6 +40,7 @@ async fn record(tx: &mut sqlx::SqliteConnection, event: &AuditEvent) -> Result<(
         .await?;
     Ok(())
 }
+mod api_tokens;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -543,5 +546,38 @@ impl Store for SqliteStore {
             format!("organization_id = ? AND created_at >= {from} AND created_at < {until}");
         self.page::<_, AuditEventRow>(AUDIT_EVENT_COLUMNS, "audit_events", &filter, &[org], page)
             .await
+    }
+
+    async fn create_api_token(&self, new: &NewApiToken, audit: &AuditEvent) -> Result<()> {
+        api_tokens::create(&self.pool, new, audit).await
+    }
+
+    async fn list_api_tokens(
+        &self,
+        org: &str,
+        filter: &ApiTokenFilter,
+        page: &PageRequest,
+    ) -> Result<Page<ApiToken>> {
+        api_tokens::list(&self.pool, org, filter, page).await
+    }
+
+    async fn get_api_token(&self, org: &str, id: &str) -> Result<Option<ApiToken>> {
+        api_tokens::get(&self.pool, org, id).await
+    }
+
+    async fn update_api_token(
+        &self,
+        change: &ApiTokenChange,
+        audit: &AuditEvent,
+    ) -> Result<Option<ApiToken>> {
+        api_tokens::update(&self.pool, change, audit).await
+    }
+
+    async fn delete_api_token(&self, org: &str, id: &str, audit: &AuditEvent) -> Result<bool> {
+        api_tokens::delete(&self.pool, org, id, audit).await
+    }
+
+    async fn find_api_credential(&self, digest: &Digest) -> Result<Option<ApiCredential>> {
+        api_tokens::find_credential(&self.pool, digest).await
     }
 }

@@ -28,15 +28,18 @@ pub enum SecretKind {
     Agent,
     /// The root credential, with every permission.
     Root,
+    /// An organization API token: a management credential with roles.
+    Api,
 }
 
 impl SecretKind {
-    pub const ALL: [SecretKind; 2] = [SecretKind::Agent, SecretKind::Root];
+    pub const ALL: [SecretKind; 3] = [SecretKind::Agent, SecretKind::Root, SecretKind::Api];
 
     pub fn prefix(self) -> &'static str {
         match self {
             SecretKind::Agent => "akagt_",
             SecretKind::Root => "akroot_",
+            SecretKind::Api => "akapi_",
         }
     }
 }
@@ -178,6 +181,10 @@ mod tests {
         assert_eq!(a.expose().len(), "akagt_".len() + BODY_LEN + CHECKSUM_LEN);
         let root = Secret::generate(SecretKind::Root);
         assert_eq!(parse_kind(root.expose()), Some(SecretKind::Root));
+        let api = Secret::generate(SecretKind::Api);
+        assert_eq!(parse_kind(api.expose()), Some(SecretKind::Api));
+        let swapped = api.expose().replacen("akapi_", "akagt_", 1);
+        assert_eq!(parse_kind(&swapped), None, "the checksum covers the prefix");
     }
 
     #[test]

@@ -1,0 +1,285 @@
+//! The endpoint × role table of `docs/permissions.md`, run: every row is
+//! sent once per column (every role, root, a token of another
+//! organization, an agent token) and each status must equal its cell. The
+//! table must also cover every route of the OpenAPI document.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+
+use agentkey::app::Settings;
+use agentkey::roles::Role;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use common::{str_of, TestApp};
+use serde_json::{json, Value};
+
+const DOC: &str = include_str!("../docs/permissions.md");
+const MISSING: &str = "c000000000000000000000000";
+
+struct Row {
+    method: Method,
+    path: String,
+    body: String,
+    /// Column name → expected status.
+    expected: Vec<(String, u16)>,
+}
+
+/// The columns after `request` and `body`.
+fn columns() -> Vec<String> {
+    let mut columns = vec!["root".to_string()];
+    columns.extend(Role::ALL.iter().map(|r| r.as_str().to_string()));
+    columns.extend(["other organization".into(), "agent token".into()]);
+    columns
+}
+
+fn cells(line: &str) -> Vec<String> {
+    let line = line.trim().trim_start_matches('|').trim_end_matches('|');
+    line.split('|').map(|c| c.trim().to_string()).collect()
+}
+
+fn unquote(cell: &str) -> &str {
+    cell.trim_matches('`')
+}
+
+fn parse_table() -> Vec<Row> {
+    let mut lines = DOC
+        .lines()
+        .skip_while(|l| !l.starts_with("| request | body |"));
+    let header = cells(lines.next().expect("the endpoint table's header"));
+    assert_eq!(header[..2], ["request", "body"]);
+    assert_eq!(
+        header[2..],
+        columns(),
+        "one column per role, root, other, agent"
+    );
+    lines.next().expect("separator");
+    lines
+        .take_while(|l| l.starts_with('|'))
+        .map(|line| {
+            let cells = cells(line);
+            assert_eq!(cells.len(), header.len(), "{line}");
+            let (method, path) = unquote(&cells[0]).split_once(' ').expect("METHOD path");
+            Row {
+                method: Method::from_bytes(method.as_bytes()).expect("method"),
+                path: path.to_string(),
+                body: unquote(&cells[1]).to_string(),
+                expected: header[2..]
+                    .iter()
+                    .zip(&cells[2..])
+                    .map(|(column, cell)| (column.clone(), cell.parse().expect("a status code")))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// `/v1/organizations/{org}/tokens?x={ws}` → `/v1/organizations/{}/tokens`.
+fn shape(path: &str) -> String {
+    let path = path.split('?').next().unwrap();
+    let mut out = String::new();
+    let mut depth = 0;
+    for c in path.chars() {
+        match c {
+            '{' => {
+                depth += 1;
+                out.push('{');
+            }
+            '}' => {
+                depth -= 1;
+                out.push('}');
+            }
+            _ if depth > 0 => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+struct Fixture {
+    app: TestApp,
+    ids: HashMap<&'static str, String>,
+    /// Column name → bearer credential.
+    callers: HashMap<String, String>,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let app = TestApp::with_settings(Settings {
+            max_agent_tokens_per_deployment: 100_000,
+            ..Settings::default()
+        })
+        .await;
+        let org = app.org("acme").await;
+        let ws = app.workspace(&org).await;
+        let ws2 = app.workspace(&org).await;
+        let dep = app.deployment(&org, &ws).await;
+        let sib = app.deployment(&org, &ws).await;
+        let dep2 = app.deployment(&org, &ws2).await;
+        let other_org = app.org("other").await;
+        let mut ids = HashMap::new();
+        for (key, id) in [
+            ("{org}", &org),
+            ("{ws}", &ws),
+            ("{ws2}", &ws2),
+            ("{dep}", &dep),
+            ("{sib}", &sib),
+            ("{dep2}", &dep2),
+        ] {
+            ids.insert(key, id.clone());
+        }
+        let mut callers = HashMap::new();
+        callers.insert("root".to_string(), app.root.clone());
+        for role in Role::ALL {
+            let (scope, entity) = match role.entity_type() {
+                agentkey::roles::EntityType::Organization => ("ORGANIZATION", &org),
+                agentkey::roles::EntityType::Workspace => ("WORKSPACE", &ws),
+                agentkey::roles::EntityType::Deployment => ("DEPLOYMENT", &dep),
+            };
+            let created = api_token(&app, &org, scope, entity, role.as_str()).await;
+            callers.insert(role.as_str().to_string(), str_of(&created, "token").into());
+        }
+        let other = api_token(
+            &app,
+            &other_org,
+            "ORGANIZATION",
+            &other_org,
+            "ORGANIZATION_OWNER",
+        )
+        .await;
+        callers.insert("other organization".into(), str_of(&other, "token").into());
+        let agent = agent_token(&app, &org, &dep).await;
+        callers.insert("agent token".into(), str_of(&agent, "token").into());
+        Fixture { app, ids, callers }
+    }
+
+    /// The row's path and body with every placeholder replaced; fresh
+    /// targets are created by root.
+    async fn resolve(&self, text: &str, path_deployment: Option<&str>) -> String {
+        let mut text = text.replace("{missing}", MISSING);
+        for (key, id) in &self.ids {
+            text = text.replace(key, id);
+        }
+        let (org, ws) = (&self.ids["{org}"], &self.ids["{ws}"]);
+        if text.contains("{newDep}") {
+            let dep = self.app.deployment(org, ws).await;
+            text = text.replace("{newDep}", &dep);
+        }
+        if text.contains("{agentToken}") || text.contains("{agentSecret}") {
+            let dep = path_deployment.unwrap_or(&self.ids["{dep}"]);
+            let created = agent_token(&self.app, org, dep).await;
+            text = text
+                .replace("{agentToken}", str_of(&created, "id"))
+                .replace("{agentSecret}", str_of(&created, "token"));
+        }
+        for (key, scope, entity, role) in [
+            ("{orgToken}", "ORGANIZATION", "{org}", "ORGANIZATION_MEMBER"),
+            ("{wsToken}", "WORKSPACE", "{ws}", "WORKSPACE_MEMBER"),
+            ("{depToken}", "DEPLOYMENT", "{dep}", "DEPLOYMENT_ADMIN"),
+            ("{sibToken}", "DEPLOYMENT", "{sib}", "DEPLOYMENT_ADMIN"),
+        ] {
+            if text.contains(key) {
+                let created = api_token(&self.app, org, scope, &self.ids[entity], role).await;
+                text = text.replace(key, str_of(&created, "id"));
+            }
+        }
+        text
+    }
+
+    async fn status(&self, row: &Row, caller: &str) -> u16 {
+        let path_deployment = row
+            .path
+            .split("/deployments/")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|key| self.ids.get(key).map(String::as_str));
+        let path = self.resolve(&row.path, path_deployment).await;
+        let body = self.resolve(&row.body, path_deployment).await;
+        let mut request = Request::builder()
+            .method(row.method.clone())
+            .uri(&path)
+            .header("authorization", format!("Bearer {caller}"));
+        let request = if path == "/v1/introspect" {
+            request
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(body))
+        } else if body.is_empty() {
+            request.body(Body::empty())
+        } else {
+            request = request.header("content-type", "application/json");
+            request.body(Body::from(body))
+        };
+        self.app.raw(request.unwrap()).await.status.as_u16()
+    }
+}
+
+async fn api_token(app: &TestApp, org: &str, scope: &str, entity: &str, role: &str) -> Value {
+    let reply = app
+        .post(
+            format!("/v1/organizations/{org}/tokens"),
+            json!({ "name": role, "scope": scope, "entityId": entity, "role": role }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    reply.body
+}
+
+async fn agent_token(app: &TestApp, org: &str, dep: &str) -> Value {
+    let reply = app
+        .post(
+            format!("/v1/organizations/{org}/deployments/{dep}/agent-tokens"),
+            json!({ "name": "target" }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    reply.body
+}
+
+#[tokio::test]
+async fn every_endpoint_answers_every_role_as_documented() {
+    let rows = parse_table();
+    let fixture = Fixture::new().await;
+    let mut wrong = Vec::new();
+    for row in &rows {
+        for (column, expected) in &row.expected {
+            let got = fixture.status(row, &fixture.callers[column]).await;
+            if got != *expected {
+                wrong.push(format!(
+                    "{} {} {} as {column}: documented {expected}, got {got}",
+                    row.method, row.path, row.body
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} cells differ from docs/permissions.md:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn the_table_covers_every_management_route() {
+    let documented: BTreeSet<(String, String)> = parse_table()
+        .iter()
+        .map(|row| (row.method.to_string(), shape(&row.path)))
+        .collect();
+    let openapi: Value = serde_json::from_str(agentkey::http::openapi_document()).unwrap();
+    let mut missing = Vec::new();
+    for (path, item) in openapi["paths"].as_object().unwrap() {
+        if !(path.starts_with("/v1/organizations") || path == "/v1/introspect") {
+            continue; // no credential, or an agent token's own (/authorize)
+        }
+        for method in item.as_object().unwrap().keys() {
+            let key = (method.to_uppercase(), shape(path));
+            if !documented.contains(&key) {
+                missing.push(format!("{} {path}", key.0));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not in docs/permissions.md: {missing:?}"
+    );
+}
