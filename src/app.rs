@@ -8,6 +8,7 @@ use axum::Router;
 
 use crate::cache::{CacheLimits, VerifyCache};
 use crate::clock::Clock;
+use crate::store::revocations::{Revocation, RevocationSink};
 use crate::store::Store;
 use crate::token::Digest;
 use crate::usage::UsageRecorder;
@@ -80,5 +81,34 @@ impl AppState {
 
     pub fn router(&self) -> Router {
         crate::http::router(self.clone())
+    }
+
+    /// Runs `change`, a write that revokes credentials, and then tells the
+    /// verifier, in a task of its own: if the client goes away mid-request
+    /// the handler is dropped, but a committed revocation must still reach
+    /// the cache. `change` answers `None` when there was nothing to revoke.
+    pub async fn revoking<T, F, Fut>(
+        &self,
+        revocation: Revocation,
+        change: F,
+    ) -> crate::store::Result<Option<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<dyn Store>) -> Fut,
+        Fut: std::future::Future<Output = crate::store::Result<Option<T>>> + Send + 'static,
+    {
+        let done = change(self.store.clone());
+        let verifier = self.verifier.clone();
+        let task = tokio::spawn(async move {
+            let result = done.await;
+            if matches!(result, Ok(Some(_))) {
+                verifier.revoked(revocation);
+            }
+            result
+        });
+        match task.await {
+            Ok(result) => result,
+            Err(failure) => std::panic::resume_unwind(failure.into_panic()),
+        }
     }
 }

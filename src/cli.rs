@@ -1,5 +1,6 @@
 //! Command-line interface: parses flags and environment (clap) and runs the
-//! chosen subcommand.
+//! chosen subcommand. Its types do not derive `Debug`: they hold the
+//! database URL, which may carry a password.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -25,7 +26,7 @@ Environment:
   AGENTKEY_LOG_FORMAT                       text or json (default text)
   AGENTKEY_LOG                              log filter, e.g. debug or agentkey=debug (default info,sqlx=warn)";
 
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(name = "agentkey", version, about = "Issues and verifies Apache Airflow agent tokens (Astro API v1 compatible)", after_help = ENVIRONMENT_HELP)]
 pub struct Cli {
     /// Log output format.
@@ -41,7 +42,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 pub enum Command {
     /// Run the HTTP service (migrating the database first).
     #[command(after_help = ENVIRONMENT_HELP)]
@@ -52,7 +53,7 @@ pub enum Command {
     RootToken(RootTokenArgs),
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct DatabaseArgs {
     /// Database URL: sqlite://PATH (the file is created if missing).
     #[arg(
@@ -63,7 +64,7 @@ pub struct DatabaseArgs {
     pub database_url: String,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, env = "AGENTKEY_LISTEN", default_value = "127.0.0.1:8080")]
@@ -86,7 +87,7 @@ pub struct ServeArgs {
     pub cache_ttl_seconds: i64,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct RootTokenArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -107,7 +108,13 @@ pub fn run() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => {
-                let root_token = std::env::var(ROOT_TOKEN_ENV).ok();
+                let root_token = match std::env::var(ROOT_TOKEN_ENV) {
+                    Ok(token) => Some(token),
+                    Err(std::env::VarError::NotPresent) => None,
+                    Err(std::env::VarError::NotUnicode(_)) => {
+                        return Err(format!("{ROOT_TOKEN_ENV} is not valid UTF-8"));
+                    }
+                };
                 let settings = Settings {
                     max_agent_tokens_per_deployment: args.max_agent_tokens_per_deployment,
                     last_used_flush_interval: Duration::from_secs(args.last_used_flush_seconds),

@@ -19,12 +19,29 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug)]
+/// `Debug` shows neither the root token nor the database password.
 pub struct Config {
     pub listen: SocketAddr,
     pub database_url: String,
     pub root_token: Option<SecretString>,
     pub settings: Settings,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field(
+                "database_url",
+                &crate::store::redact_url(&self.database_url),
+            )
+            .field(
+                "root_token",
+                &self.root_token.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("settings", &self.settings)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -120,10 +137,15 @@ mod tests {
     }
 
     #[test]
-    fn debug_never_shows_the_root_token() {
+    fn debug_never_shows_the_root_token_or_the_database_password() {
         let secret = "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t";
-        let cfg = config(Some(secret)).unwrap();
-        assert!(!format!("{cfg:?}").contains(secret));
+        let mut cfg = config(Some(secret)).unwrap();
+        cfg.database_url = "postgres://u:hunter2@h/db".into();
+        let shown = format!("{cfg:?}");
+        assert!(
+            !shown.contains(secret) && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -42,10 +42,13 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    // The flusher stops only after the server has finished its last
+    // request, so that request's use is in its final write.
+    let (stop_flusher, flusher_stopped) = tokio::sync::watch::channel(false);
     let flusher = tokio::spawn(state.usage.clone().run(
         store.clone(),
         config.settings.last_used_flush_interval,
-        stopped.clone(),
+        flusher_stopped,
     ));
     let follower = store.follow_revocations(state.verifier.clone(), stopped.clone());
     let mut graceful = stopped;
@@ -82,6 +85,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         },
     };
     // The flusher writes what is pending, then returns.
+    let _ = stop_flusher.send(true);
     let _ = flusher.await;
     if let Some(follower) = follower {
         let _ = follower.await;

@@ -344,3 +344,46 @@ on_every_backend!(
     cache_hits_and_refusals_need_no_database,
     cached_entries_are_read_again_after_their_age_limit,
 );
+
+/// A client that gives up while its delete waits for the database must not
+/// leave the revocation out of the cache: the write completes on its own,
+/// and the token is refused at once, not after the cache's age limit.
+#[tokio::test]
+async fn a_revocation_survives_the_client_going_away() {
+    use sqlx::{Connection, Executor};
+    let app = TestApp::new().await;
+    let t = app.tenant().await;
+    let created = app.agent_token(&t, json!({ "name": "a" })).await;
+    let secret = str_of(&created, "token").to_string();
+    assert_eq!(
+        app.authorize(&secret).await.status,
+        StatusCode::OK,
+        "now cached"
+    );
+
+    // Another connection holds SQLite's write lock, so the delete waits.
+    let url = format!("sqlite://{}", app.db_path.as_ref().unwrap().display());
+    let mut blocker = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    blocker.execute("BEGIN IMMEDIATE").await.unwrap();
+    let path = t.token_path(str_of(&created, "id"));
+    let gave_up = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        app.send(Method::DELETE, &path, Some(&app.root), None),
+    )
+    .await;
+    assert!(
+        gave_up.is_err(),
+        "the client gave up before the delete finished"
+    );
+    blocker.execute("ROLLBACK").await.unwrap();
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while app.authorize(&secret).await.status == StatusCode::OK {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deleted token still verifies"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    app.get(&path).await.assert_error(404);
+}

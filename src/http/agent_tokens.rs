@@ -16,7 +16,7 @@ use super::schema::{ApiToken, ApiTokensPaginated, SecretResponse};
 use crate::app::AppState;
 use crate::authz::{Action, Resource};
 use crate::model::{AgentToken, NewAgentToken, Rotation, AGENT_ROLE};
-use crate::store::revocations::{Revocation, RevocationSink};
+use crate::store::revocations::Revocation;
 use crate::store::SortColumn;
 use crate::token::id::is_id;
 use crate::token::request::{parse_expiry_days, parse_grace_seconds, Description, Faults, Name};
@@ -207,12 +207,13 @@ pub async fn delete_agent_token(
         Target("AGENT_TOKEN", &id),
         state.clock.now(),
     );
+    let (o, d, t) = (org.clone(), dep.clone(), id.clone());
     state
-        .store
-        .delete_agent_token(&org, &dep, &id, &audit)
+        .revoking(Revocation::Token(id.clone()), |store| async move {
+            store.delete_agent_token(&o, &d, &t, &audit).await
+        })
         .await?
         .ok_or_else(|| ApiError::not_found("agent token"))?;
-    state.verifier.revoked(Revocation::Token(id.clone()));
     tracing::info!(token_id = %id, deployment_id = %dep, "agent token deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -259,12 +260,13 @@ pub async fn rotate_agent_token(
         Target("AGENT_TOKEN", &rotation.token_id),
         now,
     );
+    let revocation = Revocation::Token(rotation.token_id.clone());
     let token = state
-        .store
-        .rotate_agent_token(&rotation, &audit)
+        .revoking(revocation, |store| async move {
+            store.rotate_agent_token(&rotation, &audit).await
+        })
         .await?
         .ok_or_else(|| ApiError::not_found("agent token"))?;
-    state.verifier.revoked(Revocation::Token(token.id.clone()));
     tracing::info!(token_id = %token.id, grace_seconds = grace, "agent token rotated");
     Ok(SecretResponse::new(
         ApiToken::from(&token).revealing(&secret),

@@ -16,7 +16,7 @@ use crate::app::AppState;
 use crate::authz::{Action, Resource};
 use crate::clock::rfc3339;
 use crate::model;
-use crate::store::revocations::{Revocation, RevocationSink};
+use crate::store::revocations::Revocation;
 use crate::store::SortColumn;
 use crate::token::id::is_id;
 use crate::token::new_id;
@@ -200,12 +200,13 @@ pub async fn delete_deployment(
         Target("DEPLOYMENT", &id),
         state.clock.now(),
     );
+    let (o, d) = (org.clone(), id.clone());
     let revoked = state
-        .store
-        .delete_deployment(&org, &id, &audit)
+        .revoking(Revocation::Deployment(id.clone()), |store| async move {
+            store.delete_deployment(&o, &d, &audit).await
+        })
         .await?
         .ok_or_else(|| ApiError::not_found("deployment"))?;
-    state.verifier.revoked(Revocation::Deployment(id.clone()));
     tracing::info!(deployment_id = %id, revoked_tokens = revoked.len(), "deployment deleted");
     Ok(StatusCode::NO_CONTENT)
 }

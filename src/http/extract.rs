@@ -18,6 +18,9 @@ use crate::token::request::FieldError;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 1000;
+/// The most field errors one answer lists: enough to fix a request, and no
+/// way to make a small request produce a huge answer.
+const MAX_FIELD_ERRORS: usize = 10;
 
 /// A JSON body deserialized into `T`. A wrong content type is a 415, a body
 /// over [`MAX_BODY_BYTES`] a 413, and malformed JSON or a wrongly typed field
@@ -210,7 +213,17 @@ fn parse_list_query<R: Sortable>(pairs: &[(String, String)]) -> Result<PageReque
             },
             "sorts" => {
                 for item in value.split(',').filter(|s| !s.is_empty()) {
+                    if errors.len() >= MAX_FIELD_ERRORS {
+                        break;
+                    }
                     match parse_sort::<R>(item) {
+                        Some(sort) if page.sorts.iter().any(|s| s.column == sort.column) => {
+                            errors.push(FieldError::new(
+                                "sorts",
+                                "duplicate",
+                                format!("sorts names the field of {item:?} more than once"),
+                            ))
+                        }
                         Some(sort) => page.sorts.push(sort),
                         None => errors.push(FieldError::new(
                             "sorts",
@@ -309,6 +322,16 @@ mod tests {
                 descending: true
             }
         );
+    }
+
+    #[test]
+    fn each_field_sorts_once_and_errors_are_bounded() {
+        let err = parse("sorts=name:asc,createdAt:desc,name:desc").unwrap_err();
+        assert_eq!(err.field_errors.len(), 1);
+        assert_eq!(err.field_errors[0].code, "duplicate");
+        let flood = format!("sorts={}", vec!["bogus:asc"; 5000].join(","));
+        let err = parse(&flood).unwrap_err();
+        assert_eq!(err.field_errors.len(), MAX_FIELD_ERRORS);
     }
 
     #[test]

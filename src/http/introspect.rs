@@ -20,8 +20,9 @@ use crate::authz::{self, Action, Resource};
 use crate::token::request::FieldError;
 use crate::verify::VerifyError;
 
-/// The form an introspection request sends (RFC 7662 section 2.1).
-#[derive(Debug, Deserialize, ToSchema)]
+/// The form an introspection request sends (RFC 7662 section 2.1). No
+/// `Debug`: it holds the token being asked about.
+#[derive(Deserialize, ToSchema)]
 pub struct IntrospectionRequest {
     /// The token to ask about.
     pub token: Option<String>,

@@ -262,25 +262,29 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
 /// A database URL with any password replaced, fit for messages and logs:
 /// the one in the user-info part and a `password=` query parameter.
 pub fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
     };
-    let mut redacted = match (base.find("://"), base.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &base[scheme_end + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &base[..scheme_end + 3],
-                    &userinfo[..colon],
-                    &base[at..]
-                ),
-                None => base.to_string(),
-            }
+    // The user-info part ends at the last '@' of the URL: a password may
+    // itself hold '?', '/' or '#' when the user did not percent-encode it.
+    let (head, rest) = match url[scheme_end..].rfind('@') {
+        Some(at) => {
+            let userinfo = &url[scheme_end..scheme_end + at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let head = if userinfo.contains(':') {
+                format!("{}{user}:***@", &url[..scheme_end])
+            } else {
+                format!("{}{userinfo}@", &url[..scheme_end])
+            };
+            (head, &url[scheme_end + at + 1..])
         }
-        _ => base.to_string(),
+        None => (url[..scheme_end].to_string(), &url[scheme_end..]),
     };
+    let (location, query) = match rest.split_once('?') {
+        Some((location, query)) => (location, Some(query)),
+        None => (rest, None),
+    };
+    let mut redacted = format!("{head}{location}");
     if let Some(query) = query {
         let params: Vec<String> = query
             .split('&')
@@ -314,6 +318,10 @@ mod tests {
         assert_eq!(
             redact_url("postgres://u:a@h/db?PASSWORD=b"),
             "postgres://u:***@h/db?PASSWORD=***"
+        );
+        assert_eq!(
+            redact_url("postgres://agent:s3cr?et/x@127.0.0.1:1/db"),
+            "postgres://agent:***@127.0.0.1:1/db"
         );
     }
 

@@ -8,15 +8,15 @@
 //!
 //! A notification can only be missed while the listening connection is
 //! down, so the follower proves the connection alive with a heartbeat: each
-//! replica notifies the channel every second and counts any notification
-//! as a sign of life. After [`SILENCE_LIMIT`] without one, or on any error,
+//! replica notifies the channel every second, over the listening
+//! connection itself, and counts any notification as a sign of life. After [`SILENCE_LIMIT`] without one, or on any error,
 //! it reports that it is no longer following (the cache then turns itself
 //! off), reconnects, and reports following again once LISTEN is back.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgListener, PgNotification};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -72,7 +72,7 @@ pub async fn follow(pool: PgPool, sink: Arc<dyn RevocationSink>, mut stop: watch
                 backoff = Duration::from_millis(250);
                 sink.following(true);
                 tracing::info!("following revocations from other replicas");
-                let reason = pump(&mut listener, &pool, &*sink, &heartbeat, &mut stop).await;
+                let reason = pump(&mut listener, &*sink, &heartbeat, &mut stop).await;
                 sink.following(false);
                 match reason {
                     Some(reason) => {
@@ -96,6 +96,9 @@ pub async fn follow(pool: PgPool, sink: Arc<dyn RevocationSink>, mut stop: watch
 
 async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
+    // A lost connection must be reported (and the cache turned off) before
+    // anything reconnects, not papered over by a silent reconnect.
+    listener.eager_reconnect(false);
     listener.listen(CHANNEL).await?;
     Ok(listener)
 }
@@ -104,34 +107,50 @@ async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
 /// `stop` turns true (answers `None`).
 async fn pump(
     listener: &mut PgListener,
-    pool: &PgPool,
     sink: &dyn RevocationSink,
     heartbeat: &str,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<String> {
+    enum Event {
+        Received(Result<Option<PgNotification>, sqlx::Error>),
+        Tick,
+        Stop,
+    }
     let mut ticker = tokio::time::interval(HEARTBEAT);
     let mut last_heard = Instant::now();
     loop {
-        tokio::select! {
+        // The select only borrows the listener while it waits; each event
+        // is handled after, so the heartbeat can use the listener too.
+        let event = tokio::select! {
             // `try_recv` is cancel-safe: sqlx reads whole messages only.
-            received = listener.try_recv() => match received {
-                Ok(Some(notification)) => {
-                    last_heard = Instant::now();
-                    if let Some(revocation) = Revocation::parse(notification.payload()) {
-                        sink.revoked(revocation);
-                    }
+            received = listener.try_recv() => Event::Received(received),
+            _ = ticker.tick() => Event::Tick,
+            () = stopped(stop) => Event::Stop,
+        };
+        match event {
+            Event::Received(Ok(Some(notification))) => {
+                last_heard = Instant::now();
+                if let Some(revocation) = Revocation::parse(notification.payload()) {
+                    sink.revoked(revocation);
                 }
-                Ok(None) => return Some("connection closed".into()),
-                Err(err) => return Some(err.to_string()),
-            },
-            _ = ticker.tick() => {
+            }
+            Event::Received(Ok(None)) => return Some("connection closed".into()),
+            Event::Received(Err(err)) => return Some(err.to_string()),
+            Event::Tick => {
                 if last_heard.elapsed() > SILENCE_LIMIT {
                     return Some(format!("no notification for {SILENCE_LIMIT:?}"));
                 }
-                // Best effort: if the database is down, the silence shows it.
-                let _ = tokio::time::timeout(HEARTBEAT, notify(pool, heartbeat)).await;
+                // Sent on the listening connection itself: it proves that
+                // very connection, and does not queue behind a busy pool.
+                let sent = tokio::time::timeout(HEARTBEAT, notify(listener, heartbeat)).await;
+                match sent {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => return Some(err.to_string()),
+                    // Leaves the connection mid-exchange: start afresh.
+                    Err(_) => return Some("heartbeat timed out".into()),
+                }
             }
-            () = stopped(stop) => return None,
+            Event::Stop => return None,
         }
     }
 }
@@ -141,11 +160,11 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-async fn notify(pool: &PgPool, payload: &str) -> Result<(), sqlx::Error> {
+async fn notify(listener: &mut PgListener, payload: &str) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(CHANNEL)
         .bind(payload)
-        .execute(pool)
+        .execute(listener)
         .await
         .map(|_| ())
 }
