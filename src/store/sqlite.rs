@@ -44,23 +44,21 @@ mod api_tokens;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
-/// Applies pending migrations. sqlx's migration lock does nothing on
-/// SQLite, so two processes opening a new file at once (`migrate` beside
-/// `serve`, say) can collide; each migration is its own transaction, so the
-/// loser retries and finds the winner's work applied.
-async fn migrate(pool: &SqlitePool) -> Result<()> {
-    const ATTEMPTS: u32 = 20;
-    let mut attempt = 1;
-    loop {
-        match MIGRATOR.run(pool).await {
-            Ok(()) => return Ok(()),
-            Err(err) if attempt < ATTEMPTS => {
-                tracing::debug!(error = %err, attempt, "migration collided; retrying");
-                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
-                attempt += 1;
-            }
-            Err(err) => return Err(err.into()),
+/// How often opening is tried when another process is creating or
+/// migrating the same new file at the same moment.
+const OPEN_ATTEMPTS: u32 = 20;
+
+/// Whether a failed open is another process's concurrent set-up of the same
+/// file (SQLite busy or locked, or a migration that collided), worth
+/// another try. sqlx's migration lock does nothing on SQLite, and switching
+/// a new file to WAL needs a lock that the busy timeout does not wait for.
+fn collided(err: &StoreError) -> bool {
+    match err {
+        StoreError::Migration(_) => true,
+        StoreError::Database(sqlx::Error::Database(db)) => {
+            matches!(db.code().as_deref(), Some("5") | Some("6"))
         }
+        _ => false,
     }
 }
 
@@ -72,6 +70,20 @@ impl SqliteStore {
     /// Opens the database file (creating it if missing) and applies every
     /// pending migration.
     pub async fn open(url: &str) -> Result<SqliteStore> {
+        let mut attempt = 1;
+        loop {
+            match SqliteStore::try_open(url).await {
+                Err(err) if attempt < OPEN_ATTEMPTS && collided(&err) => {
+                    tracing::debug!(error = %err, attempt, "opening collided; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn try_open(url: &str) -> Result<SqliteStore> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -82,7 +94,10 @@ impl SqliteStore {
             .max_connections(8)
             .connect_with(options)
             .await?;
-        migrate(&pool).await?;
+        if let Err(err) = MIGRATOR.run(&pool).await {
+            pool.close().await;
+            return Err(err.into());
+        }
         Ok(SqliteStore { pool })
     }
 
