@@ -1,8 +1,10 @@
 //! Command-line interface: parses flags and environment (clap) and runs the
-//! chosen subcommand. Its types do not derive `Debug`: they hold the
-//! database URL, which may carry a password.
+//! chosen subcommand: the server's own (`serve`, `migrate`, `root-token`)
+//! here, the client's (`org`, `workspace`, `deployment`, `token`) through
+//! `crate::client`. The server's argument types do not derive `Debug`:
+//! they hold the database URL, which may carry a password.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 use crate::app::Settings;
 use crate::cache::CacheLimits;
+use crate::client::output::Format;
 use crate::config::{Config, LogFormat, ROOT_TOKEN_ENV};
 
 const ENVIRONMENT_HELP: &str = "\
@@ -24,7 +27,25 @@ Environment:
   AGENTKEY_LAST_USED_FLUSH_SECONDS          how often lastUsedAt is written (default 5)
   AGENTKEY_CACHE_TTL_SECONDS                how long a verified token is trusted from memory (default 30)
   AGENTKEY_LOG_FORMAT                       text or json (default text)
-  AGENTKEY_LOG                              log filter, e.g. debug or agentkey=debug (default info,sqlx=warn)";
+  AGENTKEY_LOG                              log filter, e.g. debug or agentkey=debug (default info,sqlx=warn)
+
+Client commands (org, workspace, deployment, token): see `agentkey token --help`.";
+
+const CLIENT_HELP: &str = "\
+Environment:
+  AGENTKEY_SERVER      server URL (default http://127.0.0.1:8080)
+  AGENTKEY_TOKEN       the credential (required); read only from the environment, never from a flag
+  AGENTKEY_ORG         organization id, instead of --org
+  AGENTKEY_DEPLOYMENT  deployment id, instead of --deployment (token commands)
+
+Exit codes:
+  0  success
+  2  usage error: bad flags, AGENTKEY_TOKEN not set, --server not a URL
+  3  not found (404)
+  4  not allowed (401, 403): wrong or missing permission
+  5  server unreachable: connection refused, timeout, unknown host, TLS failure
+  6  rejected input (any other 4xx), e.g. a name too long
+  7  server error (5xx) or an unexpected response";
 
 #[derive(Parser)]
 #[command(name = "agentkey", version, about = "Issues and verifies Apache Airflow agent tokens (Astro API v1 compatible)", after_help = ENVIRONMENT_HELP)]
@@ -51,6 +72,219 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Show whether a generated root credential exists, or replace it.
     RootToken(RootTokenArgs),
+    /// Client: list, create and show organizations on a server.
+    #[command(after_help = CLIENT_HELP)]
+    Org(ClientArgs<OrgCommand>),
+    /// Client: list, create and show workspaces of an organization.
+    #[command(after_help = CLIENT_HELP)]
+    Workspace(ClientArgs<WorkspaceCommand>),
+    /// Client: list, create, show and delete deployments.
+    #[command(after_help = CLIENT_HELP)]
+    Deployment(ClientArgs<DeploymentCommand>),
+    /// Client: list, create, show, delete and rotate agent tokens.
+    #[command(after_help = CLIENT_HELP)]
+    Token(ClientArgs<TokenCommand>),
+}
+
+/// A client command group: the options every client command takes, and
+/// the command.
+#[derive(Debug, Args)]
+pub struct ClientArgs<C: Subcommand> {
+    #[command(flatten)]
+    pub options: ClientOptions,
+    #[command(subcommand)]
+    pub command: C,
+}
+
+/// Where to send requests and how to print answers. The credential is not
+/// here: it comes only from `AGENTKEY_TOKEN`.
+#[derive(Debug, Args)]
+pub struct ClientOptions {
+    /// URL of the agentkey server.
+    #[arg(
+        long,
+        env = "AGENTKEY_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub server: String,
+    /// Output: tables for people, or the server's JSON for scripts.
+    #[arg(long, short = 'o', value_enum, default_value = "table", global = true)]
+    pub output: Format,
+}
+
+/// A client command, after its group was chosen.
+#[derive(Debug)]
+pub enum ClientCommand {
+    Org(OrgCommand),
+    Workspace(WorkspaceCommand),
+    Deployment(DeploymentCommand),
+    Token(TokenCommand),
+}
+
+/// The page of a list command.
+#[derive(Debug, Args)]
+pub struct ListOptions {
+    /// Results per page, 0 to 1000 (server default 20).
+    #[arg(long, allow_negative_numbers = true)]
+    pub limit: Option<i64>,
+    /// Results to skip (default 0).
+    #[arg(long, allow_negative_numbers = true)]
+    pub offset: Option<i64>,
+    /// Sort order, FIELD:asc or FIELD:desc; repeat for ties (e.g. --sort name:asc --sort createdAt:desc).
+    #[arg(long, value_name = "FIELD:DIRECTION")]
+    pub sort: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct OrgScope {
+    /// Organization id.
+    #[arg(long, env = "AGENTKEY_ORG")]
+    pub org: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DeploymentScope {
+    /// Organization id.
+    #[arg(long, env = "AGENTKEY_ORG")]
+    pub org: String,
+    /// Deployment id.
+    #[arg(long, env = "AGENTKEY_DEPLOYMENT")]
+    pub deployment: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// List organizations.
+    List(ListOptions),
+    /// Create an organization.
+    Create {
+        /// 1 to 255 characters.
+        #[arg(long)]
+        name: String,
+    },
+    /// Show an organization.
+    Get {
+        /// Organization id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// List the workspaces of an organization.
+    List {
+        #[command(flatten)]
+        org: OrgScope,
+        #[command(flatten)]
+        list: ListOptions,
+    },
+    /// Create a workspace.
+    Create {
+        #[command(flatten)]
+        org: OrgScope,
+        /// 1 to 255 characters.
+        #[arg(long)]
+        name: String,
+        /// Up to 1,000 characters.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Show a workspace.
+    Get {
+        #[command(flatten)]
+        org: OrgScope,
+        /// Workspace id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeploymentCommand {
+    /// List the deployments of an organization.
+    List {
+        #[command(flatten)]
+        org: OrgScope,
+        #[command(flatten)]
+        list: ListOptions,
+    },
+    /// Create a deployment in a workspace.
+    Create {
+        #[command(flatten)]
+        org: OrgScope,
+        /// Id of a workspace of the same organization.
+        #[arg(long)]
+        workspace: String,
+        /// 1 to 255 characters.
+        #[arg(long)]
+        name: String,
+        /// Up to 1,000 characters.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Show a deployment.
+    Get {
+        #[command(flatten)]
+        org: OrgScope,
+        /// Deployment id.
+        id: String,
+    },
+    /// Delete a deployment; every agent token of it stops verifying.
+    Delete {
+        #[command(flatten)]
+        org: OrgScope,
+        /// Deployment id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// List the agent tokens of a deployment (never their secrets).
+    List {
+        #[command(flatten)]
+        scope: DeploymentScope,
+        #[command(flatten)]
+        list: ListOptions,
+    },
+    /// Create an agent token; its secret is printed this once.
+    Create {
+        #[command(flatten)]
+        scope: DeploymentScope,
+        /// 1 to 255 characters.
+        #[arg(long)]
+        name: String,
+        /// Up to 1,000 characters.
+        #[arg(long)]
+        description: Option<String>,
+        /// Days until it expires, 1 to 3650; without it, it never expires.
+        #[arg(long, allow_negative_numbers = true)]
+        expiry_days: Option<i64>,
+    },
+    /// Show an agent token (never its secret).
+    Get {
+        #[command(flatten)]
+        scope: DeploymentScope,
+        /// Agent token id.
+        id: String,
+    },
+    /// Delete (revoke) an agent token; it stops verifying at once.
+    Delete {
+        #[command(flatten)]
+        scope: DeploymentScope,
+        /// Agent token id.
+        id: String,
+    },
+    /// Give an agent token a new secret, printed this once.
+    Rotate {
+        #[command(flatten)]
+        scope: DeploymentScope,
+        /// Agent token id.
+        id: String,
+        /// Seconds the replaced secret keeps verifying, 0 to 86400 (default 0).
+        #[arg(long, allow_negative_numbers = true)]
+        grace_seconds: Option<i64>,
+    },
 }
 
 #[derive(Args)]
@@ -105,8 +339,29 @@ pub fn run() -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => return fail(&format!("cannot start the async runtime: {err}")),
     };
+    let (options, command) = match cli.command {
+        Command::Org(a) => (a.options, ClientCommand::Org(a.command)),
+        Command::Workspace(a) => (a.options, ClientCommand::Workspace(a.command)),
+        Command::Deployment(a) => (a.options, ClientCommand::Deployment(a.command)),
+        Command::Token(a) => (a.options, ClientCommand::Token(a.command)),
+        server_command => return run_server_command(&runtime, server_command),
+    };
+    match runtime.block_on(crate::client::commands::run(&options, command)) {
+        Ok(text) => {
+            // A closed pipe (`| head`) is not a failure of the command.
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("agentkey: {err}");
+            err.exit_code()
+        }
+    }
+}
+
+fn run_server_command(runtime: &tokio::runtime::Runtime, command: Command) -> ExitCode {
     let result = runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Serve(args) => {
                 let root_token = match std::env::var(ROOT_TOKEN_ENV) {
                     Ok(token) => Some(token),
@@ -135,6 +390,12 @@ pub fn run() -> ExitCode {
             Command::Migrate(args) => crate::bootstrap::migrate(&args.database_url).await,
             Command::RootToken(args) => {
                 crate::bootstrap::root_token_command(&args.database.database_url, args.rotate).await
+            }
+            Command::Org(_)
+            | Command::Workspace(_)
+            | Command::Deployment(_)
+            | Command::Token(_) => {
+                unreachable!("client commands are run by crate::client")
             }
         }
     });

@@ -6,6 +6,7 @@ pub mod authz;
 pub mod bootstrap;
 pub mod cache;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod http;
