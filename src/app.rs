@@ -8,6 +8,7 @@ use axum::Router;
 
 use crate::cache::{CacheLimits, VerifyCache};
 use crate::clock::Clock;
+use crate::metrics::{Metrics, Snapshot};
 use crate::store::revocations::{Revocation, RevocationSink};
 use crate::store::Store;
 use crate::token::Digest;
@@ -42,6 +43,7 @@ pub struct Shared {
     pub clock: Arc<dyn Clock>,
     pub verifier: Arc<Verifier>,
     pub usage: Arc<UsageRecorder>,
+    pub metrics: Arc<Metrics>,
     pub settings: Settings,
 }
 
@@ -63,11 +65,13 @@ impl AppState {
     ) -> AppState {
         let usage = Arc::new(UsageRecorder::default());
         let cache = Arc::new(VerifyCache::new(settings.cache));
+        let metrics = Arc::new(Metrics::new());
         let verifier = Arc::new(Verifier::new(
             store.clone(),
             clock.clone(),
             usage.clone(),
             cache,
+            metrics.clone(),
             configured_root,
         ));
         AppState(Arc::new(Shared {
@@ -75,6 +79,7 @@ impl AppState {
             clock,
             verifier,
             usage,
+            metrics,
             settings,
         }))
     }
@@ -110,5 +115,19 @@ impl AppState {
             Ok(result) => result,
             Err(failure) => std::panic::resume_unwind(failure.into_panic()),
         }
+    }
+
+    /// Every metric in Prometheus' text format, with the gauges read now.
+    pub async fn render_metrics(&self) -> crate::store::Result<String> {
+        let (active_tokens, expired_tokens) =
+            self.store.count_agent_tokens(self.clock.now()).await?;
+        let (pool_size, pool_idle) = self.store.pool_status();
+        Ok(self.metrics.render(Snapshot {
+            active_tokens,
+            expired_tokens,
+            pool_size,
+            pool_idle,
+            cache_entries: self.verifier.cache().len(),
+        }))
     }
 }

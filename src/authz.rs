@@ -31,6 +31,7 @@ pub enum Action {
     RotateAgentToken,
     IntrospectTokens,
     ReadAuditLogs,
+    ReadMetrics,
     GetApiTokens,
     CreateApiToken,
     UpdateApiToken,
@@ -40,7 +41,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 22] = [
+    pub const ALL: [Action; 23] = [
         Action::CreateOrganization,
         Action::ListOrganizations,
         Action::GetOrganization,
@@ -63,6 +64,7 @@ impl Action {
         Action::RotateApiToken,
         Action::DeleteApiToken,
         Action::ReadAuditLogs,
+        Action::ReadMetrics,
     ];
 
     /// The permission's name, in Astro's vocabulary.
@@ -82,6 +84,7 @@ impl Action {
             Action::RotateAgentToken => "deployment.agentTokens.rotate",
             Action::IntrospectTokens => "organization.tokens.introspect",
             Action::ReadAuditLogs => "organization.auditLogs.get",
+            Action::ReadMetrics => "metrics.get",
             Action::GetApiTokens => "organization.apiTokens.get",
             Action::CreateApiToken => "organization.apiTokens.create",
             Action::UpdateApiToken | Action::UpdateApiTokenRoles => "organization.apiTokens.update",
@@ -109,6 +112,7 @@ impl Action {
             Action::RotateAgentToken => "rotate an agent token",
             Action::IntrospectTokens => "introspect the organization's agent tokens",
             Action::ReadAuditLogs => "read the organization's audit logs",
+            Action::ReadMetrics => "read the process's Prometheus metrics",
             Action::GetApiTokens => "list and get API tokens",
             Action::CreateApiToken => "create an API token",
             Action::UpdateApiToken => "rename an API token",
@@ -169,7 +173,7 @@ const API_TOKEN_MANAGERS: &[Role] = &[OrganizationOwner, WorkspaceOwner, Deploym
 /// The permission table.
 fn rule(action: Action) -> Rule {
     match action {
-        Action::CreateOrganization => Rule::Root,
+        Action::CreateOrganization | Action::ReadMetrics => Rule::Root,
         Action::ListOrganizations | Action::GetOrganization => Rule::AnyRole,
         Action::CreateWorkspace
         | Action::ListDeployments

@@ -26,6 +26,7 @@ Environment:
   AGENTKEY_MAX_AGENT_TOKENS_PER_DEPLOYMENT  agent tokens per deployment (default 50)
   AGENTKEY_LAST_USED_FLUSH_SECONDS          how often lastUsedAt is written (default 5)
   AGENTKEY_CACHE_TTL_SECONDS                how long a verified token is trusted from memory (default 30)
+  AGENTKEY_METRICS_LISTEN                   a separate address serving /metrics without a credential (serve)
   AGENTKEY_LOG_FORMAT                       text or json (default text)
   AGENTKEY_LOG                              log filter, e.g. debug or agentkey=debug (default info,sqlx=warn)
 
@@ -319,6 +320,11 @@ pub struct ServeArgs {
     /// again; bounds how long a change made by another process goes unseen.
     #[arg(long, env = "AGENTKEY_CACHE_TTL_SECONDS", default_value_t = 30)]
     pub cache_ttl_seconds: i64,
+    /// A separate address serving /metrics without a credential (for a
+    /// Prometheus scraper); unset, /metrics is served only on the API
+    /// listener, to the root credential.
+    #[arg(long, env = "AGENTKEY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -385,6 +391,10 @@ fn run_server_command(runtime: &tokio::runtime::Runtime, command: Command) -> Ex
                     settings,
                 )
                 .map_err(|e| e.to_string())?;
+                let config = Config {
+                    metrics_listen: args.metrics_listen,
+                    ..config
+                };
                 crate::serve::serve(config).await
             }
             Command::Migrate(args) => crate::bootstrap::migrate(&args.database_url).await,

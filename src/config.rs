@@ -25,6 +25,8 @@ pub struct Config {
     pub database_url: String,
     pub root_token: Option<SecretString>,
     pub settings: Settings,
+    /// A separate, credential-free listener for `/metrics`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Config {
@@ -40,6 +42,7 @@ impl std::fmt::Debug for Config {
                 &self.root_token.as_ref().map(|_| "[REDACTED]"),
             )
             .field("settings", &self.settings)
+            .field("metrics_listen", &self.metrics_listen)
             .finish()
     }
 }
@@ -83,6 +86,7 @@ impl Config {
             database_url,
             root_token,
             settings,
+            metrics_listen: None,
         })
     }
 

@@ -65,6 +65,24 @@ pub async fn serve(config: Config) -> Result<(), String> {
         .into_future(),
     );
     tracing::info!(%addr, "listening");
+    let metrics_server = match config.metrics_listen {
+        Some(metrics_addr) => {
+            let listener = tokio::net::TcpListener::bind(metrics_addr)
+                .await
+                .map_err(|e| format!("cannot listen on {metrics_addr} for metrics: {e}"))?;
+            let metrics_addr = listener.local_addr().map_err(|e| e.to_string())?;
+            tracing::info!(addr = %metrics_addr, "serving /metrics");
+            let mut graceful = stop.subscribe();
+            Some(tokio::spawn(
+                axum::serve(listener, crate::http::metrics::open_router(state.clone()))
+                    .with_graceful_shutdown(async move {
+                        let _ = graceful.wait_for(|stop| *stop).await;
+                    })
+                    .into_future(),
+            ))
+        }
+        None => None,
+    };
 
     let served = tokio::select! {
         result = &mut server => Some(result),
@@ -84,6 +102,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
             }
         },
     };
+    if let Some(metrics_server) = metrics_server {
+        let _ = metrics_server.await;
+    }
     // The flusher writes what is pending, then returns.
     let _ = stop_flusher.send(true);
     let _ = flusher.await;

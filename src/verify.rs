@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::cache::{Cached, Lookup, VerifyCache};
 use crate::clock::Clock;
+use crate::metrics::{Metrics, Outcome};
 use crate::model::{AgentCredential, ApiCredential, Subject, SubjectType};
 use crate::store::revocations::{Revocation, RevocationSink};
 use crate::store::{Store, StoreError};
@@ -80,6 +81,7 @@ pub struct Verifier {
     clock: Arc<dyn Clock>,
     usage: Arc<UsageRecorder>,
     cache: Arc<VerifyCache>,
+    metrics: Arc<Metrics>,
     /// The digest of `AGENTKEY_ROOT_TOKEN`, when it is set. It then is the
     /// only root credential; a generated one in the database is ignored.
     configured_root: Option<Digest>,
@@ -91,6 +93,7 @@ impl Verifier {
         clock: Arc<dyn Clock>,
         usage: Arc<UsageRecorder>,
         cache: Arc<VerifyCache>,
+        metrics: Arc<Metrics>,
         configured_root: Option<Digest>,
     ) -> Verifier {
         Verifier {
@@ -98,21 +101,41 @@ impl Verifier {
             clock,
             usage,
             cache,
+            metrics,
             configured_root,
         }
     }
 
     /// Verifies an agent token for a gateway, and notes its use.
     pub async fn verify_agent(&self, presented: &str) -> Result<Arc<Cached>, VerifyError> {
+        let verified = self.check_agent(presented).await;
+        match &verified {
+            Ok(_) => self.metrics.verification(Outcome::Valid),
+            Err(VerifyError::Refused(refusal)) => {
+                self.metrics.verification(Outcome::Refused(*refusal))
+            }
+            Err(VerifyError::Store(_)) => {}
+        }
+        verified
+    }
+
+    async fn check_agent(&self, presented: &str) -> Result<Arc<Cached>, VerifyError> {
         if parse_kind(presented) != Some(SecretKind::Agent) {
             return Err(VerifyError::Refused(Refusal::Malformed));
         }
         let digest = Digest::of(presented);
         let now = self.clock.now();
         let entry = match self.cache.lookup(&digest, now) {
-            Lookup::Hit(entry) => entry,
-            Lookup::KnownUnknown => return Err(VerifyError::Refused(Refusal::Unknown)),
+            Lookup::Hit(entry) => {
+                self.metrics.cache_hit();
+                entry
+            }
+            Lookup::KnownUnknown => {
+                self.metrics.cache_known_unknown();
+                return Err(VerifyError::Refused(Refusal::Unknown));
+            }
             Lookup::Miss => {
+                self.metrics.cache_miss();
                 let epoch = self.cache.epoch();
                 match self.store.find_agent_credential(&digest).await? {
                     Some(credential) => self.cache.insert(digest, credential, now, epoch),

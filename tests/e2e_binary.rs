@@ -471,3 +471,71 @@ async fn shutdown_lets_in_flight_requests_finish() {
     assert_eq!(orgs["organizations"][0]["name"], "finished-after-sigterm");
     server.stop();
 }
+
+/// JSON logs carry one line per request (method, route, status, latency,
+/// request id), and AGENTKEY_METRICS_LISTEN serves /metrics on its own
+/// address without a credential.
+#[tokio::test]
+async fn json_request_logs_and_the_metrics_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("agentkey.db"),
+        &[("AGENTKEY_METRICS_LISTEN", "127.0.0.1:0")],
+    );
+    let root = server.printed_root().unwrap();
+    let metrics_addr = server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|line| {
+            let event: Value = serde_json::from_str(line).ok()?;
+            (event["message"] == "serving /metrics")
+                .then(|| event["addr"].as_str().unwrap().to_string())
+        })
+        .expect("the metrics listener is announced");
+
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/organizations", server.base))
+        .bearer_auth(&root)
+        .json(&json!({ "name": "logged" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+
+    let metrics = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(
+        metrics.status(),
+        200,
+        "no credential needed on the metrics listener"
+    );
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.contains(r#"agentkey_http_requests_total{method="POST",route="/v1/organizations",status="200"} 1"#),
+        "{text}"
+    );
+
+    let log = server.stop();
+    let line: Value = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|event| event["message"] == "request" && event["request_id"] == request_id.as_str())
+        .expect("a log line for the request, under its id");
+    assert_eq!(line["method"], "POST");
+    assert_eq!(line["route"], "/v1/organizations");
+    assert_eq!(line["status"], 200);
+    assert!(line["latency_us"].is_u64());
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(
+        log.matches(&root).count(),
+        1,
+        "the root secret only in its announcement"
+    );
+}

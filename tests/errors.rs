@@ -111,7 +111,10 @@ async fn a_panicking_handler_is_a_500_envelope() {
     async fn boom() -> &'static str {
         panic!("handler bug")
     }
-    let router = agentkey::http::with_middleware(Router::new().route("/boom", get(boom)));
+    let router = agentkey::http::with_middleware(
+        Router::new().route("/boom", get(boom)),
+        std::sync::Arc::new(agentkey::metrics::Metrics::new()),
+    );
     let response = router
         .oneshot(Request::builder().uri("/boom").body(Body::empty()).unwrap())
         .await
@@ -159,6 +162,7 @@ async fn the_openapi_document_covers_every_route(app: TestApp) {
     let expected = [
         ("/healthz", "get"),
         ("/readyz", "get"),
+        ("/metrics", "get"),
         ("/v1/openapi.json", "get"),
         ("/v1/authorize", "get"),
         ("/v1/introspect", "post"),

@@ -7,16 +7,23 @@ use std::cell::Cell;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{MatchedPath, OriginalUri, Request};
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, OriginalUri, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
+use crate::metrics::Metrics;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-pub async fn request_context(mut request: Request, next: Next) -> Response {
+pub async fn request_context(
+    State(metrics): State<Arc<Metrics>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let request_id = match incoming_request_id(&request) {
         Some(id) => id,
         None => {
@@ -30,26 +37,26 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
             id
         }
     };
-    // What the log line needs, gathered only when it will be written.
-    // The route pattern, not the concrete path: ids stay out of the
-    // aggregation key, and nothing from the query string is logged.
-    let logged = tracing::enabled!(tracing::Level::INFO).then(|| {
-        let route = request.extensions().get::<MatchedPath>().cloned();
-        (Instant::now(), request.method().clone(), route)
-    });
+    // The route pattern, not the concrete path: ids stay out of metrics'
+    // labels and the log, and nothing from the query string is logged.
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
 
     let response = next.run(request).await;
     let mut response = render_error(response, &request_id);
-    if let Some((started, method, route)) = logged {
-        tracing::info!(
-            request_id = %request_id,
-            method = %method,
-            route = route.as_ref().map_or("(no route)", |r| r.as_str()),
-            status = response.status().as_u16(),
-            latency_us = started.elapsed().as_micros() as u64,
-            "request"
-        );
-    }
+    let took = started.elapsed();
+    let route = route.as_ref().map_or("(no route)", |r| r.as_str());
+    let status = response.status().as_u16();
+    metrics.request(method.as_str(), route, status, took);
+    tracing::info!(
+        request_id = %request_id,
+        method = %method,
+        route,
+        status,
+        latency_us = took.as_micros() as u64,
+        "request"
+    );
     // The id's bytes move into the header; they were checked on the way in
     // (`incoming_request_id`) or made of plain characters here.
     if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(request_id.into_bytes())) {

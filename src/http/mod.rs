@@ -17,16 +17,17 @@ pub mod extract;
 pub mod health;
 pub mod introspect;
 mod lookup;
+pub mod metrics;
 pub mod openapi;
 pub mod organizations;
 mod places;
 pub mod schema;
 pub mod workspaces;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::from_fn;
+use axum::middleware::from_fn_with_state;
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi as _;
@@ -34,6 +35,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
+use crate::metrics::Metrics;
 
 /// The API served under each base path.
 pub const BASE_PATHS: [&str; 2] = ["/v1", "/iam/v1beta1"];
@@ -90,6 +92,7 @@ fn root_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(metrics::metrics))
 }
 
 /// The OpenAPI document, built once from the route table.
@@ -116,17 +119,18 @@ pub fn router(state: AppState) -> Router {
     for base in BASE_PATHS {
         router = router.nest(base, api.clone());
     }
-    with_middleware(router.with_state(state))
+    let metrics = state.metrics.clone();
+    with_middleware(router.with_state(state), metrics)
 }
 
 /// Wraps routes in what every request passes through: the request context
 /// (id, log line, error envelope), the panic guard, the body limit, and the
 /// JSON answers for unknown routes and methods.
-pub fn with_middleware(router: Router) -> Router {
+pub fn with_middleware(router: Router, metrics: Arc<Metrics>) -> Router {
     router
         .fallback(context::not_found)
         .method_not_allowed_fallback(context::method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(context::panicked))
-        .layer(from_fn(context::request_context))
+        .layer(from_fn_with_state(metrics, context::request_context))
 }

@@ -189,6 +189,11 @@ pub trait Store: Send + Sync + 'static {
         audit: &AuditEvent,
     ) -> Result<()>;
 
+    /// How many agent tokens there are, (still valid at `now`, expired).
+    async fn count_agent_tokens(&self, now: i64) -> Result<(i64, i64)>;
+    /// The connection pool: (open connections, idle ones).
+    fn pool_status(&self) -> (u32, usize);
+
     /// The organization's audit events in the window, oldest first.
     async fn list_audit_events(
         &self,

@@ -547,6 +547,22 @@ impl Store for PostgresStore {
         Ok(inserted == 1)
     }
 
+    async fn count_agent_tokens(&self, now: i64) -> Result<(i64, i64)> {
+        let (active, expired): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(CASE WHEN end_at IS NULL OR end_at > $1 THEN 1 ELSE 0 END), 0), \
+             COALESCE(SUM(CASE WHEN end_at IS NULL OR end_at > $1 THEN 0 ELSE 1 END), 0) \
+             FROM agent_tokens",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((active, expired))
+    }
+
+    fn pool_status(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
+
     async fn list_audit_events(
         &self,
         org: &str,

@@ -165,7 +165,12 @@ impl TestApp {
             .expect("body")
             .to_bytes()
             .to_vec();
-        let body = if raw.is_empty() {
+        let json = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        // Not JSON (the metrics text, say): the bytes are in `raw`.
+        let body = if raw.is_empty() || !json {
             Value::Null
         } else {
             serde_json::from_slice(&raw).unwrap_or_else(|_| {

@@ -1,0 +1,194 @@
+//! Prometheus metrics: one registry per process, rendered in the text
+//! format at `/metrics`. Counters on the verification path are resolved
+//! once, so counting costs an atomic increment; gauges that describe
+//! stored state (tokens, pool) are read when scraped.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::verify::Refusal;
+
+/// The outcome of one agent-token verification, as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Valid,
+    Refused(Refusal),
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    verifications: [IntCounter; 5],
+    cache_hit: IntCounter,
+    cache_miss: IntCounter,
+    cache_known_unknown: IntCounter,
+    tokens: IntGaugeVec,
+    pool: IntGaugeVec,
+    cache_entries: IntGaugeVec,
+}
+
+/// What a scrape reads from the store and the cache.
+pub struct Snapshot {
+    pub active_tokens: i64,
+    pub expired_tokens: i64,
+    pub pool_size: u32,
+    pub pool_idle: usize,
+    pub cache_entries: (usize, usize),
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry =
+            Registry::new_custom(Some("agentkey".into()), None).expect("a valid metric prefix");
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests answered, by route and status",
+            ),
+            &["method", "route", "status"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time from a request's arrival to its answer, by route",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5,
+            ]),
+            &["method", "route"],
+        )
+        .expect("valid metric");
+        let verifications = IntCounterVec::new(
+            Opts::new(
+                "verifications_total",
+                "Agent-token verifications (authorize and introspect), by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let cache = IntCounterVec::new(
+            Opts::new(
+                "cache_lookups_total",
+                "Verification cache lookups: hit, miss (read from the store), negative_hit (known unknown)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let tokens = IntGaugeVec::new(
+            Opts::new("agent_tokens", "Stored agent tokens, by state"),
+            &["state"],
+        )
+        .expect("valid metric");
+        let pool = IntGaugeVec::new(
+            Opts::new("db_pool_connections", "Database pool connections, by state"),
+            &["state"],
+        )
+        .expect("valid metric");
+        let cache_entries = IntGaugeVec::new(
+            Opts::new("cache_entries", "Verification cache entries, by kind"),
+            &["kind"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(verifications.clone()),
+            Box::new(cache.clone()),
+            Box::new(tokens.clone()),
+            Box::new(pool.clone()),
+            Box::new(cache_entries.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        Metrics {
+            verifications: ["valid", "expired", "revoked", "unknown", "malformed"]
+                .map(|outcome| verifications.with_label_values(&[outcome])),
+            cache_hit: cache.with_label_values(&["hit"]),
+            cache_miss: cache.with_label_values(&["miss"]),
+            cache_known_unknown: cache.with_label_values(&["negative_hit"]),
+            registry,
+            requests,
+            latency,
+            tokens,
+            pool,
+            cache_entries,
+        }
+    }
+
+    pub fn request(&self, method: &str, route: &str, status: u16, took: Duration) {
+        let status = status.to_string();
+        self.requests
+            .with_label_values(&[method, route, status.as_str()])
+            .inc();
+        self.latency
+            .with_label_values(&[method, route])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a verification. A token replaced by a rotation whose grace
+    /// window has ended counts as `revoked`; a deleted token cannot be told
+    /// from one never issued, and counts as `unknown`.
+    pub fn verification(&self, outcome: Outcome) {
+        let i = match outcome {
+            Outcome::Valid => 0,
+            Outcome::Refused(Refusal::Expired) => 1,
+            Outcome::Refused(Refusal::Superseded) => 2,
+            Outcome::Refused(Refusal::Unknown) => 3,
+            Outcome::Refused(Refusal::Malformed) => 4,
+        };
+        self.verifications[i].inc();
+    }
+
+    pub fn cache_hit(&self) {
+        self.cache_hit.inc();
+    }
+
+    pub fn cache_miss(&self) {
+        self.cache_miss.inc();
+    }
+
+    pub fn cache_known_unknown(&self) {
+        self.cache_known_unknown.inc();
+    }
+
+    /// The text exposition of every metric, with the gauges set from `now`.
+    pub fn render(&self, now: Snapshot) -> String {
+        self.tokens
+            .with_label_values(&["active"])
+            .set(now.active_tokens);
+        self.tokens
+            .with_label_values(&["expired"])
+            .set(now.expired_tokens);
+        let in_use = i64::from(now.pool_size) - now.pool_idle as i64;
+        self.pool
+            .with_label_values(&["idle"])
+            .set(now.pool_idle as i64);
+        self.pool.with_label_values(&["in_use"]).set(in_use.max(0));
+        self.cache_entries
+            .with_label_values(&["positive"])
+            .set(now.cache_entries.0 as i64);
+        self.cache_entries
+            .with_label_values(&["negative"])
+            .set(now.cache_entries.1 as i64);
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("the text encoder writes to memory");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
