@@ -144,18 +144,6 @@ impl VerifyCache {
         negative.insert(digest, now + self.limits.negative_ttl);
     }
 
-    /// Forgets these digests (revoked or rotated): the next verification
-    /// reads the store.
-    pub fn forget(&self, digests: &[Digest]) {
-        let mut positive = write(&self.positive);
-        let mut negative = write(&self.negative);
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        for digest in digests {
-            positive.remove(digest);
-            negative.remove(digest);
-        }
-    }
-
     /// Forgets every entry of one token, whatever its digests.
     pub fn forget_token(&self, token_id: &str) {
         let mut positive = write(&self.positive);
@@ -255,7 +243,7 @@ mod tests {
         let cache = VerifyCache::new(limits());
         let d = Digest::of("a");
         let epoch = cache.epoch();
-        cache.forget(&[d]); // a delete commits while the read is in flight
+        cache.forget_token("a"); // a delete commits while the read is in flight
         let entry = cache.insert(d, credential("a", "x"), 0, epoch);
         assert_eq!(
             entry.credential.token_id, "a",
@@ -270,12 +258,12 @@ mod tests {
     }
 
     #[test]
-    fn forgets_by_digest_token_and_deployment() {
+    fn forgets_by_token_and_deployment() {
         let cache = VerifyCache::new(limits());
         for (t, dep) in [("a", "x"), ("b", "x"), ("c", "y")] {
             cache.insert(Digest::of(t), credential(t, dep), 0, cache.epoch());
         }
-        cache.forget(&[Digest::of("a")]);
+        cache.forget_token("a");
         assert_eq!(cache.len().0, 2);
         cache.forget_token("b");
         assert_eq!(cache.len().0, 1);

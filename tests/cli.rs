@@ -3,15 +3,13 @@
 //! file). Every subcommand in table and JSON mode, and the exit codes of
 //! each way a command can fail.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::process::Command;
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentkey");
+use common::process::BIN;
 const ROOT: &str = "cli-test-root-credential-0123456789abcdef";
 
 const NOT_FOUND: i32 = 3;
@@ -21,9 +19,10 @@ const REJECTED: i32 = 6;
 const USAGE: i32 = 2;
 
 /// `agentkey serve` on a free loopback port with a configured root
-/// credential; killed when dropped.
+/// credential, on a database of its own; stopped when dropped.
 struct Server {
-    child: Child,
+    // Kept for its Drop, which stops the server.
+    _process: common::process::Server,
     base: String,
     _dir: tempfile::TempDir,
 }
@@ -31,61 +30,21 @@ struct Server {
 impl Server {
     fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let db: &Path = &dir.path().join("agentkey.db");
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .env("AGENTKEY_LISTEN", "127.0.0.1:0")
-            .env(
-                "AGENTKEY_DATABASE_URL",
-                format!("sqlite://{}", db.display()),
-            )
-            .env("AGENTKEY_ROOT_TOKEN", ROOT)
-            .env_remove("AGENTKEY_LOG")
-            .env("AGENTKEY_LOG_FORMAT", "json")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn agentkey serve");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::<String>::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let addr = log.lock().unwrap().iter().find_map(|line| {
-                let event: Value = serde_json::from_str(line).ok()?;
-                (event["message"] == "listening")
-                    .then(|| event["addr"].as_str().unwrap().to_string())
-            });
-            if let Some(addr) = addr {
-                return Server {
-                    child,
-                    base: format!("http://{addr}"),
-                    _dir: dir,
-                };
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("agentkey exited with {status}: {:?}", log.lock().unwrap());
-            }
-            assert!(Instant::now() < deadline, "agentkey serve did not start");
-            std::thread::sleep(Duration::from_millis(20));
+        let process = common::process::Server::start(
+            &dir.path().join("agentkey.db"),
+            &[("AGENTKEY_ROOT_TOKEN", ROOT)],
+        );
+        let base = process.base.clone();
+        Server {
+            _process: process,
+            base,
+            _dir: dir,
         }
     }
 
     /// A CLI with the root credential, talking to this server.
     fn cli(&self) -> Cli {
         Cli::new(&self.base, Some(ROOT))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -4,125 +4,14 @@
 //! shutdown flushing `lastUsedAt`, `root-token --rotate` taking effect on a
 //! running server, and no secret in the logs.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::process::{root_in, Server, BIN};
+
 use serde_json::{json, Value};
-
-const BIN: &str = env!("CARGO_BIN_EXE_agentkey");
-
-struct Server {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    /// Starts `agentkey serve` on a free port and waits until it listens.
-    fn start(db: &Path, env: &[(&str, &str)]) -> Server {
-        let mut command = Command::new(BIN);
-        command
-            .arg("serve")
-            .env("AGENTKEY_LISTEN", "127.0.0.1:0")
-            .env(
-                "AGENTKEY_DATABASE_URL",
-                format!("sqlite://{}", db.display()),
-            )
-            .env_remove("AGENTKEY_ROOT_TOKEN")
-            .env_remove("AGENTKEY_LOG")
-            .env("AGENTKEY_LOG_FORMAT", "json")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().expect("spawn agentkey");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let addr = log.lock().unwrap().iter().find_map(|line| {
-                let event: Value = serde_json::from_str(line).ok()?;
-                (event["message"] == "listening")
-                    .then(|| event["addr"].as_str().unwrap().to_string())
-            });
-            if let Some(addr) = addr {
-                return Server {
-                    child,
-                    base: format!("http://{addr}"),
-                    log,
-                };
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("agentkey exited with {status}: {:?}", log.lock().unwrap());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agentkey did not start: {:?}",
-                log.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// The root credential printed at first start, if any.
-    fn printed_root(&self) -> Option<String> {
-        root_in(&self.log_text())
-    }
-
-    fn signal_term(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
-    /// Sends SIGTERM and waits for a clean exit.
-    fn stop(mut self) -> String {
-        self.signal_term();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "clean exit after SIGTERM: {status}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "agentkey did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(50)); // let the reader drain
-        self.log_text()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-fn root_in(text: &str) -> Option<String> {
-    let start = text.find("akroot_")?;
-    Some(
-        text[start..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect(),
-    )
-}
 
 struct Client {
     http: reqwest::Client,

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod postgres;
+pub mod process;
 
 use std::path::PathBuf;
 use std::sync::Arc;
