@@ -20,7 +20,7 @@ use crate::config::{Config, LogFormat, ROOT_TOKEN_ENV};
 const ENVIRONMENT_HELP: &str = "\
 Environment:
   AGENTKEY_LISTEN                           address to listen on (serve)
-  AGENTKEY_DATABASE_URL                     sqlite://PATH (default sqlite://agentkey.db)
+  AGENTKEY_DATABASE_URL                     sqlite://PATH (default sqlite://agentkey.db) or postgres://...
   AGENTKEY_ROOT_TOKEN                       root credential, 32+ printable characters (serve);
                                             read only from the environment, never from a flag
   AGENTKEY_MAX_AGENT_TOKENS_PER_DEPLOYMENT  agent tokens per deployment (default 50)
@@ -290,7 +290,8 @@ pub enum TokenCommand {
 
 #[derive(Args)]
 pub struct DatabaseArgs {
-    /// Database URL: sqlite://PATH (the file is created if missing).
+    /// Database URL: sqlite://PATH (the file is created if missing) or
+    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE.
     #[arg(
         long,
         env = "AGENTKEY_DATABASE_URL",

@@ -124,7 +124,12 @@ impl Metrics {
         }
     }
 
+    /// Counts and times one request. `method` is folded onto the standard
+    /// methods (anything else is `OTHER`) so that no client can mint new
+    /// series.
     pub fn request(&self, method: &str, route: &str, status: u16, took: Duration) {
+        const KNOWN: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+        let method = KNOWN.into_iter().find(|m| *m == method).unwrap_or("OTHER");
         let status = status.to_string();
         self.requests
             .with_label_values(&[method, route, status.as_str()])

@@ -36,10 +36,21 @@ pub async fn serve(config: Config) -> Result<(), String> {
         config.settings.clone(),
         config.root_token_digest(),
     );
+    // Everything that can fail at start happens before anything is served:
+    // both listeners are bound and the signal handlers installed first.
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let metrics_listener = match config.metrics_listen {
+        Some(metrics_addr) => Some(
+            tokio::net::TcpListener::bind(metrics_addr)
+                .await
+                .map_err(|e| format!("cannot listen on {metrics_addr} for metrics: {e}"))?,
+        ),
+        None => None,
+    };
+    let signal = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     // The flusher stops only after the server has finished its last
@@ -51,34 +62,28 @@ pub async fn serve(config: Config) -> Result<(), String> {
         flusher_stopped,
     ));
     let follower = store.follow_revocations(state.verifier.clone(), stopped.clone());
-    let mut graceful = stopped;
-    let mut server = tokio::spawn(
-        axum::serve(
-            listener,
-            state
-                .router()
-                .into_make_service_with_connect_info::<SocketAddr>(),
+    let serve_until_stopped = |listener, router: axum::Router| {
+        let mut stopped = stopped.clone();
+        tokio::spawn(
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            })
+            .into_future(),
         )
-        .with_graceful_shutdown(async move {
-            let _ = graceful.wait_for(|stop| *stop).await;
-        })
-        .into_future(),
-    );
+    };
+    let mut server = serve_until_stopped(listener, state.router());
     tracing::info!(%addr, "listening");
-    let metrics_server = match config.metrics_listen {
-        Some(metrics_addr) => {
-            let listener = tokio::net::TcpListener::bind(metrics_addr)
-                .await
-                .map_err(|e| format!("cannot listen on {metrics_addr} for metrics: {e}"))?;
+    let metrics_server = match metrics_listener {
+        Some(listener) => {
             let metrics_addr = listener.local_addr().map_err(|e| e.to_string())?;
             tracing::info!(addr = %metrics_addr, "serving /metrics");
-            let mut graceful = stop.subscribe();
-            Some(tokio::spawn(
-                axum::serve(listener, crate::http::metrics::open_router(state.clone()))
-                    .with_graceful_shutdown(async move {
-                        let _ = graceful.wait_for(|stop| *stop).await;
-                    })
-                    .into_future(),
+            Some(serve_until_stopped(
+                listener,
+                crate::http::metrics::open_router(state.clone()),
             ))
         }
         None => None,
@@ -86,32 +91,50 @@ pub async fn serve(config: Config) -> Result<(), String> {
 
     let served = tokio::select! {
         result = &mut server => Some(result),
-        () = shutdown_signal() => None,
+        () = signal => None,
     };
     let _ = stop.send(true);
+    // From here on everything shares one deadline: a request, a database
+    // call or a connection that does not finish by then is cut off.
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_TIMEOUT;
+    let mut cut = false;
     let served = match served {
         Some(result) => result,
-        None => match tokio::time::timeout(SHUTDOWN_TIMEOUT, server).await {
+        None => match tokio::time::timeout_at(deadline, &mut server).await {
             Ok(result) => result,
             Err(_) => {
-                tracing::warn!(
-                    timeout_seconds = SHUTDOWN_TIMEOUT.as_secs(),
-                    "requests still running at the shutdown deadline; exiting anyway"
-                );
+                server.abort();
+                cut = true;
                 Ok(Ok(()))
             }
         },
     };
-    if let Some(metrics_server) = metrics_server {
-        let _ = metrics_server.await;
+    if let Some(mut metrics_server) = metrics_server {
+        if tokio::time::timeout_at(deadline, &mut metrics_server)
+            .await
+            .is_err()
+        {
+            metrics_server.abort();
+        }
     }
     // The flusher writes what is pending, then returns.
     let _ = stop_flusher.send(true);
-    let _ = flusher.await;
-    if let Some(follower) = follower {
-        let _ = follower.await;
+    let finished = async {
+        let _ = flusher.await;
+        if let Some(follower) = follower {
+            let _ = follower.await;
+        }
+        store.close().await;
+    };
+    if tokio::time::timeout_at(deadline, finished).await.is_err() {
+        cut = true;
     }
-    store.close().await;
+    if cut {
+        return Err(format!(
+            "stopped at the {}s shutdown deadline with work still running",
+            SHUTDOWN_TIMEOUT.as_secs()
+        ));
+    }
     tracing::info!("stopped");
     match served {
         Ok(Ok(())) => Ok(()),
@@ -120,28 +143,30 @@ pub async fn serve(config: Config) -> Result<(), String> {
     }
 }
 
-/// How long in-flight requests may take to finish after SIGINT/SIGTERM.
+/// How long in-flight work may take to finish after SIGINT/SIGTERM.
 const SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// A future that resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are
+/// installed when this is called, not when the future is first polled.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {},
+                _ = terminate.recv() => {},
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => {},
-        _ = terminate => {},
+            tracing::info!("shutting down: finishing in-flight requests");
+        })
     }
-    tracing::info!("shutting down: finishing in-flight requests");
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down: finishing in-flight requests");
+        })
+    }
 }

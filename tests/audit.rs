@@ -172,6 +172,10 @@ async fn organizations_see_only_their_own_trail(app: TestApp) {
         let reply = app
             .get(format!("/v1/organizations/{}/audit-logs", org.org))
             .await;
+        assert_eq!(
+            reply.body["totalCount"], 3,
+            "its organization, workspace and deployment"
+        );
         for event in logs(&reply) {
             assert_eq!(event["organizationId"], org.org.as_str());
             assert_ne!(event["targetId"], other.deployment.as_str());

@@ -84,7 +84,8 @@ pub struct AuditLog {
     pub actor: BasicSubjectProfile,
     /// e.g. `agentToken.create`, `agentToken.rotate`, `deployment.delete`.
     pub action: String,
-    /// `ORGANIZATION`, `WORKSPACE`, `DEPLOYMENT` or `AGENT_TOKEN`.
+    /// `ORGANIZATION`, `WORKSPACE`, `DEPLOYMENT`, `AGENT_TOKEN`, `API_TOKEN`
+    /// (or `ROOT_CREDENTIAL`, outside organizations).
     pub target_type: String,
     pub target_id: String,
     pub request_id: Option<String>,

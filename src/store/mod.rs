@@ -1,6 +1,6 @@
 //! Persistence: one `Store` trait, one implementation per database, chosen by
-//! the scheme of the database URL. Every method is a single transaction, so a
-//! failed request writes nothing.
+//! the scheme of the database URL. Every write is a single statement or a
+//! single transaction, so a failed request writes nothing.
 
 mod postgres;
 pub mod revocations;

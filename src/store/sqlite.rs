@@ -53,10 +53,18 @@ const OPEN_ATTEMPTS: u32 = 20;
 /// another try. sqlx's migration lock does nothing on SQLite, and switching
 /// a new file to WAL needs a lock that the busy timeout does not wait for.
 fn collided(err: &StoreError) -> bool {
+    let busy = |err: &sqlx::Error| match err {
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("5") | Some("6")),
+        _ => false,
+    };
     match err {
-        StoreError::Migration(_) => true,
-        StoreError::Database(sqlx::Error::Database(db)) => {
-            matches!(db.code().as_deref(), Some("5") | Some("6"))
+        StoreError::Database(err) => busy(err),
+        // A table or column that another process created a moment ago is a
+        // collision too; a checksum mismatch or bad SQL is not.
+        StoreError::Migration(sqlx::migrate::MigrateError::Execute(err)) => {
+            busy(err)
+                || err.to_string().contains("already exists")
+                || err.to_string().contains("duplicate column")
         }
         _ => false,
     }

@@ -67,10 +67,6 @@ impl Secret {
         }
     }
 
-    pub fn kind(&self) -> SecretKind {
-        self.kind
-    }
-
     pub fn digest(&self) -> Digest {
         Digest::of(self.plaintext.expose_secret())
     }

@@ -82,8 +82,9 @@ impl Server {
     }
 
     pub fn signal_term(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+        // `kill` as the shell's builtin: no procps needed.
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", self.child.id())])
             .status()
             .expect("kill");
         assert!(status.success());
