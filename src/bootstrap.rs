@@ -36,7 +36,7 @@ pub async fn ensure_generated_root(store: &dyn Store, now: i64) -> store::Result
 /// made by the credential itself (the process or operator holding it).
 fn root_event(credential: &RootCredential, action: &str) -> AuditEvent {
     AuditEvent {
-        id: new_id(),
+        id: crate::token::id::new_ordered_id(),
         organization_id: None,
         occurred_at: credential.created_at,
         actor: Subject {

@@ -592,3 +592,54 @@ async fn introspection_is_for_organization_owners_of_the_token_organization() {
         .await
         .assert_error(403);
 }
+
+#[tokio::test]
+async fn deleting_a_deployment_takes_its_api_tokens_and_roles_with_it() {
+    let app = TestApp::new().await;
+    let t = app.tenant().await;
+    let scoped = deployment_admin(&app, &t).await;
+    let org_token = api_token(
+        &app,
+        &t.org,
+        json!({ "name": "org", "scope": "ORGANIZATION", "role": "ORGANIZATION_MEMBER" }),
+    )
+    .await;
+    let roles = format!("{}/{}/roles", tokens_path(&t.org), str_of(&org_token, "id"));
+    let reply = app
+        .post(
+            &roles,
+            json!({ "roles": [
+                { "entityType": "ORGANIZATION", "entityId": t.org, "role": "ORGANIZATION_MEMBER" },
+                { "entityType": "DEPLOYMENT", "entityId": t.deployment, "role": "DEPLOYMENT_ADMIN" },
+            ]}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let org_path = format!("/v1/organizations/{}", t.org);
+    let scoped_secret = str_of(&scoped, "token");
+    let before = as_token(&app, scoped_secret, Method::GET, &org_path, None).await;
+    assert_eq!(before.status, StatusCode::OK);
+
+    let path = format!("/v1/organizations/{}/deployments/{}", t.org, t.deployment);
+    assert_eq!(app.delete(path).await.status, StatusCode::NO_CONTENT);
+
+    // The token made for the deployment is gone: refused, and not found.
+    as_token(&app, scoped_secret, Method::GET, &org_path, None)
+        .await
+        .assert_error(401);
+    app.get(format!("{}/{}", tokens_path(&t.org), str_of(&scoped, "id")))
+        .await
+        .assert_error(404);
+    // The organization token stays, without its role on the deployment.
+    let kept = app
+        .get(format!(
+            "{}/{}",
+            tokens_path(&t.org),
+            str_of(&org_token, "id")
+        ))
+        .await;
+    assert_eq!(kept.status, StatusCode::OK);
+    let roles = kept.body["roles"].as_array().unwrap();
+    assert_eq!(roles.len(), 1, "{}", kept.body);
+    assert_eq!(roles[0]["entityType"], "ORGANIZATION");
+}

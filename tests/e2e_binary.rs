@@ -104,10 +104,54 @@ async fn full_lifecycle_across_restarts() {
     assert_eq!(status, 200);
     assert_eq!(who["deploymentId"], dep);
 
+    // Every other kind of secret too: a rotated-away agent secret (with a
+    // grace window, so it is used once more) and an API token.
+    let (status, rotated) = api
+        .call(
+            reqwest::Method::POST,
+            &format!("{token_path}/rotate"),
+            &root,
+            Some(json!({ "gracePeriodSeconds": 60 })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let rotated = rotated["token"].as_str().unwrap().to_string();
+    let api_token = api
+        .create(
+            &format!("/v1/organizations/{org}/tokens"),
+            &root,
+            json!({ "name": "ci", "role": "ORGANIZATION_OWNER", "scope": "ORGANIZATION" }),
+        )
+        .await;
+    let api_secret = api_token["token"].as_str().unwrap().to_string();
+    for presented in [&secret, &rotated] {
+        let (status, _) = api
+            .call(reqwest::Method::GET, "/v1/authorize", presented, None)
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = api
+        .call(reqwest::Method::GET, "/v1/organizations", &api_secret, None)
+        .await;
+    assert_eq!(status, 200);
+    let secret = rotated; // the current one, from here on
+
     // SIGTERM: clean exit, and the pending lastUsedAt is written on the way out
     // (the flush interval is an hour, so only the shutdown flush can do it).
     let log = server.stop();
-    assert!(!log.contains(&secret), "an agent secret in the logs");
+    for issued in [
+        &secret,
+        &api_secret,
+        &created["token"].as_str().unwrap().to_string(),
+    ] {
+        assert!(!log.contains(issued.as_str()), "a secret in the logs");
+        // Not even its random part alone.
+        let body = &issued[issued.find('_').unwrap() + 1..];
+        assert!(
+            !log.contains(&body[..16]),
+            "a secret's random part in the logs"
+        );
+    }
     assert_eq!(
         log.matches(&root).count(),
         1,
@@ -327,9 +371,11 @@ async fn shutdown_lets_in_flight_requests_finish() {
         &body[..10]
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // Time for the server to read the request head (so the connection is
+    // busy, not idle, when the signal comes), then to act on the signal.
+    std::thread::sleep(Duration::from_millis(750));
     server.signal_term();
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(750));
     assert!(
         server.child.try_wait().unwrap().is_none(),
         "still serving the request in flight"

@@ -22,7 +22,7 @@ use crate::authz::{Action, Resource};
 use crate::clock::rfc3339;
 use crate::model::{AuditEvent, Subject};
 use crate::store::{AuditQuery, SortColumn};
-use crate::token::new_id;
+use crate::token::id::new_ordered_id;
 use crate::token::request::FieldError;
 
 /// Where a request came from: its id (as the request context set it) and
@@ -60,7 +60,7 @@ impl Origin {
         at: i64,
     ) -> AuditEvent {
         AuditEvent {
-            id: new_id(),
+            id: new_ordered_id(),
             organization_id: organization.map(str::to_string),
             occurred_at: at,
             actor,

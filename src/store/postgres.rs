@@ -296,6 +296,30 @@ impl Store for PostgresStore {
         .bind(id)
         .fetch_all(&mut *tx)
         .await?;
+        // API tokens made for this deployment go with it, and roles that
+        // other tokens held on it: none may outlive what it is about.
+        sqlx::query(
+            "DELETE FROM api_token_roles WHERE token_id IN (SELECT id FROM api_tokens \
+             WHERE organization_id = $1 AND scope = 'DEPLOYMENT' AND entity_id = $2)",
+        )
+        .bind(org)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM api_tokens \
+             WHERE organization_id = $1 AND scope = 'DEPLOYMENT' AND entity_id = $2",
+        )
+        .bind(org)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM api_token_roles WHERE entity_type = 'DEPLOYMENT' AND entity_id = $1",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("DELETE FROM deployments WHERE organization_id = $1 AND id = $2")
             .bind(org)
             .bind(id)

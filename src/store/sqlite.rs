@@ -61,10 +61,17 @@ fn collided(err: &StoreError) -> bool {
         StoreError::Database(err) => busy(err),
         // A table or column that another process created a moment ago is a
         // collision too; a checksum mismatch or bad SQL is not.
-        StoreError::Migration(sqlx::migrate::MigrateError::Execute(err)) => {
-            busy(err)
-                || err.to_string().contains("already exists")
-                || err.to_string().contains("duplicate column")
+        StoreError::Migration(err) => {
+            let text = err.to_string();
+            [
+                "already exists",
+                "duplicate column",
+                "database is locked",
+                "(code: 5)",
+                "(code: 6)",
+            ]
+            .iter()
+            .any(|sign| text.contains(sign))
         }
         _ => false,
     }
@@ -292,6 +299,30 @@ impl Store for SqliteStore {
         .bind(org)
         .bind(id)
         .fetch_all(&mut *tx)
+        .await?;
+        // API tokens made for this deployment go with it, and roles that
+        // other tokens held on it: none may outlive what it is about.
+        sqlx::query(
+            "DELETE FROM api_token_roles WHERE token_id IN (SELECT id FROM api_tokens \
+             WHERE organization_id = ? AND scope = 'DEPLOYMENT' AND entity_id = ?)",
+        )
+        .bind(org)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM api_tokens \
+             WHERE organization_id = ? AND scope = 'DEPLOYMENT' AND entity_id = ?",
+        )
+        .bind(org)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM api_token_roles WHERE entity_type = 'DEPLOYMENT' AND entity_id = ?",
+        )
+        .bind(id)
+        .execute(&mut *tx)
         .await?;
         let deleted = sqlx::query("DELETE FROM deployments WHERE organization_id = ? AND id = ?")
             .bind(org)

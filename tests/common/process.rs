@@ -16,6 +16,8 @@ pub struct Server {
     pub child: Child,
     pub base: String,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The thread copying stderr into `log`; it ends when the process does.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -41,7 +43,7 @@ impl Server {
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 sink.lock().unwrap().push(line);
             }
@@ -58,6 +60,7 @@ impl Server {
                     child,
                     base: format!("http://{addr}"),
                     log,
+                    reader: Some(reader),
                 };
             }
             if let Ok(Some(status)) = child.try_wait() {
@@ -102,7 +105,11 @@ impl Server {
             assert!(Instant::now() < deadline, "agentkey did not stop");
             std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(50)); // let the reader drain
+        // The pipe is at its end once the process is gone: every line the
+        // process wrote is in `log` when the reader returns.
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("the stderr reader");
+        }
         self.log_text()
     }
 }
