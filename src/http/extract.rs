@@ -242,6 +242,7 @@ fn parse_list_query<R: Sortable>(pairs: &[(String, String)]) -> Result<PageReque
     if errors.is_empty() {
         Ok(page)
     } else {
+        errors.truncate(MAX_FIELD_ERRORS);
         Err(ApiError::invalid(errors))
     }
 }
@@ -332,6 +333,11 @@ mod tests {
         let flood = format!("sorts={}", vec!["bogus:asc"; 5000].join(","));
         let err = parse(&flood).unwrap_err();
         assert_eq!(err.field_errors.len(), MAX_FIELD_ERRORS);
+        let flood = vec!["limit=x"; 3000].join("&");
+        assert_eq!(
+            parse(&flood).unwrap_err().field_errors.len(),
+            MAX_FIELD_ERRORS
+        );
     }
 
     #[test]

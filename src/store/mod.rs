@@ -265,43 +265,36 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
 }
 
 /// A database URL with any password replaced, fit for messages and logs:
-/// the one in the user-info part and a `password=` query parameter.
+/// a `password=` query parameter, and the password of the user-info part.
+/// Where a password was not percent-encoded the URL is ambiguous; this then
+/// hides too much rather than too little.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_string();
-    };
-    // The user-info part ends at the last '@' of the URL: a password may
-    // itself hold '?', '/' or '#' when the user did not percent-encode it.
-    let (head, rest) = match url[scheme_end..].rfind('@') {
-        Some(at) => {
-            let userinfo = &url[scheme_end..scheme_end + at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let head = if userinfo.contains(':') {
-                format!("{}{user}:***@", &url[..scheme_end])
-            } else {
-                format!("{}{userinfo}@", &url[..scheme_end])
-            };
-            (head, &url[scheme_end + at + 1..])
-        }
-        None => (url[..scheme_end].to_string(), &url[scheme_end..]),
-    };
-    let (location, query) = match rest.split_once('?') {
-        Some((location, query)) => (location, Some(query)),
-        None => (rest, None),
-    };
-    let mut redacted = format!("{head}{location}");
-    if let Some(query) = query {
-        let params: Vec<String> = query
-            .split('&')
-            .map(|param| match param.split_once('=') {
-                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
-                _ => param.to_string(),
-            })
-            .collect();
-        redacted.push('?');
-        redacted.push_str(&params.join("&"));
+    // First every `password=` value, up to the next '&' (it may hold '@').
+    let mut text = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(at) = rest.to_ascii_lowercase().find("password=") {
+        let value_start = at + "password=".len();
+        let value_end = rest[value_start..]
+            .find('&')
+            .map_or(rest.len(), |end| value_start + end);
+        text.push_str(&rest[..value_start]);
+        text.push_str("***");
+        rest = &rest[value_end..];
     }
-    redacted
+    text.push_str(rest);
+    // Then the user-info password: from the first ':' after the scheme to
+    // the last '@' (a password may itself hold '?', '/' or '#').
+    let Some(scheme_end) = text.find("://").map(|i| i + 3) else {
+        return text;
+    };
+    match (text[scheme_end..].find(':'), text[scheme_end..].rfind('@')) {
+        (Some(colon), Some(at)) if colon < at => format!(
+            "{}***{}",
+            &text[..scheme_end + colon + 1],
+            &text[scheme_end + at..]
+        ),
+        _ => text,
+    }
 }
 
 #[cfg(test)]
@@ -328,6 +321,12 @@ mod tests {
             redact_url("postgres://agent:s3cr?et/x@127.0.0.1:1/db"),
             "postgres://agent:***@127.0.0.1:1/db"
         );
+        let shown = redact_url("postgres://127.0.0.1:18899/db?password=se@cret&sslmode=require");
+        assert!(
+            !shown.contains("se@cret") && !shown.contains("cret"),
+            "{shown}"
+        );
+        assert!(shown.contains("sslmode=require"), "{shown}");
     }
 
     #[test]

@@ -54,7 +54,11 @@ const OPEN_ATTEMPTS: u32 = 20;
 /// a new file to WAL needs a lock that the busy timeout does not wait for.
 fn collided(err: &StoreError) -> bool {
     let busy = |err: &sqlx::Error| match err {
-        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("5") | Some("6")),
+        // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with any extended code.
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 5 | 6)),
         _ => false,
     };
     match err {
