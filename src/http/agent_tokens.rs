@@ -19,10 +19,10 @@ use crate::model::{AgentToken, NewAgentToken, Rotation, AGENT_ROLE};
 use crate::store::revocations::Revocation;
 use crate::store::SortColumn;
 use crate::token::id::is_id;
-use crate::token::request::{parse_expiry_days, parse_grace_seconds, Description, Faults, Name};
+use crate::token::request::{
+    end_of, parse_expiry_days, parse_grace_seconds, Description, Faults, Name,
+};
 use crate::token::{new_id, Secret, SecretKind};
-
-const SECONDS_PER_DAY: i64 = 86_400;
 
 /// Astro's `CreateAgentTokenRequest`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -129,7 +129,7 @@ pub async fn create_agent_token(
         role: AGENT_ROLE.to_string(),
         expiry_period_in_days: expiry_days,
         start_at: now,
-        end_at: expiry_days.map(|days| now + days * SECONDS_PER_DAY),
+        end_at: end_of(now, expiry_days),
         created_at: now,
         updated_at: now,
         created_by: actor.clone(),

@@ -23,10 +23,8 @@ use crate::roles::{EntityType, RoleGrant};
 use crate::store::ApiTokenFilter;
 use crate::token::grants::{self, RoleEntry};
 use crate::token::id::is_id;
-use crate::token::request::{parse_expiry_days, Description, Faults, FieldError, Name};
+use crate::token::request::{end_of, parse_expiry_days, Description, Faults, FieldError, Name};
 use crate::token::{new_id, Secret, SecretKind};
-
-const SECONDS_PER_DAY: i64 = 86_400;
 
 /// Astro's `CreateApiTokenRequest`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -296,7 +294,7 @@ pub async fn create_api_token(
         entity_id,
         expiry_period_in_days: expiry_days,
         start_at: now,
-        end_at: expiry_days.map(|days| now + days * SECONDS_PER_DAY),
+        end_at: end_of(now, expiry_days),
         created_at: now,
         updated_at: now,
         created_by: actor.clone(),

@@ -120,6 +120,12 @@ fn check_length(field: &str, value: String, max: usize) -> Result<String, FieldE
     Ok(value)
 }
 
+/// When a token issued at `now` with `tokenExpiryPeriodInDays` ends, if ever.
+pub fn end_of(now: i64, expiry_days: Option<i64>) -> Option<i64> {
+    const SECONDS_PER_DAY: i64 = 86_400;
+    expiry_days.map(|days| now + days * SECONDS_PER_DAY)
+}
+
 /// `tokenExpiryPeriodInDays`: 1..=3650, or absent for a token that never expires.
 pub fn parse_expiry_days(field: &str, value: Option<i64>) -> Result<Option<i64>, FieldError> {
     match value {
