@@ -66,6 +66,17 @@ pub struct Subject {
     pub api_token_name: Option<String>,
 }
 
+impl Subject {
+    /// A subject as the store keeps it: id, `subjectType` text, token name.
+    pub fn from_columns(id: String, subject_type: &str, api_token_name: Option<String>) -> Subject {
+        Subject {
+            id,
+            subject_type: SubjectType::parse(subject_type),
+            api_token_name,
+        }
+    }
+}
+
 /// The role every agent token carries on its deployment.
 pub const AGENT_ROLE: &str = "DEPLOYMENT_AGENT";
 

@@ -516,8 +516,8 @@ async fn load(
         .get_api_token(org, id)
         .await?
         .ok_or_else(|| ApiError::not_found("API token"))?;
-    // A token scoped to a deployment since deleted is managed at the
-    // organization level.
+    // Deleting a deployment deletes the tokens scoped to it, so a missing
+    // home means a delete raced this request: decide at the organization.
     let home = Place::find(state, org, token.scope, &token.entity_id)
         .await?
         .unwrap_or_else(|| Place::Organization(org.to_string()));

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use sqlx::FromRow;
 
 use crate::model::ApiToken;
-use crate::model::{AgentCredential, AgentToken, Deployment, Subject, SubjectType, Workspace};
+use crate::model::{AgentCredential, AgentToken, Deployment, Subject, Workspace};
 use crate::roles::{EntityType, Role, RoleGrant};
 use crate::token::Digest;
 
@@ -131,16 +131,16 @@ impl From<AgentTokenRow> for AgentToken {
             end_at: r.end_at,
             created_at: r.created_at,
             updated_at: r.updated_at,
-            created_by: Subject {
-                id: r.created_by_id,
-                subject_type: SubjectType::parse(&r.created_by_type),
-                api_token_name: r.created_by_name,
-            },
-            updated_by: Subject {
-                id: r.updated_by_id,
-                subject_type: SubjectType::parse(&r.updated_by_type),
-                api_token_name: r.updated_by_name,
-            },
+            created_by: Subject::from_columns(
+                r.created_by_id,
+                &r.created_by_type,
+                r.created_by_name,
+            ),
+            updated_by: Subject::from_columns(
+                r.updated_by_id,
+                &r.updated_by_type,
+                r.updated_by_name,
+            ),
             last_used_at: r.last_used_at,
             last_rotated_at: r.last_rotated_at,
         }
@@ -228,11 +228,7 @@ impl From<AuditEventRow> for crate::model::AuditEvent {
             id: r.id,
             organization_id: r.organization_id,
             occurred_at: r.created_at,
-            actor: Subject {
-                id: r.actor_id,
-                subject_type: SubjectType::parse(&r.actor_type),
-                api_token_name: r.actor_name,
-            },
+            actor: Subject::from_columns(r.actor_id, &r.actor_type, r.actor_name),
             action: r.action,
             target_type: r.target_type,
             target_id: r.target_id,
@@ -329,16 +325,16 @@ impl ApiTokenRow {
             end_at: self.end_at,
             created_at: self.created_at,
             updated_at: self.updated_at,
-            created_by: Subject {
-                id: self.created_by_id,
-                subject_type: SubjectType::parse(&self.created_by_type),
-                api_token_name: self.created_by_name,
-            },
-            updated_by: Subject {
-                id: self.updated_by_id,
-                subject_type: SubjectType::parse(&self.updated_by_type),
-                api_token_name: self.updated_by_name,
-            },
+            created_by: Subject::from_columns(
+                self.created_by_id,
+                &self.created_by_type,
+                self.created_by_name,
+            ),
+            updated_by: Subject::from_columns(
+                self.updated_by_id,
+                &self.updated_by_type,
+                self.updated_by_name,
+            ),
             last_rotated_at: self.last_rotated_at,
         })
     }
