@@ -98,6 +98,9 @@ pub struct AgentToken {
     pub updated_by: Subject,
     pub last_used_at: Option<i64>,
     pub last_rotated_at: Option<i64>,
+    /// After a rotation with a grace window: when the replaced secret stops
+    /// verifying (it may be in the past).
+    pub previous_secret_valid_until: Option<i64>,
 }
 
 /// What the store needs to insert an agent token: the record plus the digest
@@ -239,4 +242,42 @@ pub enum ApiTokenEdit {
         secret_digest: Digest,
         short_token: String,
     },
+}
+
+/// Which kind of credential signed in to a console session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionCredential {
+    /// The root credential (configured or generated).
+    Root,
+    /// An organization API token.
+    ApiToken,
+}
+
+impl SessionCredential {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionCredential::Root => "ROOT",
+            SessionCredential::ApiToken => "API_TOKEN",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SessionCredential> {
+        match s {
+            "ROOT" => Some(SessionCredential::Root),
+            "API_TOKEN" => Some(SessionCredential::ApiToken),
+            _ => None,
+        }
+    }
+}
+
+/// A signed-in console session. The browser holds the session id; the
+/// store keeps only its digest, and the digest of the credential that
+/// signed in, so every request can check that credential again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSession {
+    pub id_digest: Digest,
+    pub credential: SessionCredential,
+    pub credential_digest: Digest,
+    pub created_at: i64,
+    pub last_seen_at: i64,
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::cache::{Cached, Lookup, VerifyCache};
 use crate::clock::Clock;
 use crate::metrics::{Metrics, Outcome};
-use crate::model::{AgentCredential, ApiCredential, Subject, SubjectType};
+use crate::model::{AgentCredential, ApiCredential, SessionCredential, Subject, SubjectType};
 use crate::store::revocations::{Revocation, RevocationSink};
 use crate::store::{Store, StoreError};
 use crate::token::secret::parse_kind;
@@ -179,28 +179,51 @@ impl Verifier {
                 let entry = self.verify_agent(presented).await?;
                 Ok(Principal::Agent(entry.credential.clone()))
             }
-            Some(SecretKind::Root) if self.configured_root.is_none() => {
-                let digest = Digest::of(presented);
-                match self.store.root_credential().await? {
-                    Some(root) if root.secret_digest.ct_eq(&digest) => {
+            Some(SecretKind::Root) => {
+                self.authenticate_digest(SessionCredential::Root, &Digest::of(presented))
+                    .await
+            }
+            Some(SecretKind::Api) => {
+                self.authenticate_digest(SessionCredential::ApiToken, &Digest::of(presented))
+                    .await
+            }
+            None => Err(VerifyError::Refused(Refusal::Malformed)),
+        }
+    }
+
+    /// Identifies a management credential known only by its digest: a
+    /// console session's, which is checked again on every request, so a
+    /// deleted, rotated or expired credential ends the session at once.
+    pub async fn authenticate_digest(
+        &self,
+        kind: SessionCredential,
+        digest: &Digest,
+    ) -> Result<Principal, VerifyError> {
+        match kind {
+            SessionCredential::Root => match &self.configured_root {
+                Some(configured) if configured.ct_eq(digest) => Ok(Principal::Root {
+                    id: CONFIGURED_ROOT_ID.to_string(),
+                }),
+                // A configured root is then the only root credential.
+                Some(_) => Err(VerifyError::Refused(Refusal::Unknown)),
+                None => match self.store.root_credential().await? {
+                    Some(root) if root.secret_digest.ct_eq(digest) => {
                         Ok(Principal::Root { id: root.id })
                     }
                     _ => Err(VerifyError::Refused(Refusal::Unknown)),
-                }
-            }
-            Some(SecretKind::Root) => Err(VerifyError::Refused(Refusal::Unknown)),
-            Some(SecretKind::Api) => self.authenticate_api_token(presented).await,
-            None => Err(VerifyError::Refused(Refusal::Malformed)),
+                },
+            },
+            SessionCredential::ApiToken => self.authenticate_api_token(digest).await,
         }
     }
 
     /// An API token is read from the store on every request (management
     /// calls are not the hot path), so a delete, a rotation or a change of
     /// roles takes effect on the very next request, on every replica.
-    async fn authenticate_api_token(&self, presented: &str) -> Result<Principal, VerifyError> {
+    async fn authenticate_api_token(&self, digest: &Digest) -> Result<Principal, VerifyError> {
         let credential = self
             .store
-            .find_api_credential(&Digest::of(presented))
+            .find_api_credential(digest)
             .await?
             .ok_or(VerifyError::Refused(Refusal::Unknown))?;
         if credential.end_at.is_some_and(|end| self.clock.now() >= end) {

@@ -232,6 +232,7 @@ fn token_in(dep: &Deployment, name: &str, at: i64) -> NewAgentToken {
             updated_by: user("creator"),
             last_used_at: None,
             last_rotated_at: None,
+            previous_secret_valid_until: None,
         },
         secret_digest: Digest::of(&format!("akagt_secret_{}", new_id())),
     }
@@ -979,6 +980,7 @@ async fn rotation_keeps_the_replaced_secret_for_its_grace_window(store: Arc<dyn 
     let want = AgentToken {
         short_token: "akagt_aaaa".into(),
         last_rotated_at: Some(500),
+        previous_secret_valid_until: Some(1000),
         updated_at: 500,
         updated_by: actor.clone(),
         ..original.token.clone()
@@ -1450,7 +1452,11 @@ async fn audit_events_commit_with_their_change(store: Arc<dyn Store>) {
         "only the change that happened, as written"
     );
 
-    let window = |from, until| store::AuditQuery { from, until };
+    let window = |from, until| store::AuditQuery {
+        from,
+        until,
+        action: None,
+    };
     assert_eq!(
         everything(store.clone(), window(Some(100), Some(101)))
             .await

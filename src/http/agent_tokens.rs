@@ -83,7 +83,11 @@ pub async fn list_agent_tokens(
     Ok(Json(ApiTokensPaginated {
         limit: query.page.limit,
         offset: query.page.offset,
-        tokens: page.items.iter().map(ApiToken::from).collect(),
+        tokens: page
+            .items
+            .iter()
+            .map(|t| ApiToken::agent(t, state.clock.now()))
+            .collect(),
         total_count: page.total,
     }))
 }
@@ -136,6 +140,7 @@ pub async fn create_agent_token(
         updated_by: actor,
         last_used_at: None,
         last_rotated_at: None,
+        previous_secret_valid_until: None,
     };
     let new = NewAgentToken {
         token,
@@ -179,7 +184,7 @@ pub async fn get_agent_token(
         .get_agent_token(&org, &dep, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("agent token"))?;
-    Ok(Json((&token).into()))
+    Ok(Json(ApiToken::agent(&token, state.clock.now())))
 }
 
 /// Delete an Agent API token. It is refused from the very next verification;
@@ -269,6 +274,6 @@ pub async fn rotate_agent_token(
         .ok_or_else(|| ApiError::not_found("agent token"))?;
     tracing::info!(token_id = %token.id, grace_seconds = grace, "agent token rotated");
     Ok(SecretResponse::new(
-        ApiToken::from(&token).revealing(&secret),
+        ApiToken::agent(&token, now).revealing(&secret),
     ))
 }

@@ -127,6 +127,7 @@ impl From<&model::ApiToken> for ApiToken {
             expiry_period_in_days: t.expiry_period_in_days,
             last_rotated_at: t.last_rotated_at.map(rfc3339),
             last_used_at: None,
+            previous_secret_valid_until: None,
             roles: Some(t.roles.iter().map(role_entry).collect()),
             token: None,
         }

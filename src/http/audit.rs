@@ -126,6 +126,8 @@ pub struct AuditWindow {
     pub start_date: Option<String>,
     /// RFC 3339; events before it.
     pub end_date: Option<String>,
+    /// Only events of this action, e.g. `agentToken.create`.
+    pub action: Option<String>,
 }
 
 impl Sortable for AuditLog {
@@ -191,5 +193,29 @@ fn parse_window(window: AuditWindow) -> Result<AuditQuery, ApiError> {
             )]));
         }
     }
-    Ok(AuditQuery { from, until })
+    let action = match window.action {
+        Some(action) if !is_action(&action) => {
+            return Err(ApiError::invalid(vec![FieldError::new(
+                "action",
+                "invalid",
+                format!(
+                    "action must be an audit action such as agentToken.create \
+                     (letters, digits and dots, at most 64); got {action:?}"
+                ),
+            )]))
+        }
+        action => action,
+    };
+    Ok(AuditQuery {
+        from,
+        until,
+        action,
+    })
+}
+
+/// Whether `text` is shaped like an audit action (`agentToken.create`).
+fn is_action(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 64
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.')
 }

@@ -72,6 +72,10 @@ pub struct ApiToken {
     pub last_rotated_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_used_at: Option<String>,
+    /// agentkey's own, agent tokens only: while a rotation's grace window
+    /// is open, when the replaced secret stops verifying. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_secret_valid_until: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<ApiTokenRole>>,
     /// The secret. Present only in the response that created or rotated it.
@@ -81,6 +85,18 @@ pub struct ApiToken {
 }
 
 impl ApiToken {
+    /// An agent token as the wire shows it at `now`: with the end of its
+    /// rotation grace window while that window is open.
+    pub fn agent(token: &AgentToken, now: i64) -> ApiToken {
+        ApiToken {
+            previous_secret_valid_until: token
+                .previous_secret_valid_until
+                .filter(|until| *until > now)
+                .map(rfc3339),
+            ..ApiToken::from(token)
+        }
+    }
+
     /// This token with its secret, for the one response that reveals it.
     pub fn revealing(mut self, secret: &crate::token::Secret) -> ApiToken {
         self.token = Some(RevealedSecret(secret.expose().to_string()));
@@ -142,6 +158,7 @@ impl From<&AgentToken> for ApiToken {
             expiry_period_in_days: t.expiry_period_in_days,
             last_rotated_at: t.last_rotated_at.map(rfc3339),
             last_used_at: t.last_used_at.map(rfc3339),
+            previous_secret_valid_until: None,
             roles: Some(vec![ApiTokenRole {
                 entity_id: t.deployment_id.clone(),
                 entity_type: "DEPLOYMENT".into(),

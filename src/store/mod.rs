@@ -5,6 +5,7 @@
 mod postgres;
 pub mod revocations;
 mod rows;
+pub mod sessions;
 mod sqlite;
 
 use std::sync::Arc;
@@ -18,8 +19,9 @@ use crate::model::{
     AgentCredential, AgentToken, AuditEvent, Deployment, NewAgentToken, Organization,
     RootCredential, Rotation, Workspace,
 };
-use crate::model::{ApiCredential, ApiToken, ApiTokenChange, NewApiToken};
+use crate::model::{ApiCredential, ApiToken, ApiTokenChange, ConsoleSession, NewApiToken};
 use crate::token::Digest;
+pub use sessions::SessionCutoffs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -235,13 +237,33 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_api_token(&self, org: &str, id: &str, audit: &AuditEvent) -> Result<bool>;
     /// The API token whose current secret has this digest, with its roles.
     async fn find_api_credential(&self, digest: &Digest) -> Result<Option<ApiCredential>>;
+
+    /// Stores a new console session, first removing those that have ended
+    /// (created before `cutoffs.created_before` or idle since before
+    /// `cutoffs.seen_before`).
+    async fn create_console_session(
+        &self,
+        session: &ConsoleSession,
+        cutoffs: SessionCutoffs,
+    ) -> Result<()>;
+    /// The session whose id has this digest.
+    async fn find_console_session(&self, id: &Digest) -> Result<Option<ConsoleSession>>;
+    /// Notes that the session was used at `at`.
+    async fn touch_console_session(&self, id: &Digest, at: i64) -> Result<()>;
+    /// Ends the session (a no-op if there is none).
+    async fn delete_console_session(&self, id: &Digest) -> Result<()>;
+    /// Records a form nonce of the session as used; answers whether this
+    /// was its first use.
+    async fn use_console_nonce(&self, session: &Digest, nonce: &Digest, at: i64) -> Result<bool>;
 }
 
-/// The audit events of one organization that occurred in `[from, until)`.
+/// The audit events of one organization that occurred in `[from, until)`,
+/// and only those of one action when `action` is set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditQuery {
     pub from: Option<i64>,
     pub until: Option<i64>,
+    pub action: Option<String>,
 }
 
 /// Which API tokens a list answers: those holding a role on the workspace

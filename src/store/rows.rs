@@ -18,7 +18,7 @@ pub const ORGANIZATION_COLUMNS: &str = "id, name, created_at, updated_at";
 pub const AGENT_TOKEN_COLUMNS: &str = "id, organization_id, deployment_id, name, description, \
     short_token, role, expiry_period_in_days, start_at, end_at, created_at, updated_at, \
     created_by_id, created_by_type, created_by_name, updated_by_id, updated_by_type, \
-    updated_by_name, last_used_at, last_rotated_at";
+    updated_by_name, last_used_at, last_rotated_at, previous_valid_until";
 pub const AUDIT_EVENT_COLUMNS: &str = "id, organization_id, created_at, actor_id, actor_type, \
     actor_name, action, target_type, target_id, request_id, source_ip";
 pub const AGENT_CREDENTIAL_COLUMNS: &str = "id, organization_id, deployment_id, name, end_at, \
@@ -114,6 +114,7 @@ pub struct AgentTokenRow {
     pub updated_by_name: Option<String>,
     pub last_used_at: Option<i64>,
     pub last_rotated_at: Option<i64>,
+    pub previous_valid_until: Option<i64>,
 }
 
 impl From<AgentTokenRow> for AgentToken {
@@ -143,6 +144,7 @@ impl From<AgentTokenRow> for AgentToken {
             ),
             last_used_at: r.last_used_at,
             last_rotated_at: r.last_rotated_at,
+            previous_secret_valid_until: r.previous_valid_until,
         }
     }
 }

@@ -10,7 +10,9 @@ use sqlx::sqlite::{
 use sqlx::{FromRow, SqlitePool};
 
 use super::rows::*;
+use super::sessions::{SessionCutoffs, Sessions};
 use super::{AuditQuery, Page, PageRequest, Result, Store, StoreError};
+use crate::model::ConsoleSession;
 use crate::model::{
     AgentCredential, AgentToken, AuditEvent, Deployment, NewAgentToken, Organization,
     RootCredential, Rotation, Workspace,
@@ -617,9 +619,14 @@ impl Store for SqliteStore {
         // The bounds are integers this process parsed, never caller text.
         let from = window.from.unwrap_or(i64::MIN);
         let until = window.until.unwrap_or(i64::MAX);
-        let filter =
+        let mut filter =
             format!("organization_id = ? AND created_at >= {from} AND created_at < {until}");
-        self.page::<_, AuditEventRow>(AUDIT_EVENT_COLUMNS, "audit_events", &filter, &[org], page)
+        let mut args = vec![org];
+        if let Some(action) = &window.action {
+            filter.push_str(" AND action = ?");
+            args.push(action);
+        }
+        self.page::<_, AuditEventRow>(AUDIT_EVENT_COLUMNS, "audit_events", &filter, &args, page)
             .await
     }
 
@@ -654,5 +661,29 @@ impl Store for SqliteStore {
 
     async fn find_api_credential(&self, digest: &Digest) -> Result<Option<ApiCredential>> {
         api_tokens::find_credential(&self.pool, digest).await
+    }
+
+    async fn create_console_session(
+        &self,
+        session: &ConsoleSession,
+        cutoffs: SessionCutoffs,
+    ) -> Result<()> {
+        Sessions(&self.pool).create(session, cutoffs).await
+    }
+
+    async fn find_console_session(&self, id: &Digest) -> Result<Option<ConsoleSession>> {
+        Sessions(&self.pool).find(id).await
+    }
+
+    async fn touch_console_session(&self, id: &Digest, at: i64) -> Result<()> {
+        Sessions(&self.pool).touch(id, at).await
+    }
+
+    async fn delete_console_session(&self, id: &Digest) -> Result<()> {
+        Sessions(&self.pool).delete(id).await
+    }
+
+    async fn use_console_nonce(&self, session: &Digest, nonce: &Digest, at: i64) -> Result<bool> {
+        Sessions(&self.pool).use_nonce(session, nonce, at).await
     }
 }
