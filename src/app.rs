@@ -8,6 +8,7 @@ use axum::Router;
 
 use crate::cache::{CacheLimits, VerifyCache};
 use crate::clock::Clock;
+use crate::console::session::SessionSettings;
 use crate::metrics::{Metrics, Snapshot};
 use crate::store::revocations::{Revocation, RevocationSink};
 use crate::store::Store;
@@ -21,6 +22,7 @@ pub struct Settings {
     pub max_agent_tokens_per_deployment: i64,
     pub last_used_flush_interval: Duration,
     pub cache: CacheLimits,
+    pub console: SessionSettings,
 }
 
 impl Default for Settings {
@@ -29,6 +31,7 @@ impl Default for Settings {
             max_agent_tokens_per_deployment: 50,
             last_used_flush_interval: Duration::from_secs(5),
             cache: CacheLimits::default(),
+            console: SessionSettings::default(),
         }
     }
 }
@@ -85,7 +88,7 @@ impl AppState {
     }
 
     pub fn router(&self) -> Router {
-        crate::http::router(self.clone())
+        crate::http::router(self.clone(), crate::console::router(self.clone()))
     }
 
     /// Runs `change`, a write that revokes credentials, and then tells the

@@ -16,6 +16,7 @@ use crate::app::Settings;
 use crate::cache::CacheLimits;
 use crate::client::output::Format;
 use crate::config::{Config, LogFormat, ROOT_TOKEN_ENV};
+use crate::console::session::SessionSettings;
 
 const ENVIRONMENT_HELP: &str = "\
 Environment:
@@ -326,6 +327,30 @@ pub struct ServeArgs {
     /// listener, to the root credential.
     #[arg(long, env = "AGENTKEY_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Minutes a web console session may sit unused before it ends.
+    #[arg(long, env = "AGENTKEY_CONSOLE_IDLE_MINUTES", default_value_t = 30)]
+    pub console_idle_minutes: u64,
+    /// Hours a web console session lasts at most, however busy.
+    #[arg(long, env = "AGENTKEY_CONSOLE_SESSION_HOURS", default_value_t = 12)]
+    pub console_session_hours: u64,
+    /// The origin people reach the console at when it is behind a proxy
+    /// (https://keys.example.com): forms must come from it, and an https
+    /// origin makes the session cookie Secure.
+    #[arg(long, env = "AGENTKEY_PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
+}
+
+/// An origin: `http(s)://host[:port]`, nothing after it.
+fn parse_public_url(text: &str) -> Result<String, String> {
+    let text = text.trim_end_matches('/');
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .ok_or("must start with https:// or http://")?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
+        return Err("must be an origin such as https://keys.example.com, without a path".into());
+    }
+    Ok(text.to_ascii_lowercase())
 }
 
 #[derive(Args)]
@@ -383,6 +408,11 @@ fn run_server_command(runtime: &tokio::runtime::Runtime, command: Command) -> Ex
                     cache: CacheLimits {
                         positive_ttl: args.cache_ttl_seconds,
                         ..CacheLimits::default()
+                    },
+                    console: SessionSettings {
+                        idle_timeout: Duration::from_secs(args.console_idle_minutes * 60),
+                        lifetime: Duration::from_secs(args.console_session_hours * 3600),
+                        public_origin: args.public_url,
                     },
                 };
                 let config = Config::new(

@@ -78,6 +78,12 @@ impl Config {
         if settings.last_used_flush_interval < Duration::from_secs(1) {
             return Err(ConfigError::NotPositive("AGENTKEY_LAST_USED_FLUSH_SECONDS"));
         }
+        if settings.console.idle_timeout.is_zero() {
+            return Err(ConfigError::NotPositive("AGENTKEY_CONSOLE_IDLE_MINUTES"));
+        }
+        if settings.console.lifetime.is_zero() {
+            return Err(ConfigError::NotPositive("AGENTKEY_CONSOLE_SESSION_HOURS"));
+        }
         if settings.cache.positive_ttl < 1 {
             return Err(ConfigError::NotPositive("AGENTKEY_CACHE_TTL_SECONDS"));
         }

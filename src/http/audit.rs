@@ -74,7 +74,7 @@ impl Origin {
 }
 
 /// One audit event on the wire.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditLog {
     pub id: String,
@@ -108,7 +108,7 @@ impl From<&AuditEvent> for AuditLog {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditLogsPaginated {
     pub limit: i64,

@@ -75,7 +75,10 @@ fn render_error(mut response: Response, request_id: &str) -> Response {
     let error = match response.extensions_mut().remove::<ApiError>() {
         Some(error) => error,
         None if status.is_client_error() || status.is_server_error() => {
-            if is_json(&response) {
+            // Already an envelope, or a console page made for people.
+            if has_content_type(&response, "application/json")
+                || has_content_type(&response, "text/html")
+            {
                 return response;
             }
             ApiError::new(
@@ -98,12 +101,12 @@ fn render_error(mut response: Response, request_id: &str) -> Response {
     Response::from_parts(parts, body.into())
 }
 
-fn is_json(response: &Response) -> bool {
+fn has_content_type(response: &Response, media_type: &str) -> bool {
     response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"))
+        .is_some_and(|v| v.starts_with(media_type))
 }
 
 /// A request id set by the gateway in front, if it is short and plain enough

@@ -22,7 +22,7 @@ use crate::token::id::is_id;
 use crate::token::new_id;
 use crate::token::request::{parse_reference, Description, Faults, FieldError, Name};
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Deployment {
     pub id: String,
@@ -48,7 +48,7 @@ impl From<&model::Deployment> for Deployment {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeploymentsPaginated {
     pub limit: i64,

@@ -109,9 +109,10 @@ pub fn openapi_document() -> &'static String {
     })
 }
 
-/// The complete application: every route, under both base paths, behind the
-/// middleware that gives each request an id and renders every error.
-pub fn router(state: AppState) -> Router {
+/// The complete application: every route, under both base paths, and
+/// `beside` (the console's pages), behind the middleware that gives each
+/// request an id and renders every API error.
+pub fn router(state: AppState, beside: Router) -> Router {
     let (api, _) = api_routes().split_for_parts();
     let api = api.method_not_allowed_fallback(context::method_not_allowed);
     let (root, _) = root_routes().split_for_parts();
@@ -120,7 +121,20 @@ pub fn router(state: AppState) -> Router {
         router = router.nest(base, api.clone());
     }
     let metrics = state.metrics.clone();
-    with_middleware(router.with_state(state), metrics)
+    with_middleware(router.with_state(state).merge(beside), metrics)
+}
+
+/// The API under its first base path alone, without the request context:
+/// what the console calls in-process. Errors come back as an [`ApiError`]
+/// in the response's extensions, not rendered.
+pub fn api_router(state: AppState) -> Router {
+    let (api, _) = api_routes().split_for_parts();
+    Router::new()
+        .nest(BASE_PATHS[0], api)
+        .fallback(context::not_found)
+        .method_not_allowed_fallback(context::method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .with_state(state)
 }
 
 /// Wraps routes in what every request passes through: the request context

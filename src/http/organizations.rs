@@ -19,7 +19,7 @@ use crate::token::new_id;
 use crate::token::request::{Faults, Name};
 use crate::verify::Principal;
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Organization {
     pub id: String,
@@ -39,7 +39,7 @@ impl From<&model::Organization> for Organization {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrganizationsPaginated {
     pub limit: i64,

@@ -4,14 +4,14 @@
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use utoipa::ToSchema;
 
 use crate::clock::rfc3339;
 use crate::model::{self, AgentToken};
 
 /// Astro's `BasicSubjectProfile`: who created or last changed something.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BasicSubjectProfile {
     pub id: String,
@@ -32,7 +32,7 @@ impl From<&model::Subject> for BasicSubjectProfile {
 }
 
 /// One role of a token on an entity.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiTokenRole {
     pub entity_id: String,
@@ -45,7 +45,7 @@ pub struct ApiTokenRole {
 
 /// Astro's `ApiToken`. Optional fields are omitted, not `null`, when unset:
 /// a token that never expires has neither `endAt` nor `expiryPeriodInDays`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiToken {
     pub id: String,
@@ -114,6 +114,19 @@ impl Serialize for RevealedSecret {
     }
 }
 
+impl<'de> Deserialize<'de> for RevealedSecret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(RevealedSecret)
+    }
+}
+
+impl RevealedSecret {
+    /// The secret, for the one page that shows it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
 impl std::fmt::Debug for RevealedSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("[REDACTED]")
@@ -171,7 +184,7 @@ impl From<&AgentToken> for ApiToken {
 }
 
 /// Astro's `ApiTokensPaginated`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiTokensPaginated {
     pub limit: i64,

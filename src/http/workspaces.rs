@@ -18,7 +18,7 @@ use crate::store::SortColumn;
 use crate::token::new_id;
 use crate::token::request::{Description, Faults, Name};
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Workspace {
     pub id: String,
@@ -42,7 +42,7 @@ impl From<&model::Workspace> for Workspace {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkspacesPaginated {
     pub limit: i64,

@@ -23,7 +23,7 @@ pub const DELETE: &str = "DELETE FROM console_sessions WHERE id_digest = $1";
 pub const DELETE_NONCES: &str = "DELETE FROM console_form_nonces WHERE session_digest = $1";
 
 /// Sessions past their absolute lifetime or idle timeout.
-pub const PRUNE: &str = "DELETE FROM console_sessions WHERE created_at < $1 OR last_seen_at < $2";
+pub const PRUNE: &str = "DELETE FROM console_sessions WHERE created_at <= $1 OR last_seen_at <= $2";
 pub const PRUNE_NONCES: &str = "DELETE FROM console_form_nonces WHERE session_digest NOT IN \
     (SELECT id_digest FROM console_sessions)";
 
@@ -31,8 +31,8 @@ pub const PRUNE_NONCES: &str = "DELETE FROM console_form_nonces WHERE session_di
 pub const USE_NONCE: &str = "INSERT INTO console_form_nonces (session_digest, nonce_digest, \
     used_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING used_at";
 
-/// The oldest moments a session may have been created and last seen at,
-/// below which it has ended.
+/// A session created at or before `created_before`, or last seen at or
+/// before `seen_before`, has ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionCutoffs {
     pub created_before: i64,

@@ -1,0 +1,552 @@
+//! The web console through the real router: signing in and out, the
+//! cookie's flags, session limits on a manual clock, CSRF refusals, role
+//! parity with the API, and secrets shown exactly once.
+
+mod common;
+
+use std::time::Duration;
+
+use agentkey::app::Settings;
+use agentkey::console::session::SessionSettings;
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use common::{str_of, TestApp};
+use serde_json::json;
+
+const HOST: &str = "console.test";
+
+/// A browser of one: keeps the session cookie, sends forms as a browser
+/// would (same-origin `Origin`), and reads the HTML.
+struct Browser<'a> {
+    app: &'a TestApp,
+    cookie: Option<String>,
+}
+
+struct Page {
+    status: StatusCode,
+    location: Option<String>,
+    set_cookie: Option<String>,
+    headers: axum::http::HeaderMap,
+    html: String,
+}
+
+impl Page {
+    /// The `value` of the hidden input named `name`.
+    fn hidden(&self, name: &str) -> String {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self
+            .html
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no {name} in {}", self.html))
+            + marker.len();
+        let end = self.html[start..].find('"').expect("closing quote") + start;
+        self.html[start..end].to_string()
+    }
+}
+
+impl<'a> Browser<'a> {
+    fn new(app: &'a TestApp) -> Browser<'a> {
+        Browser { app, cookie: None }
+    }
+
+    async fn send(&mut self, method: Method, path: &str, form: Option<&[(&str, &str)]>) -> Page {
+        self.send_from(method, path, form, Some(&format!("http://{HOST}")))
+            .await
+    }
+
+    async fn send_from(
+        &mut self,
+        method: Method,
+        path: &str,
+        form: Option<&[(&str, &str)]>,
+        origin: Option<&str>,
+    ) -> Page {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, HOST);
+        if let Some(cookie) = &self.cookie {
+            request = request.header(header::COOKIE, cookie);
+        }
+        if let Some(origin) = origin {
+            request = request.header(header::ORIGIN, origin);
+        }
+        let body = match form {
+            Some(fields) => {
+                request = request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+                Body::from(serde_urlencoded::to_string(fields).unwrap())
+            }
+            None => Body::empty(),
+        };
+        let reply = self.app.raw(request.body(body).unwrap()).await;
+        let set_cookie = reply.header("set-cookie").map(str::to_string);
+        if let Some(set) = &set_cookie {
+            let pair = set.split(';').next().unwrap().to_string();
+            self.cookie = (!pair.ends_with('=')).then_some(pair);
+        }
+        Page {
+            status: reply.status,
+            location: reply.header("location").map(str::to_string),
+            set_cookie,
+            headers: reply.headers.clone(),
+            html: String::from_utf8(reply.raw).unwrap(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        self.send(Method::GET, path, None).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        self.send(Method::POST, path, Some(form)).await
+    }
+
+    async fn sign_in(&mut self, token: &str) -> Page {
+        self.post(
+            "/console/sign-in",
+            &[("token", token), ("next", "/console/")],
+        )
+        .await
+    }
+
+    /// The CSRF token of the page at `path` (which must render).
+    async fn csrf(&mut self, path: &str) -> String {
+        let page = self.get(path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+        page.hidden("csrf")
+    }
+}
+
+fn session_settings(idle_minutes: u64, hours: u64, public: Option<&str>) -> Settings {
+    Settings {
+        console: SessionSettings {
+            idle_timeout: Duration::from_secs(idle_minutes * 60),
+            lifetime: Duration::from_secs(hours * 3600),
+            public_origin: public.map(str::to_string),
+        },
+        ..Settings::default()
+    }
+}
+
+async fn api_token(app: &TestApp, org: &str, role: &str, scope: &str, entity: &str) -> String {
+    let reply = app
+        .post(
+            format!("/v1/organizations/{org}/tokens"),
+            json!({ "name": format!("{role} token"), "role": role, "scope": scope, "entityId": entity }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    str_of(&reply.body, "token").to_string()
+}
+
+on_every_backend!(
+    signs_in_and_out_with_a_strict_cookie,
+    refuses_bad_credentials_and_agent_tokens,
+    a_forged_or_tokenless_post_changes_nothing,
+    creates_an_agent_token_and_shows_its_secret_once,
+    form_errors_are_the_apis_next_to_the_field,
+    roles_decide_in_the_console_as_in_the_api,
+    the_session_ends_with_its_credential,
+);
+
+async fn signs_in_and_out_with_a_strict_cookie(app: TestApp) {
+    let mut browser = Browser::new(&app);
+    let first = browser.get("/").await;
+    assert_eq!(first.status, StatusCode::SEE_OTHER);
+    assert_eq!(first.location.as_deref(), Some("/console/"));
+    let unsigned = browser.get("/console/").await;
+    assert_eq!(unsigned.status, StatusCode::SEE_OTHER);
+    assert!(unsigned.location.unwrap().starts_with("/console/sign-in"));
+    let form = browser.get("/console/sign-in").await;
+    assert!(form.html.contains("<label for=\"token\">API token</label>"));
+    assert!(form.html.contains(">Sign in</button>"));
+
+    let signed = browser.sign_in(&app.root).await;
+    assert_eq!(signed.status, StatusCode::SEE_OTHER, "{}", signed.html);
+    assert_eq!(signed.location.as_deref(), Some("/console/"));
+    let cookie = signed.set_cookie.expect("a session cookie");
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain http: {cookie}");
+    assert!(
+        !cookie.contains(&app.root),
+        "the cookie is not the credential"
+    );
+
+    let home = browser.get("/console/").await;
+    assert_eq!(home.status, StatusCode::OK);
+    assert!(home.html.contains("Signed in as <strong>root</strong>"));
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+    ] {
+        assert_eq!(home.headers[name], value);
+    }
+    let csp = home.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"));
+    assert!(!csp.contains("unsafe-inline"));
+
+    let old_cookie = browser.cookie.clone();
+    let csrf = home.hidden("csrf");
+    let out = browser.post("/console/sign-out", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert!(out.set_cookie.unwrap().contains("Max-Age=0"));
+    // The old cookie, replayed, no longer opens anything.
+    browser.cookie = old_cookie;
+    let after = browser.get("/console/").await;
+    assert_eq!(after.status, StatusCode::SEE_OTHER);
+}
+
+async fn refuses_bad_credentials_and_agent_tokens(app: TestApp) {
+    let t = app.tenant().await;
+    let agent = app.agent_token(&t, json!({ "name": "gw" })).await;
+    let mut browser = Browser::new(&app);
+    let wrong = browser.sign_in("akapi_notarealtoken").await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.html.contains("invalid, expired or revoked"));
+    assert!(
+        !wrong.html.contains("akapi_notarealtoken"),
+        "secrets are not echoed"
+    );
+    let refused = browser.sign_in(str_of(&agent, "token")).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.html.contains("An agent token cannot sign in"));
+    assert!(refused.set_cookie.is_none() && browser.cookie.is_none());
+    // The next page after sign-in is a console path, never another site.
+    let elsewhere = browser
+        .post(
+            "/console/sign-in",
+            &[("token", &app.root), ("next", "//evil.example/")],
+        )
+        .await;
+    assert_eq!(elsewhere.location.as_deref(), Some("/console/"));
+}
+
+async fn a_forged_or_tokenless_post_changes_nothing(app: TestApp) {
+    let mut browser = Browser::new(&app);
+    browser.sign_in(&app.root).await;
+    let csrf = browser.csrf("/console/").await;
+    let without = browser
+        .post("/console/organizations", &[("name", "forged")])
+        .await;
+    assert_eq!(without.status, StatusCode::FORBIDDEN);
+    let wrong = browser
+        .post(
+            "/console/organizations",
+            &[("name", "forged"), ("csrf", &"0".repeat(64))],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    let cross_site = browser
+        .send_from(
+            Method::POST,
+            "/console/organizations",
+            Some(&[("name", "forged"), ("csrf", &csrf)]),
+            Some("http://evil.example"),
+        )
+        .await;
+    assert_eq!(cross_site.status, StatusCode::FORBIDDEN);
+    assert!(cross_site.html.contains("nothing was changed"));
+    let listed = app.get("/v1/organizations").await;
+    assert_eq!(listed.body["totalCount"], 0, "{}", listed.body);
+
+    let real = browser
+        .post(
+            "/console/organizations",
+            &[("name", "real"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(real.status, StatusCode::SEE_OTHER, "{}", real.html);
+    assert_eq!(app.get("/v1/organizations").await.body["totalCount"], 1);
+}
+
+async fn creates_an_agent_token_and_shows_its_secret_once(app: TestApp) {
+    let t = app.tenant().await;
+    let mut browser = Browser::new(&app);
+    browser.sign_in(&app.root).await;
+    let page_path = format!(
+        "/console/organizations/{}/deployments/{}",
+        t.org, t.deployment
+    );
+    let page = browser.get(&page_path).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    for label in ["Name", "Description", "Expires in (days)"] {
+        assert!(page.html.contains(&format!(">{label}</label>")), "{label}");
+    }
+    let form = [
+        ("csrf", page.hidden("csrf")),
+        ("nonce", page.hidden("nonce")),
+        ("name", "airflow-agent".to_string()),
+        ("description", "from the console".to_string()),
+        ("tokenExpiryPeriodInDays", "30".to_string()),
+    ];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let created = browser
+        .post(&format!("{page_path}/agent-tokens"), &form)
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.html);
+    assert_eq!(created.headers["cache-control"], "no-store");
+    assert!(created.html.contains("shown only this once"));
+    let secret = created.hidden_secret();
+    assert!(secret.starts_with("akagt_"));
+    assert_eq!(app.authorize(&secret).await.status, StatusCode::OK);
+
+    // Sent again (a reload, the back button): nothing is created or shown.
+    let again = browser
+        .post(&format!("{page_path}/agent-tokens"), &form)
+        .await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER);
+    let shown = browser.get(again.location.as_deref().unwrap()).await;
+    assert!(!shown.html.contains(&secret));
+    assert!(shown.html.contains("already sent once"));
+    let listed = app.get(t.tokens_path()).await;
+    assert_eq!(listed.body["totalCount"], 1, "{}", listed.body);
+    let id = str_of(&listed.body["tokens"][0], "id").to_string();
+    assert_eq!(listed.body["tokens"][0]["expiryPeriodInDays"], 30);
+
+    // Audited exactly as the API would: same action, target and actor.
+    let audit = app
+        .get(format!(
+            "/v1/organizations/{}/audit-logs?action=agentToken.create",
+            t.org
+        ))
+        .await;
+    assert_eq!(audit.body["totalCount"], 1, "{}", audit.body);
+    assert_eq!(audit.body["auditLogs"][0]["targetId"], id);
+    assert_eq!(audit.body["auditLogs"][0]["actor"]["apiTokenName"], "root");
+
+    // Rotate with a grace window: the new secret once, the old one still good.
+    let rotate_path = format!("{page_path}/agent-tokens/{id}/rotate");
+    let rotate_form = browser.get(&rotate_path).await;
+    assert!(rotate_form.html.contains(">Grace period (seconds)</label>"));
+    let rotated = browser
+        .post(
+            &rotate_path,
+            &[
+                ("csrf", &rotate_form.hidden("csrf")),
+                ("nonce", &rotate_form.hidden("nonce")),
+                ("gracePeriodSeconds", "600"),
+            ],
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.html);
+    let fresh = rotated.hidden_secret();
+    assert_ne!(fresh, secret);
+    assert_eq!(app.authorize(&fresh).await.status, StatusCode::OK);
+    assert_eq!(app.authorize(&secret).await.status, StatusCode::OK);
+    let listing = browser.get(&page_path).await;
+    assert!(
+        listing.html.contains("old secret valid until"),
+        "{}",
+        listing.html
+    );
+
+    // Delete asks first, then the token is refused at once.
+    let delete_path = format!("{page_path}/agent-tokens/{id}/delete");
+    let confirm = browser.get(&delete_path).await;
+    assert!(confirm.html.contains("cannot be undone"));
+    let deleted = browser
+        .post(&delete_path, &[("csrf", &confirm.hidden("csrf"))])
+        .await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER);
+    assert_eq!(app.authorize(&fresh).await.status, StatusCode::UNAUTHORIZED);
+}
+
+impl Page {
+    /// The secret a secret page shows (in its read-only field).
+    fn hidden_secret(&self) -> String {
+        let marker = "class=\"secret-value\" value=\"";
+        let start = self.html.find(marker).expect("a secret field") + marker.len();
+        let end = self.html[start..].find('"').unwrap() + start;
+        self.html[start..end].to_string()
+    }
+}
+
+async fn form_errors_are_the_apis_next_to_the_field(app: TestApp) {
+    let t = app.tenant().await;
+    let mut browser = Browser::new(&app);
+    browser.sign_in(&app.root).await;
+    let page_path = format!(
+        "/console/organizations/{}/deployments/{}",
+        t.org, t.deployment
+    );
+    let page = browser.get(&page_path).await;
+    let sent = browser
+        .post(
+            &format!("{page_path}/agent-tokens"),
+            &[
+                ("csrf", &page.hidden("csrf")),
+                ("nonce", &page.hidden("nonce")),
+                ("name", "   "),
+                ("description", "kept <b>as typed</b>"),
+                ("tokenExpiryPeriodInDays", "soon"),
+            ],
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::BAD_REQUEST);
+    assert!(
+        sent.html.contains("id=\"token-expiry-error\""),
+        "{}",
+        sent.html
+    );
+    assert!(sent.html.contains("must be a whole number"));
+    assert!(
+        sent.html
+            .contains("value=\"kept &#60;b&#62;as typed&#60;/b&#62;\"")
+            || sent
+                .html
+                .contains("value=\"kept &lt;b&gt;as typed&lt;/b&gt;\""),
+        "{}",
+        sent.html
+    );
+    let named = browser.get(&page_path).await;
+    let blank = browser
+        .post(
+            &format!("{page_path}/agent-tokens"),
+            &[
+                ("csrf", &named.hidden("csrf")),
+                ("nonce", &named.hidden("nonce")),
+                ("name", "   "),
+            ],
+        )
+        .await;
+    assert_eq!(blank.status, StatusCode::BAD_REQUEST);
+    let api = app.post(t.tokens_path(), json!({ "name": "   " })).await;
+    let message = api.assert_error(400).to_string();
+    assert!(blank.html.contains(&message), "{message} in {}", blank.html);
+    assert_eq!(app.get(t.tokens_path()).await.body["totalCount"], 0);
+}
+
+async fn roles_decide_in_the_console_as_in_the_api(app: TestApp) {
+    let t = app.tenant().await;
+    let agent = app.agent_token(&t, json!({ "name": "gw" })).await;
+    let id = str_of(&agent, "id");
+    let member = api_token(&app, &t.org, "WORKSPACE_MEMBER", "WORKSPACE", &t.workspace).await;
+    // The API refuses this role a delete ...
+    let api = app
+        .send(Method::DELETE, &t.token_path(id), Some(&member), None)
+        .await;
+    api.assert_error(403);
+    // ... and so does the console, which offers no delete link either.
+    let mut browser = Browser::new(&app);
+    browser.sign_in(&member).await;
+    let page_path = format!(
+        "/console/organizations/{}/deployments/{}",
+        t.org, t.deployment
+    );
+    let page = browser.get(&page_path).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert!(page.html.contains("gw"));
+    assert!(
+        !page.html.contains("/delete\""),
+        "no delete link: {}",
+        page.html
+    );
+    let csrf = page.hidden("csrf");
+    let refused = browser
+        .post(
+            &format!("{page_path}/agent-tokens/{id}/delete"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.html);
+    assert_eq!(
+        app.authorize(str_of(&agent, "token")).await.status,
+        StatusCode::OK
+    );
+    // Another organization is as invisible as through the API.
+    let other = app.org("other").await;
+    let hidden = browser
+        .get(&format!("/console/organizations/{other}"))
+        .await;
+    let through_api = app
+        .send(
+            Method::GET,
+            &format!("/v1/organizations/{other}"),
+            Some(&member),
+            None,
+        )
+        .await;
+    assert_eq!(hidden.status, through_api.status);
+    assert!(hidden
+        .html
+        .contains(through_api.body["message"].as_str().unwrap()));
+}
+
+async fn the_session_ends_with_its_credential(app: TestApp) {
+    let t = app.tenant().await;
+    let owner = api_token(&app, &t.org, "ORGANIZATION_OWNER", "ORGANIZATION", &t.org).await;
+    let mut browser = Browser::new(&app);
+    browser.sign_in(&owner).await;
+    let org_page = format!("/console/organizations/{}", t.org);
+    assert_eq!(browser.get(&org_page).await.status, StatusCode::OK);
+    let listed = app.get(format!("/v1/organizations/{}/tokens", t.org)).await;
+    let token_id = str_of(&listed.body["tokens"][0], "id").to_string();
+    app.delete(format!("/v1/organizations/{}/tokens/{token_id}", t.org))
+        .await;
+    let after = browser.get(&org_page).await;
+    assert_eq!(after.status, StatusCode::SEE_OTHER);
+    assert!(after.location.unwrap().starts_with("/console/sign-in"));
+}
+
+#[tokio::test]
+async fn sessions_end_when_idle_and_at_their_lifetime() {
+    let app = TestApp::sqlite(session_settings(30, 12, None)).await;
+    let mut browser = Browser::new(&app);
+    browser.sign_in(&app.root).await;
+    app.clock.advance(29 * 60);
+    assert_eq!(browser.get("/console/").await.status, StatusCode::OK);
+    app.clock.advance(31 * 60);
+    let idle = browser.get("/console/").await;
+    assert_eq!(idle.status, StatusCode::SEE_OTHER, "idle for 31 minutes");
+    assert!(idle.set_cookie.unwrap().contains("Max-Age=0"));
+
+    browser.sign_in(&app.root).await;
+    for _ in 0..(12 * 60 / 20 - 1) {
+        app.clock.advance(20 * 60);
+        assert_eq!(browser.get("/console/").await.status, StatusCode::OK);
+    }
+    app.clock.advance(20 * 60);
+    assert_eq!(
+        browser.get("/console/").await.status,
+        StatusCode::SEE_OTHER,
+        "12 hours old, however busy"
+    );
+}
+
+#[tokio::test]
+async fn an_https_public_url_makes_the_cookie_secure_and_names_the_origin() {
+    let app = TestApp::sqlite(session_settings(30, 12, Some("https://keys.example"))).await;
+    let mut browser = Browser::new(&app);
+    // The Host header is not the public origin: a form from it is refused.
+    let refused = browser.sign_in(&app.root).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let signed = browser
+        .send_from(
+            Method::POST,
+            "/console/sign-in",
+            Some(&[("token", &app.root)]),
+            Some("https://keys.example"),
+        )
+        .await;
+    assert_eq!(signed.status, StatusCode::SEE_OTHER);
+    assert!(signed.set_cookie.unwrap().contains("; Secure"));
+}
+
+#[tokio::test]
+async fn pages_are_html_even_when_missing() {
+    let app = TestApp::sqlite(Settings::default()).await;
+    let mut browser = Browser::new(&app);
+    browser.sign_in(&app.root).await;
+    let missing = browser.get("/console/organizations/nope").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.html.starts_with("<!doctype html>"));
+    let unknown = browser.get("/console/no/such/page").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(unknown.html.contains("no such page"));
+    let css = browser.get("/console/assets/console.css").await;
+    assert_eq!(css.headers["content-type"], "text/css; charset=utf-8");
+    assert!(css.html.contains("prefers-color-scheme: dark"));
+}
