@@ -261,15 +261,15 @@ fn session_cookie(headers: &HeaderMap) -> Option<SecretString> {
 }
 
 /// Whether a state-changing request comes from the console's own pages:
-/// the browser's `Origin` (or, without one, `Sec-Fetch-Site`) must say so.
-/// Together with the CSRF token in every form this refuses forged
-/// cross-site posts.
+/// the browser's `Origin` must be the console's, or, where the browser
+/// withholds it (`Origin: null`, which `Referrer-Policy: no-referrer` makes
+/// browsers send), its `Sec-Fetch-Site` must say `same-origin`. Together
+/// with the CSRF token in every form this refuses forged cross-site posts.
 pub fn same_origin(headers: &HeaderMap, settings: &SessionSettings) -> bool {
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let Ok(origin) = origin.to_str() else {
-            return false;
-        };
-        return match &settings.public_origin {
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    match headers.get(header::ORIGIN).map(|o| o.to_str()) {
+        Some(Ok("null")) => fetch_site == Some("same-origin"),
+        Some(Ok(origin)) => match &settings.public_origin {
             Some(public) => origin.eq_ignore_ascii_case(public.trim_end_matches('/')),
             None => headers
                 .get(header::HOST)
@@ -280,13 +280,12 @@ pub fn same_origin(headers: &HeaderMap, settings: &SessionSettings) -> bool {
                         .or_else(|| origin.strip_prefix("https://"))
                         .is_some_and(|o| o.eq_ignore_ascii_case(host))
                 }),
-        };
-    }
-    match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        Some(site) => site == "same-origin" || site == "none",
-        // Neither header: not a browser that could be tricked cross-site
-        // (browsers send Origin on every POST); the CSRF token still holds.
-        None => true,
+        },
+        Some(Err(_)) => false,
+        // No Origin at all: not a browser that could be led to post here
+        // from another site (browsers send Origin on every POST), unless its
+        // fetch metadata says otherwise; the CSRF token still holds.
+        None => matches!(fetch_site, None | Some("same-origin" | "none")),
     }
 }
 
@@ -345,8 +344,16 @@ mod tests {
             HeaderValue::from_static("http://evil.example"),
         );
         assert!(!same_origin(&headers, &settings));
-        headers.remove(header::ORIGIN);
+        headers.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(
+            !same_origin(&headers, &settings),
+            "null needs fetch metadata"
+        );
+        headers.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(same_origin(&headers, &settings));
         headers.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert!(!same_origin(&headers, &settings));
+        headers.remove(header::ORIGIN);
         assert!(!same_origin(&headers, &settings));
         let public = SessionSettings {
             public_origin: Some("https://keys.example".into()),
