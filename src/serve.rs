@@ -2,8 +2,6 @@
 //! serve HTTP until SIGINT/SIGTERM, then finish in-flight requests and flush
 //! pending `lastUsedAt` writes before exiting.
 
-use std::future::IntoFuture;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::app::AppState;
@@ -13,6 +11,14 @@ use crate::config::Config;
 use crate::store::redact_url;
 
 pub async fn serve(config: Config) -> Result<(), String> {
+    let open_files = crate::transport::raise_open_file_limit();
+    let limits = crate::transport::Limits {
+        max_connections: crate::transport::effective_max_connections(
+            config.transport.max_connections,
+            open_files,
+        ),
+        ..config.transport
+    };
     let store = open(&config.database_url).await?;
     tracing::info!(database = %redact_url(&config.database_url), "database ready");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -63,20 +69,23 @@ pub async fn serve(config: Config) -> Result<(), String> {
     ));
     let follower = store.follow_revocations(state.verifier.clone(), stopped.clone());
     let serve_until_stopped = |listener, router: axum::Router| {
-        let mut stopped = stopped.clone();
-        tokio::spawn(
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            })
-            .into_future(),
-        )
+        tokio::spawn(crate::transport::serve(
+            listener,
+            router,
+            limits,
+            state.metrics.clone(),
+            stopped.clone(),
+        ))
     };
     let mut server = serve_until_stopped(listener, state.router());
-    tracing::info!(%addr, "listening");
+    tracing::info!(
+        %addr,
+        max_connections = limits.max_connections,
+        header_read_timeout_s = limits.header_read_timeout.as_secs(),
+        body_timeout_s = limits.body_timeout.as_secs(),
+        idle_timeout_s = limits.idle_timeout.as_secs(),
+        "listening"
+    );
     let metrics_server = match metrics_listener {
         Some(listener) => {
             let metrics_addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -105,7 +114,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
             Err(_) => {
                 server.abort();
                 cut = true;
-                Ok(Ok(()))
+                Ok(())
             }
         },
     };
@@ -136,11 +145,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         ));
     }
     tracing::info!("stopped");
-    match served {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(err)) => Err(format!("server error: {err}")),
-        Err(err) => Err(format!("server task failed: {err}")),
-    }
+    served.map_err(|err| format!("server task failed: {err}"))
 }
 
 /// How long in-flight work may take to finish after SIGINT/SIGTERM.
