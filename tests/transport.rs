@@ -207,3 +207,76 @@ fn too_many_or_too_large_headers_get_the_envelope() {
     }
     server.stop();
 }
+
+#[test]
+fn refused_verifications_are_summarized_not_logged_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("a.db"), &[]);
+    let root = server.printed_root().expect("a generated root credential");
+    const REFUSED: usize = 60;
+    for i in 0..REFUSED {
+        let path = if i % 2 == 0 { "/v1" } else { "/iam/v1beta1" };
+        let (status, _) = request(
+            &server,
+            &format!("GET {path}/authorize HTTP/1.1\r\nAuthorization: Bearer akt_nope{i}\r\n"),
+            "",
+        );
+        assert!(status.starts_with("HTTP/1.1 401"), "{status}");
+    }
+    // A verification that succeeds (an inactive answer is a 200).
+    let (status, _) = request(
+        &server,
+        &format!(
+            "POST /v1/introspect HTTP/1.1\r\nAuthorization: Bearer {root}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\n"
+        ),
+        "token=akt_nope",
+    );
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    // A management request keeps its line.
+    let (status, _) = request(
+        &server,
+        &format!("GET /v1/organizations HTTP/1.1\r\nAuthorization: Bearer {root}\r\n"),
+        "",
+    );
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let (_, metrics) = request(
+        &server,
+        &format!("GET /metrics HTTP/1.1\r\nAuthorization: Bearer {root}\r\n"),
+        "",
+    );
+    for base in ["/v1", "/iam/v1beta1"] {
+        let line = format!(
+            "agentkey_http_requests_total{{method=\"GET\",route=\"{base}/authorize\",status=\"401\"}} {}",
+            REFUSED / 2
+        );
+        assert!(metrics.contains(&line), "exact counts: {line}");
+    }
+
+    let log = server.stop();
+    let events: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let lines_for = |route: &str| {
+        events
+            .iter()
+            .filter(|e| e["message"] == "request" && e["route"] == route)
+            .count()
+    };
+    assert_eq!(lines_for("/v1/authorize"), 0, "{log}");
+    assert_eq!(lines_for("/iam/v1beta1/authorize"), 0);
+    assert_eq!(
+        lines_for("/v1/introspect"),
+        0,
+        "a success is logged at debug"
+    );
+    assert_eq!(lines_for("/v1/organizations"), 1);
+    let summaries: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["message"] == "refused verify requests (summary)")
+        .collect();
+    assert_eq!(summaries.len(), 1, "one line for the interval: {log}");
+    assert_eq!(summaries[0]["refused"], REFUSED);
+    assert_eq!(summaries[0]["counts"], format!("authorize 401: {REFUSED}"));
+}
