@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::app::AppState;
-use crate::bootstrap::{announce_root_secret, ensure_generated_root, open};
+use crate::bootstrap::{announce_root_secret, generate_root, open, Generated};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::store::redact_url;
@@ -26,12 +26,27 @@ pub async fn serve(config: Config) -> Result<(), String> {
     match config.root_token_digest() {
         Some(_) => tracing::info!("root credential: AGENTKEY_ROOT_TOKEN"),
         None => {
-            let generated = ensure_generated_root(store.as_ref(), clock.now())
-                .await
-                .map_err(|e| format!("cannot store the root credential: {e}"))?;
+            // Shown first, stored second: a crash in between leaves no root
+            // credential, and the next start makes another.
+            let generated = generate_root(store.as_ref(), clock.now(), |secret| {
+                announce_root_secret(secret, "Generated the root credential")
+            })
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot store the root credential (the one printed above, if any, \
+                     does not work): {e}"
+                )
+            })?;
             match generated {
-                Some(secret) => announce_root_secret(&secret, "Generated the root credential"),
-                None => tracing::info!("root credential: the one stored in the database"),
+                Generated::Existing => {
+                    tracing::info!("root credential: the one stored in the database")
+                }
+                Generated::Stored(_) => tracing::info!("root credential: generated and stored"),
+                Generated::Lost => eprintln!(
+                    "The credential printed above was NOT stored and does not work: another \
+                     process stored its own first. Use the one that process printed.\n"
+                ),
             }
         }
     }
