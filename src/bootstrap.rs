@@ -14,10 +14,36 @@ use crate::token::{new_id, Secret, SecretKind};
 
 /// Generates and stores a root credential if the database has none. Answers
 /// the new secret, to be shown once, or `None` if one existed already (or
-/// another replica stored one first).
+/// another replica stored one first). The secret is shown only after it is
+/// stored: for tests and tools; `serve` uses [`generate_root`].
 pub async fn ensure_generated_root(store: &dyn Store, now: i64) -> store::Result<Option<Secret>> {
+    match generate_root(store, now, |_| {}).await? {
+        Generated::Stored(secret) => Ok(Some(secret)),
+        Generated::Existing | Generated::Lost => Ok(None),
+    }
+}
+
+/// What [`generate_root`] did.
+pub enum Generated {
+    /// A root credential was stored before; nothing was generated.
+    Existing,
+    /// The delivered secret is now the root credential.
+    Stored(Secret),
+    /// Another process stored its own first; the delivered one is void.
+    Lost,
+}
+
+/// Generates a root credential if the database has none, hands the secret
+/// to `deliver` (which shows or writes it), and only then stores its
+/// digest. A process killed in between leaves no root credential, and the
+/// next start generates one; a stored credential has always been shown.
+pub async fn generate_root(
+    store: &dyn Store,
+    now: i64,
+    deliver: impl FnOnce(&Secret),
+) -> store::Result<Generated> {
     if store.root_credential().await?.is_some() {
-        return Ok(None);
+        return Ok(Generated::Existing);
     }
     let secret = Secret::generate(SecretKind::Root);
     let credential = RootCredential {
@@ -25,12 +51,31 @@ pub async fn ensure_generated_root(store: &dyn Store, now: i64) -> store::Result
         secret_digest: secret.digest(),
         created_at: now,
     };
+    deliver(&secret);
+    test_exit_point("root-delivered");
     let audit = root_event(&credential, "rootCredential.create");
     let stored = store
         .insert_root_credential_if_absent(&credential, &audit)
         .await?;
-    Ok(stored.then_some(secret))
+    test_exit_point("root-stored");
+    Ok(if stored {
+        Generated::Stored(secret)
+    } else {
+        Generated::Lost
+    })
 }
+
+/// For tests only: with `AGENTKEY_TEST_EXIT_AT` set to `point`, the process
+/// exits here at once (code 86, nothing flushed or closed), standing in for
+/// a `kill -9` at that point. Points: `root-delivered` (the generated root
+/// credential was shown, not yet stored), `root-stored` (it was stored).
+fn test_exit_point(point: &str) {
+    if std::env::var_os(TEST_EXIT_ENV).is_some_and(|value| value == point) {
+        std::process::exit(86);
+    }
+}
+
+pub const TEST_EXIT_ENV: &str = "AGENTKEY_TEST_EXIT_AT";
 
 /// The audit event of a root credential change: outside any organization,
 /// made by the credential itself (the process or operator holding it).

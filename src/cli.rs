@@ -28,6 +28,10 @@ Environment:
   AGENTKEY_LAST_USED_FLUSH_SECONDS          how often lastUsedAt is written (default 5)
   AGENTKEY_CACHE_TTL_SECONDS                how long a verified token is trusted from memory (default 30)
   AGENTKEY_METRICS_LISTEN                   a separate address serving /metrics without a credential (serve)
+  AGENTKEY_HEADER_READ_TIMEOUT_SECONDS      time for a request's head to arrive (default 10)
+  AGENTKEY_BODY_TIMEOUT_SECONDS             longest wait for the next chunk of a request body (default 10)
+  AGENTKEY_IDLE_TIMEOUT_SECONDS             how long a keep-alive connection may idle (default 60)
+  AGENTKEY_MAX_CONNECTIONS                  connections served at once; more wait (default 10000)
   AGENTKEY_LOG_FORMAT                       text or json (default text)
   AGENTKEY_LOG                              log filter, e.g. debug or agentkey=debug (default info,sqlx=warn)
 
@@ -327,6 +331,24 @@ pub struct ServeArgs {
     /// listener, to the root credential.
     #[arg(long, env = "AGENTKEY_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Seconds a client has to send a request's head, counted from the
+    /// connection's start or the first byte after an idle spell.
+    #[arg(
+        long,
+        env = "AGENTKEY_HEADER_READ_TIMEOUT_SECONDS",
+        default_value_t = 10
+    )]
+    pub header_read_timeout_seconds: u64,
+    /// Longest wait, in seconds, for the next chunk of a request body.
+    #[arg(long, env = "AGENTKEY_BODY_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub body_timeout_seconds: u64,
+    /// Seconds a keep-alive connection may sit idle between requests.
+    #[arg(long, env = "AGENTKEY_IDLE_TIMEOUT_SECONDS", default_value_t = 60)]
+    pub idle_timeout_seconds: u64,
+    /// Connections served at once (per listener); more wait in the kernel's
+    /// backlog. Lowered at start if the open-file limit is smaller.
+    #[arg(long, env = "AGENTKEY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
     /// Minutes a web console session may sit unused before it ends.
     #[arg(long, env = "AGENTKEY_CONSOLE_IDLE_MINUTES", default_value_t = 30)]
     pub console_idle_minutes: u64,
@@ -425,7 +447,14 @@ fn run_server_command(runtime: &tokio::runtime::Runtime, command: Command) -> Ex
                 let config = Config {
                     metrics_listen: args.metrics_listen,
                     ..config
-                };
+                }
+                .with_transport(crate::transport::Limits {
+                    header_read_timeout: Duration::from_secs(args.header_read_timeout_seconds),
+                    body_timeout: Duration::from_secs(args.body_timeout_seconds),
+                    idle_timeout: Duration::from_secs(args.idle_timeout_seconds),
+                    max_connections: args.max_connections,
+                })
+                .map_err(|e| e.to_string())?;
                 crate::serve::serve(config).await
             }
             Command::Migrate(args) => crate::bootstrap::migrate(&args.database_url).await,

@@ -27,6 +27,8 @@ pub struct Config {
     pub settings: Settings,
     /// A separate, credential-free listener for `/metrics`.
     pub metrics_listen: Option<SocketAddr>,
+    /// Connection limits and timeouts of both listeners.
+    pub transport: crate::transport::Limits,
 }
 
 impl std::fmt::Debug for Config {
@@ -43,6 +45,7 @@ impl std::fmt::Debug for Config {
             )
             .field("settings", &self.settings)
             .field("metrics_listen", &self.metrics_listen)
+            .field("transport", &self.transport)
             .finish()
     }
 }
@@ -93,7 +96,31 @@ impl Config {
             root_token,
             settings,
             metrics_listen: None,
+            transport: crate::transport::Limits::default(),
         })
+    }
+
+    /// Sets the connection limits, each of which must be positive.
+    pub fn with_transport(
+        self,
+        transport: crate::transport::Limits,
+    ) -> Result<Config, ConfigError> {
+        for (value, name) in [
+            (
+                transport.header_read_timeout,
+                "AGENTKEY_HEADER_READ_TIMEOUT_SECONDS",
+            ),
+            (transport.body_timeout, "AGENTKEY_BODY_TIMEOUT_SECONDS"),
+            (transport.idle_timeout, "AGENTKEY_IDLE_TIMEOUT_SECONDS"),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::NotPositive(name));
+            }
+        }
+        if transport.max_connections < 1 {
+            return Err(ConfigError::NotPositive("AGENTKEY_MAX_CONNECTIONS"));
+        }
+        Ok(Config { transport, ..self })
     }
 
     /// The digest under which the configured root token is recognised.
@@ -182,5 +209,15 @@ mod tests {
         zero_ttl.cache.positive_ttl = 0;
         assert!(with(zero_ttl).is_err());
         assert!(with(Settings::default()).is_ok());
+        let limits = |f: fn(&mut crate::transport::Limits)| {
+            let mut limits = crate::transport::Limits::default();
+            f(&mut limits);
+            with(Settings::default()).unwrap().with_transport(limits)
+        };
+        assert!(limits(|l| l.idle_timeout = Duration::ZERO).is_err());
+        assert!(limits(|l| l.header_read_timeout = Duration::ZERO).is_err());
+        assert!(limits(|l| l.body_timeout = Duration::ZERO).is_err());
+        assert!(limits(|l| l.max_connections = 0).is_err());
+        assert!(limits(|_| {}).is_ok());
     }
 }

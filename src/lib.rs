@@ -17,5 +17,6 @@ pub mod roles;
 pub mod serve;
 pub mod store;
 pub mod token;
+pub mod transport;
 pub mod usage;
 pub mod verify;

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::verify::Refusal;
@@ -30,6 +30,32 @@ pub struct Metrics {
     tokens: IntGaugeVec,
     pool: IntGaugeVec,
     cache_entries: IntGaugeVec,
+    connections: IntGauge,
+    connection_timeouts: IntCounterVec,
+}
+
+/// The counter and histogram of one (method, route, status), resolved once
+/// and kept by the caller, so that counting a request needs no label lookup.
+#[derive(Clone)]
+pub struct RequestHandles {
+    count: IntCounter,
+    latency: Histogram,
+}
+
+impl RequestHandles {
+    pub fn observe(&self, took: Duration) {
+        self.count.inc();
+        self.latency.observe(took.as_secs_f64());
+    }
+}
+
+/// Counts an open connection down when dropped.
+pub struct OpenConnection(IntGauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// What a scrape reads from the store and the cache.
@@ -96,6 +122,16 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let connections =
+            IntGauge::new("http_connections", "HTTP connections open now").expect("valid metric");
+        let connection_timeouts = IntCounterVec::new(
+            Opts::new(
+                "http_connection_timeouts_total",
+                "Connections closed at a deadline: header_read (a request head took too long) or idle (keep-alive)",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -104,6 +140,8 @@ impl Metrics {
             Box::new(tokens.clone()),
             Box::new(pool.clone()),
             Box::new(cache_entries.clone()),
+            Box::new(connections.clone()),
+            Box::new(connection_timeouts.clone()),
         ] {
             registry
                 .register(collector)
@@ -121,15 +159,40 @@ impl Metrics {
             tokens,
             pool,
             cache_entries,
+            connections,
+            connection_timeouts,
         }
+    }
+
+    /// The handles that count and time requests of one method, route and
+    /// status (the method folded as in [`Metrics::request`]).
+    pub fn request_handles(&self, method: &str, route: &str, status: u16) -> RequestHandles {
+        let method = fold_method(method);
+        let status = status.to_string();
+        RequestHandles {
+            count: self
+                .requests
+                .with_label_values(&[method, route, status.as_str()]),
+            latency: self.latency.with_label_values(&[method, route]),
+        }
+    }
+
+    /// Counts a connection as open until the answer is dropped.
+    pub fn connection_opened(&self) -> OpenConnection {
+        self.connections.inc();
+        OpenConnection(self.connections.clone())
+    }
+
+    /// Counts a connection closed at a deadline (`header_read` or `idle`).
+    pub fn connection_timed_out(&self, kind: &str) {
+        self.connection_timeouts.with_label_values(&[kind]).inc();
     }
 
     /// Counts and times one request. `method` is folded onto the standard
     /// methods (anything else is `OTHER`) so that no client can mint new
     /// series.
     pub fn request(&self, method: &str, route: &str, status: u16, took: Duration) {
-        const KNOWN: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
-        let method = KNOWN.into_iter().find(|m| *m == method).unwrap_or("OTHER");
+        let method = fold_method(method);
         let status = status.to_string();
         self.requests
             .with_label_values(&[method, route, status.as_str()])
@@ -190,6 +253,12 @@ impl Metrics {
             .expect("the text encoder writes to memory");
         String::from_utf8(out).expect("the text format is UTF-8")
     }
+}
+
+/// A method as a label: the standard ones, anything else `OTHER`.
+fn fold_method(method: &str) -> &'static str {
+    const KNOWN: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or("OTHER")
 }
 
 impl Default for Metrics {

@@ -2,17 +2,23 @@
 //! serve HTTP until SIGINT/SIGTERM, then finish in-flight requests and flush
 //! pending `lastUsedAt` writes before exiting.
 
-use std::future::IntoFuture;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::app::AppState;
-use crate::bootstrap::{announce_root_secret, ensure_generated_root, open};
+use crate::bootstrap::{announce_root_secret, generate_root, open, Generated};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::store::redact_url;
 
 pub async fn serve(config: Config) -> Result<(), String> {
+    let open_files = crate::transport::raise_open_file_limit();
+    let limits = crate::transport::Limits {
+        max_connections: crate::transport::effective_max_connections(
+            config.transport.max_connections,
+            open_files,
+        ),
+        ..config.transport
+    };
     let store = open(&config.database_url).await?;
     tracing::info!(database = %redact_url(&config.database_url), "database ready");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -20,12 +26,27 @@ pub async fn serve(config: Config) -> Result<(), String> {
     match config.root_token_digest() {
         Some(_) => tracing::info!("root credential: AGENTKEY_ROOT_TOKEN"),
         None => {
-            let generated = ensure_generated_root(store.as_ref(), clock.now())
-                .await
-                .map_err(|e| format!("cannot store the root credential: {e}"))?;
+            // Shown first, stored second: a crash in between leaves no root
+            // credential, and the next start makes another.
+            let generated = generate_root(store.as_ref(), clock.now(), |secret| {
+                announce_root_secret(secret, "Generated the root credential")
+            })
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot store the root credential (the one printed above, if any, \
+                     does not work): {e}"
+                )
+            })?;
             match generated {
-                Some(secret) => announce_root_secret(&secret, "Generated the root credential"),
-                None => tracing::info!("root credential: the one stored in the database"),
+                Generated::Existing => {
+                    tracing::info!("root credential: the one stored in the database")
+                }
+                Generated::Stored(_) => tracing::info!("root credential: generated and stored"),
+                Generated::Lost => eprintln!(
+                    "The credential printed above was NOT stored and does not work: another \
+                     process stored its own first. Use the one that process printed.\n"
+                ),
             }
         }
     }
@@ -63,20 +84,23 @@ pub async fn serve(config: Config) -> Result<(), String> {
     ));
     let follower = store.follow_revocations(state.verifier.clone(), stopped.clone());
     let serve_until_stopped = |listener, router: axum::Router| {
-        let mut stopped = stopped.clone();
-        tokio::spawn(
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            })
-            .into_future(),
-        )
+        tokio::spawn(crate::transport::serve(
+            listener,
+            router,
+            limits,
+            state.metrics.clone(),
+            stopped.clone(),
+        ))
     };
     let mut server = serve_until_stopped(listener, state.router());
-    tracing::info!(%addr, "listening");
+    tracing::info!(
+        %addr,
+        max_connections = limits.max_connections,
+        header_read_timeout_s = limits.header_read_timeout.as_secs(),
+        body_timeout_s = limits.body_timeout.as_secs(),
+        idle_timeout_s = limits.idle_timeout.as_secs(),
+        "listening"
+    );
     let metrics_server = match metrics_listener {
         Some(listener) => {
             let metrics_addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -105,7 +129,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
             Err(_) => {
                 server.abort();
                 cut = true;
-                Ok(Ok(()))
+                Ok(())
             }
         },
     };
@@ -136,11 +160,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         ));
     }
     tracing::info!("stopped");
-    match served {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(err)) => Err(format!("server error: {err}")),
-        Err(err) => Err(format!("server task failed: {err}")),
-    }
+    served.map_err(|err| format!("server task failed: {err}"))
 }
 
 /// How long in-flight work may take to finish after SIGINT/SIGTERM.

@@ -62,7 +62,11 @@ async fn unknown_routes_and_methods_answer_the_envelope(app: TestApp) {
     let reply = app.get("/v1/nothing-here").await;
     let message = reply.assert_error(404);
     assert!(message.contains("/v1/nothing-here"), "{message}");
-    app.get("/").await.assert_error(404);
+    app.get("/nothing").await.assert_error(404);
+    // The root leads people to the console.
+    let root = app.get("/").await;
+    assert_eq!(root.status.as_u16(), 303);
+    assert_eq!(root.header("location"), Some("/console/"));
 
     let reply = app
         .send(Method::PUT, "/v1/organizations", Some(&app.root), None)

@@ -123,6 +123,11 @@ async fn read_body<S: Send + Sync>(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
                 )
+            } else if timed_out(&rejection) {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive in time",
+                )
             } else {
                 ApiError::bad_request(format!(
                     "could not read the request body: {}",
@@ -130,6 +135,18 @@ async fn read_body<S: Send + Sync>(
                 ))
             }
         })
+}
+
+/// Whether reading the body failed because it stalled (see `transport`).
+fn timed_out(rejection: &dyn std::error::Error) -> bool {
+    let mut cause = rejection.source();
+    while let Some(err) = cause {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 fn is_json(mime: &str) -> bool {

@@ -1,8 +1,8 @@
 //! The HTTP API: the route table, the middleware around it, and the OpenAPI
 //! document generated from the same table.
 //!
-//! A request flows one way: `context` (request id, log line, error
-//! envelope) → panic guard → body limit → router → extractors (`auth`,
+//! A request flows one way: `transport` (connection limits and timeouts)
+//! → `context` (request id and span, metrics, log line, error envelope) → panic guard → body limit → router → extractors (`auth`,
 //! `extract`) → one handler per resource file → `store`.
 
 pub mod agent_tokens;
@@ -21,13 +21,13 @@ pub mod metrics;
 pub mod openapi;
 pub mod organizations;
 mod places;
+pub mod refusals;
 pub mod schema;
 pub mod workspaces;
 
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::from_fn_with_state;
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::OpenApi as _;
@@ -146,5 +146,5 @@ pub fn with_middleware(router: Router, metrics: Arc<Metrics>) -> Router {
         .method_not_allowed_fallback(context::method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(context::panicked))
-        .layer(from_fn_with_state(metrics, context::request_context))
+        .layer(context::RequestContextLayer::new(metrics))
 }

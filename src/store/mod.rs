@@ -95,16 +95,8 @@ impl PageRequest {
                 )
             })
             .collect();
-        // Ties in the creation second follow the requested direction of
-        // `createdAt`, so "newest first" holds within a second too (ids of
-        // audit events are time-ordered).
-        let newest_first = self
-            .sorts
-            .iter()
-            .find(|s| s.column == SortColumn::CreatedAt)
-            .is_some_and(|s| s.descending);
         terms.push("created_at ASC".into());
-        terms.push(if newest_first { "id DESC" } else { "id ASC" }.into());
+        terms.push("id ASC".into());
         terms.join(", ")
     }
 }
@@ -370,16 +362,5 @@ mod tests {
             }],
         };
         assert_eq!(page.order_by(), "name DESC, created_at ASC, id ASC");
-        let newest = PageRequest {
-            sorts: vec![Sort {
-                column: SortColumn::CreatedAt,
-                descending: true,
-            }],
-            ..page
-        };
-        assert_eq!(
-            newest.order_by(),
-            "created_at DESC, created_at ASC, id DESC"
-        );
     }
 }

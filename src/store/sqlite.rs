@@ -83,6 +83,22 @@ fn collided(err: &StoreError) -> bool {
     }
 }
 
+/// Creates a missing database file empty and readable by its owner only.
+/// SQLite would create it with the umask's mode (0644 as a rule), and gives
+/// the `-wal` and `-shm` files the mode of the database file. Errors are
+/// left to SQLite's own open, which reports them with the path.
+fn create_private(path: &std::path::Path) {
+    let name = path.to_string_lossy();
+    if name.is_empty() || name == ":memory:" {
+        return;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let _ = options.open(path);
+}
+
 pub struct SqliteStore {
     pool: SqlitePool,
 }
@@ -105,7 +121,9 @@ impl SqliteStore {
     }
 
     async fn try_open(url: &str) -> Result<SqliteStore> {
-        let options = SqliteConnectOptions::from_str(url)?
+        let options = SqliteConnectOptions::from_str(url)?;
+        create_private(options.get_filename());
+        let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)

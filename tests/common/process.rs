@@ -23,6 +23,15 @@ pub struct Server {
 impl Server {
     /// Starts `agentkey serve` on a free port and waits until it listens.
     pub fn start(db: &Path, env: &[(&str, &str)]) -> Server {
+        Server::start_with(db, env, |_| {})
+    }
+
+    /// The same, with a last change to the command before it is spawned.
+    pub fn start_with(
+        db: &Path,
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
         let mut command = Command::new(BIN);
         command
             .arg("serve")
@@ -39,6 +48,7 @@ impl Server {
         for (key, value) in env {
             command.env(key, value);
         }
+        configure(&mut command);
         let mut child = command.spawn().expect("spawn agentkey");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));

@@ -1,0 +1,131 @@
+//! A first start through the real binary: the generated root credential is
+//! never lost to a crash (the process stopped where a `kill -9` could hit
+//! it), and the SQLite files are readable by their owner only.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::process::{root_in, Server, BIN};
+
+/// Runs `agentkey serve` on `db` with the test-only exit point set, and
+/// answers its stderr; the process must stop there (code 86).
+fn serve_until_exit_point(db: &std::path::Path, point: &str) -> String {
+    let output = Command::new(BIN)
+        .arg("serve")
+        .env("AGENTKEY_LISTEN", "127.0.0.1:0")
+        .env(
+            "AGENTKEY_DATABASE_URL",
+            format!("sqlite://{}", db.display()),
+        )
+        .env_remove("AGENTKEY_ROOT_TOKEN")
+        .env("AGENTKEY_LOG_FORMAT", "json")
+        .env(agentkey::bootstrap::TEST_EXIT_ENV, point)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run agentkey");
+    assert_eq!(output.status.code(), Some(86), "stopped at {point}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The status of `GET /v1/organizations` with `credential`.
+fn status_with(server: &Server, credential: &str) -> u16 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        reqwest::Client::new()
+            .get(format!("{}/v1/organizations", server.base))
+            .bearer_auth(credential)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .expect("request")
+            .status()
+            .as_u16()
+    })
+}
+
+#[test]
+fn a_crash_right_after_the_root_credential_is_stored_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    let stderr = serve_until_exit_point(&db, "root-stored");
+    let root = root_in(&stderr).expect("the credential was shown before it was stored");
+
+    let server = Server::start(&db, &[]);
+    assert_eq!(server.printed_root(), None, "the stored one is kept");
+    assert_eq!(status_with(&server, &root), 200);
+    server.stop();
+}
+
+#[test]
+fn a_crash_before_the_root_credential_is_stored_gets_a_new_one_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    let stderr = serve_until_exit_point(&db, "root-delivered");
+    let shown = root_in(&stderr).expect("shown");
+
+    let server = Server::start(&db, &[]);
+    let root = server
+        .printed_root()
+        .expect("no root credential was stored, so a new one is made and shown");
+    assert_ne!(root, shown);
+    assert_eq!(status_with(&server, &root), 200);
+    assert_eq!(
+        status_with(&server, &shown),
+        401,
+        "the one never stored is nothing"
+    );
+    server.stop();
+}
+
+#[cfg(unix)]
+#[test]
+fn the_database_files_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    // A umask that would leave new files world-readable (0644).
+    let server = Server::start_with(&db, &[], |command| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: umask is async-signal-safe; nothing else runs here.
+        unsafe {
+            command.pre_exec(|| {
+                set_umask(0o022);
+                Ok(())
+            });
+        }
+    });
+    let root = server.printed_root().unwrap();
+    assert_eq!(status_with(&server, &root), 200);
+    for suffix in ["", "-wal", "-shm"] {
+        let path = dir.path().join(format!("a.db{suffix}"));
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "{} has mode {:o}",
+            path.display(),
+            mode
+        );
+    }
+    server.stop();
+}
+
+/// Sets the process's umask (libc's `umask`, declared here: the test needs
+/// nothing else from libc).
+fn set_umask(mask: u32) {
+    extern "C" {
+        fn umask(mask: u32) -> u32;
+    }
+    // SAFETY: umask cannot fail and touches only the process's mask.
+    unsafe {
+        umask(mask);
+    }
+}
