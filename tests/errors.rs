@@ -288,7 +288,64 @@ async fn secrets_never_reach_the_database_file() {
     }
 }
 
+/// Issue 11 item 10: a name that shows nothing, or that can display as
+/// something else, is refused wherever a name is taken, and nothing is made.
+async fn invisible_and_bidi_names_are_refused_everywhere(app: TestApp) {
+    let t = app.tenant().await;
+    let api_tokens = format!("/v1/organizations/{}/tokens", t.org);
+    let posts = [
+        ("/v1/organizations".to_string(), json!({})),
+        (format!("/v1/organizations/{}/workspaces", t.org), json!({})),
+        (
+            format!("/v1/organizations/{}/deployments", t.org),
+            json!({ "workspaceId": t.workspace }),
+        ),
+        (t.tokens_path(), json!({})),
+        (
+            api_tokens.clone(),
+            json!({ "scope": "ORGANIZATION", "entityId": t.org, "role": "ORGANIZATION_MEMBER" }),
+        ),
+    ];
+    for (name, code, says) in [
+        ("\u{200B}", "required", "must contain a visible character"),
+        (
+            "\u{200B}\u{2060}\u{FEFF}",
+            "required",
+            "must contain a visible character",
+        ),
+        (
+            "admin\u{202E}nimda",
+            "invalid_characters",
+            "bidirectional control characters (found U+202E)",
+        ),
+        (
+            "\u{2066}x\u{2069}",
+            "invalid_characters",
+            "bidirectional control characters (found U+2066)",
+        ),
+    ] {
+        for (path, base) in &posts {
+            let mut body = base.clone();
+            body["name"] = json!(name);
+            let reply = app.post(path, body).await;
+            let message = reply.assert_error(400);
+            assert!(message.contains(says), "{path}: {message}");
+            assert_eq!(reply.fields(), ["name"], "{path}");
+            assert_eq!(reply.body["fieldErrors"][0]["code"], code, "{path}");
+        }
+    }
+    // Nothing was made: still the one of each that `tenant` made.
+    assert_eq!(app.get("/v1/organizations").await.body["totalCount"], 1);
+    let workspaces = app
+        .get(format!("/v1/organizations/{}/workspaces", t.org))
+        .await;
+    assert_eq!(workspaces.body["totalCount"], 1);
+    assert_eq!(app.get(t.tokens_path()).await.body["totalCount"], 0);
+    assert_eq!(app.get(&api_tokens).await.body["totalCount"], 0);
+}
+
 on_every_backend!(
+    invisible_and_bidi_names_are_refused_everywhere,
     management_calls_without_a_valid_credential_are_401,
     authentication_comes_before_validation,
     unknown_routes_and_methods_answer_the_envelope,

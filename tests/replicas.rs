@@ -100,11 +100,22 @@ async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Durati
 }
 
 /// A loopback TCP proxy to the PostgreSQL server that can be cut (every
-/// connection closed, new ones refused) and restored.
+/// connection closed, new ones refused) and restored, and that can swallow
+/// the revocation listener's traffic: its connection stays open, but
+/// nothing passes either way, as when a server goes silent.
 struct Proxy {
     port: u16,
     up: Arc<AtomicBool>,
-    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    connections: Arc<Mutex<Vec<(tokio::task::AbortHandle, Arc<Link>)>>>,
+}
+
+/// What the proxy knows of one connection.
+#[derive(Default)]
+struct Link {
+    /// It subscribed to the revocation channel.
+    listener: AtomicBool,
+    /// Its traffic is read and dropped.
+    swallowed: AtomicBool,
 }
 
 impl Proxy {
@@ -115,17 +126,28 @@ impl Proxy {
         let connections = Arc::new(Mutex::new(Vec::new()));
         let (accepting, tracked) = (up.clone(), connections.clone());
         tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 if !accepting.load(Ordering::SeqCst) {
                     continue; // dropped: the connection is refused
                 }
                 let upstream = upstream.clone();
-                let task = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                let link = Arc::new(Link::default());
+                let task = tokio::spawn({
+                    let link = link.clone();
+                    async move {
+                        let Ok(server) = TcpStream::connect(upstream).await else {
+                            return;
+                        };
+                        let (client_read, client_write) = client.into_split();
+                        let (server_read, server_write) = server.into_split();
+                        // Either direction ending ends both.
+                        tokio::select! {
+                            () = relay(client_read, server_write, &link, true) => {}
+                            () = relay(server_read, client_write, &link, false) => {}
+                        }
                     }
                 });
-                tracked.lock().unwrap().push(task.abort_handle());
+                tracked.lock().unwrap().push((task.abort_handle(), link));
             }
         });
         Proxy {
@@ -137,13 +159,57 @@ impl Proxy {
 
     fn cut(&self) {
         self.up.store(false, Ordering::SeqCst);
-        for connection in self.connections.lock().unwrap().drain(..) {
+        for (connection, _) in self.connections.lock().unwrap().drain(..) {
             connection.abort();
         }
     }
 
     fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
+    }
+
+    /// Swallows the traffic of every listener connection not yet
+    /// swallowed; answers how many there were.
+    fn swallow_listeners(&self) -> usize {
+        let connections = self.connections.lock().unwrap();
+        let live = connections.iter().filter(|(_, link)| {
+            link.listener.load(Ordering::SeqCst) && !link.swallowed.load(Ordering::SeqCst)
+        });
+        let mut count = 0;
+        for (_, link) in live {
+            link.swallowed.store(true, Ordering::SeqCst);
+            count += 1;
+        }
+        count
+    }
+}
+
+/// Copies bytes one way until either side closes. `to_server` tells the
+/// client's direction, in which a `LISTEN` marks the listener connection.
+async fn relay(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    link: &Link,
+    to_server: bool,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SUBSCRIBE: &[u8] = b"LISTEN \"agentkey_revocations\"";
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let bytes = &buffer[..n];
+        if to_server && bytes.windows(SUBSCRIBE.len()).any(|w| w == SUBSCRIBE) {
+            link.listener.store(true, Ordering::SeqCst);
+        }
+        if link.swallowed.load(Ordering::SeqCst) {
+            continue;
+        }
+        if to.write_all(bytes).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -354,4 +420,45 @@ async fn a_replica_that_loses_the_database_fails_closed_and_recovers() {
     .await;
     within(Duration::from_secs(10), async || b.following()).await;
     assert_eq!(b.authorize(&secret).await, StatusCode::UNAUTHORIZED);
+}
+
+/// Issue 11, item 2: a listener connection that goes silent is given up
+/// (sqlx then waits on its `UNLISTEN *` without a timeout); that must cost
+/// none of the store's pool connections, however often it happens, and the
+/// new listener must carry revocations again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_listener_connection_costs_no_pool_connection() {
+    let Some((_db, a, b, proxy, root)) = two_replicas(Settings::default()).await else {
+        return;
+    };
+    let in_use = || {
+        let (size, idle) = b.store.pool_status();
+        size as usize - idle
+    };
+    let baseline = in_use();
+    for round in 0..20 {
+        assert_eq!(proxy.swallow_listeners(), 1, "round {round}: one listener");
+        within(Duration::from_secs(5), async || !b.following()).await;
+        within(Duration::from_secs(5), async || b.following()).await;
+        within(Duration::from_secs(2), async || in_use() == baseline).await;
+    }
+    eprintln!(
+        "pool in use after 20 silent listeners: {} (baseline {baseline})",
+        in_use()
+    );
+
+    // The twenty-first listener carries revocations from A to B.
+    let tokens = format!("{}/agent-tokens", deployment(&a, &root).await);
+    let (_, created) = a
+        .call(Method::POST, &tokens, &root, Some(json!({ "name": "t" })))
+        .await;
+    let secret = created["token"].as_str().unwrap().to_string();
+    let token_path = format!("{tokens}/{}", created["id"].as_str().unwrap());
+    assert_eq!(b.authorize(&secret).await, StatusCode::OK, "cached on B");
+    let (status, _) = a.call(Method::DELETE, &token_path, &root, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    within(Duration::from_secs(1), async || {
+        b.authorize(&secret).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
 }

@@ -12,11 +12,20 @@
 //! connection itself, and counts any notification as a sign of life. After [`SILENCE_LIMIT`] without one, or on any error,
 //! it reports that it is no longer following (the cache then turns itself
 //! off), reconnects, and reports following again once LISTEN is back.
+//!
+//! The listening connection is not one of the store's pool: each listen
+//! gets a one-connection pool of its own. When a listener is given up, sqlx
+//! sends `UNLISTEN *` on its connection before releasing it, with no
+//! timeout; on a connection whose server went silent that waits until the
+//! kernel gives up on the socket. Were the connection the store's, each
+//! such loss would hold one of its slots meanwhile, and a few losses would
+//! leave no connection for requests (issue 11, item 2). A lost listener now
+//! costs one socket until the kernel closes it, and no pool slot.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgListener, PgNotification};
+use sqlx::postgres::{PgListener, PgNotification, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -27,6 +36,8 @@ pub const CHANNEL: &str = "agentkey_revocations";
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long without any notification before the listener is presumed dead.
 pub const SILENCE_LIMIT: Duration = Duration::from_secs(3);
+/// How long connecting and subscribing may take before it is retried.
+pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Something whose cached state a revocation invalidates.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +78,9 @@ pub async fn follow(pool: PgPool, sink: Arc<dyn RevocationSink>, mut stop: watch
     let heartbeat = format!("heartbeat:{}", crate::token::new_id());
     let mut backoff = Duration::from_millis(250);
     while !*stop.borrow() {
-        match listen(&pool).await {
+        let listening = tokio::time::timeout(LISTEN_TIMEOUT, listen(&pool)).await;
+        let listening = listening.unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut));
+        match listening {
             Ok(mut listener) => {
                 backoff = Duration::from_millis(250);
                 sink.following(true);
@@ -94,8 +107,17 @@ pub async fn follow(pool: PgPool, sink: Arc<dyn RevocationSink>, mut stop: watch
     }
 }
 
+/// A listener on a connection of its own, made with the store pool's
+/// connection options (see the module comment for why not from the pool).
 async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .acquire_timeout(LISTEN_TIMEOUT)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_lazy_with((*pool.connect_options()).clone());
+    let mut listener = PgListener::connect_with(&own).await?;
     // A lost connection must be reported (and the cache turned off) before
     // anything reconnects, not papered over by a silent reconnect.
     listener.eager_reconnect(false);

@@ -47,22 +47,35 @@ impl Faults {
     }
 }
 
-/// A required, non-blank name of at most 255 characters.
+/// A required name of at most 255 characters, with at least one visible
+/// character and no bidirectional controls (which let a name display as
+/// something else in a terminal table or the audit log).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Name(String);
 
 impl Name {
     pub fn parse(field: &str, value: Option<String>) -> Result<Name, FieldError> {
         let value = value.unwrap_or_default();
-        if value.trim().is_empty() {
+        if value.chars().all(is_invisible) {
             return Err(FieldError::new(
                 field,
                 "required",
-                format!("{field} is required and must not be blank"),
+                format!("{field} is required and must contain a visible character"),
             ));
         }
         let value = check_length(field, value, MAX_NAME_CHARS)?;
-        check_characters(field, value, |c| c.is_control()).map(Name)
+        let value = check_characters(field, value, |c| c.is_control())?;
+        match value.chars().find(|&c| is_bidi_control(c)) {
+            Some(c) => Err(FieldError::new(
+                field,
+                "invalid_characters",
+                format!(
+                    "{field} must not contain bidirectional control characters (found U+{:04X})",
+                    c as u32
+                ),
+            )),
+            None => Ok(Name(value)),
+        }
     }
 
     pub fn into_inner(self) -> String {
@@ -88,6 +101,42 @@ impl Description {
     pub fn into_inner(self) -> String {
         self.0
     }
+}
+
+/// Unicode's bidirectional formatting characters: embeddings and overrides
+/// (U+202A–U+202E), isolates (U+2066–U+2069), and the marks U+200E, U+200F
+/// and U+061C.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
+/// Characters that show nothing: white space, Unicode's
+/// `Default_Ignorable_Code_Point` set (zero-width spaces and joiners, soft
+/// hyphen, variation selectors, tags, fillers, bidi controls ...), and the
+/// blank braille pattern.
+pub fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{061C}'
+                | '\u{115F}'..='\u{1160}'
+                | '\u{17B4}'..='\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{2800}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{FFF0}'..='\u{FFF8}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0000}'..='\u{E0FFF}'
+        )
 }
 
 fn check_characters(
@@ -190,6 +239,50 @@ mod tests {
             assert_eq!(err.code, "invalid_characters", "{bad:?}");
         }
         assert!(Name::parse("name", Some("Ünïcødé 名前 ✓".into())).is_ok());
+    }
+
+    #[test]
+    fn names_need_a_visible_character() {
+        for blank in [
+            "\u{200B}",
+            "\u{200B}\u{200C}\u{200D}",
+            " \u{FEFF} ",
+            "\u{2060}\u{00AD}",
+            "\u{3164}",
+            "\u{2800}",
+            "\u{E0041}",
+            "\u{00A0}\u{3000}",
+            "\u{FE0F}",
+        ] {
+            let err = Name::parse("name", Some(blank.into())).unwrap_err();
+            assert_eq!(err.code, "required", "{blank:?}");
+            assert!(err.message.contains("visible character"), "{}", err.message);
+        }
+        // Invisible characters next to visible ones are someone's business
+        // (emoji sequences need U+200D and U+FE0F).
+        assert!(Name::parse("name", Some("a\u{200B}b".into())).is_ok());
+        assert!(Name::parse("name", Some("👩\u{200D}💻\u{FE0F}".into())).is_ok());
+    }
+
+    #[test]
+    fn names_refuse_bidi_controls() {
+        for c in ('\u{202A}'..='\u{202E}')
+            .chain('\u{2066}'..='\u{2069}')
+            .chain(['\u{200E}', '\u{200F}', '\u{061C}'])
+        {
+            let err = Name::parse("name", Some(format!("invoice{c}fdp.exe"))).unwrap_err();
+            assert_eq!(err.code, "invalid_characters", "U+{:04X}", c as u32);
+            assert_eq!(
+                err.message,
+                format!(
+                    "name must not contain bidirectional control characters (found U+{:04X})",
+                    c as u32
+                )
+            );
+        }
+        // Right-to-left text itself is fine.
+        assert!(Name::parse("name", Some("שלום עולם".into())).is_ok());
+        assert!(Name::parse("name", Some("مرحبا".into())).is_ok());
     }
 
     #[test]
