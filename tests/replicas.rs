@@ -106,8 +106,11 @@ async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Durati
 struct Proxy {
     port: u16,
     up: Arc<AtomicBool>,
-    connections: Arc<Mutex<Vec<(tokio::task::AbortHandle, Arc<Link>)>>>,
+    connections: Arc<Mutex<Vec<Connection>>>,
 }
+
+/// One proxied connection: the task copying it, and what is known of it.
+type Connection = (tokio::task::AbortHandle, Arc<Link>);
 
 /// What the proxy knows of one connection.
 #[derive(Default)]
