@@ -147,6 +147,9 @@ on_every_backend!(
     form_errors_are_the_apis_next_to_the_field,
     roles_decide_in_the_console_as_in_the_api,
     the_session_ends_with_its_credential,
+    manages_api_tokens_in_the_console,
+    offers_only_roles_the_credential_may_confer,
+    the_audit_log_filters_and_pages,
 );
 
 async fn signs_in_and_out_with_a_strict_cookie(app: TestApp) {
@@ -549,4 +552,231 @@ async fn pages_are_html_even_when_missing() {
     let css = browser.get("/console/assets/console.css").await;
     assert_eq!(css.headers["content-type"], "text/css; charset=utf-8");
     assert!(css.html.contains("prefers-color-scheme: dark"));
+}
+
+/// The `<option>` values of the `<select>` with this id.
+fn options(html: &str, select_id: &str) -> Vec<String> {
+    let start = html
+        .find(&format!("<select id=\"{select_id}\""))
+        .unwrap_or_else(|| panic!("no select {select_id}"));
+    let end = html[start..].find("</select>").unwrap() + start;
+    html[start..end]
+        .split("<option value=\"")
+        .skip(1)
+        .map(|o| o[..o.find('"').unwrap()].to_string())
+        .collect()
+}
+
+async fn manages_api_tokens_in_the_console(app: TestApp) {
+    let t = app.tenant().await;
+    let mut browser = Browser::new(&app);
+    browser.sign_in(&app.root).await;
+    let list_path = format!("/console/organizations/{}/api-tokens", t.org);
+    let list = browser.get(&list_path).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.html);
+    let roles = options(&list.html, "api-role");
+    assert!(
+        roles.contains(&"ORGANIZATION_OWNER".to_string()),
+        "{roles:?}"
+    );
+    let workspace_entity = format!("WORKSPACE:{}", t.workspace);
+    assert!(options(&list.html, "api-entity").contains(&workspace_entity));
+    let created = browser
+        .post(
+            &list_path,
+            &[
+                ("csrf", &list.hidden("csrf")),
+                ("nonce", &list.hidden("nonce")),
+                ("name", "ci deployer"),
+                ("description", "pipelines"),
+                ("role", "WORKSPACE_OWNER"),
+                ("entity", &workspace_entity),
+                ("tokenExpiryPeriodInDays", ""),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.html);
+    let secret = created.hidden_secret();
+    assert!(secret.starts_with("akapi_"));
+    let ws_path = format!("/v1/organizations/{}/workspaces/{}", t.org, t.workspace);
+    let as_token = |token: String| {
+        let path = ws_path.clone();
+        let app = &app;
+        async move {
+            app.send(Method::GET, &path, Some(&token), None)
+                .await
+                .status
+        }
+    };
+    assert_eq!(as_token(secret.clone()).await, StatusCode::OK);
+
+    let listed = app.get(format!("/v1/organizations/{}/tokens", t.org)).await;
+    let id = str_of(&listed.body["tokens"][0], "id").to_string();
+    let token_path = format!("{list_path}/{id}");
+    let page = browser.get(&token_path).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    let renamed = browser
+        .post(
+            &token_path,
+            &[
+                ("csrf", &page.hidden("csrf")),
+                ("name", "ci"),
+                ("description", "renamed"),
+            ],
+        )
+        .await;
+    assert_eq!(renamed.status, StatusCode::SEE_OTHER, "{}", renamed.html);
+    let got = app
+        .get(format!("/v1/organizations/{}/tokens/{id}", t.org))
+        .await;
+    assert_eq!(
+        (got.body["name"].as_str(), got.body["description"].as_str()),
+        (Some("ci"), Some("renamed"))
+    );
+
+    // The API's rule holds here too: a token keeps a role on its own scope.
+    let deployment_entity = format!("DEPLOYMENT:{}", t.deployment);
+    let refused = browser
+        .post(
+            &format!("{token_path}/roles"),
+            &[
+                ("csrf", &page.hidden("csrf")),
+                ("role", "DEPLOYMENT_ADMIN"),
+                ("entity", &deployment_entity),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(
+        refused.html.contains("own WORKSPACE role"),
+        "{}",
+        refused.html
+    );
+    let reroled = browser
+        .post(
+            &format!("{token_path}/roles"),
+            &[
+                ("csrf", &page.hidden("csrf")),
+                ("role", "WORKSPACE_MEMBER"),
+                ("entity", &workspace_entity),
+            ],
+        )
+        .await;
+    assert_eq!(reroled.status, StatusCode::SEE_OTHER, "{}", reroled.html);
+    let got = app
+        .get(format!("/v1/organizations/{}/tokens/{id}", t.org))
+        .await;
+    assert_eq!(
+        got.body["roles"][0]["role"], "WORKSPACE_MEMBER",
+        "{}",
+        got.body
+    );
+    assert_eq!(as_token(secret.clone()).await, StatusCode::OK);
+
+    let page = browser.get(&token_path).await;
+    let rotated = browser
+        .post(
+            &format!("{token_path}/rotate"),
+            &[
+                ("csrf", &page.hidden("csrf")),
+                ("nonce", &page.hidden("nonce")),
+            ],
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.html);
+    let fresh = rotated.hidden_secret();
+    assert_ne!(fresh, secret);
+    assert_eq!(as_token(secret).await, StatusCode::UNAUTHORIZED);
+
+    let confirm = browser.get(&format!("{token_path}/delete")).await;
+    assert!(confirm.html.contains("cannot be undone"));
+    let deleted = browser
+        .post(
+            &format!("{token_path}/delete"),
+            &[("csrf", &confirm.hidden("csrf"))],
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER);
+    assert_eq!(as_token(fresh).await, StatusCode::UNAUTHORIZED);
+}
+
+async fn offers_only_roles_the_credential_may_confer(app: TestApp) {
+    let t = app.tenant().await;
+    // An organization owner sees the list and may confer every role.
+    let owner = api_token(&app, &t.org, "ORGANIZATION_OWNER", "ORGANIZATION", &t.org).await;
+    let mut browser = Browser::new(&app);
+    browser.sign_in(&owner).await;
+    let list_path = format!("/console/organizations/{}/api-tokens", t.org);
+    let list = browser.get(&list_path).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.html);
+    assert_eq!(options(&list.html, "api-role").len(), 9);
+    // A workspace owner may not list the organization's tokens: the
+    // console answers as the API does, and offers nothing.
+    let ws_owner = api_token(&app, &t.org, "WORKSPACE_OWNER", "WORKSPACE", &t.workspace).await;
+    let mut other = Browser::new(&app);
+    other.sign_in(&ws_owner).await;
+    let refused = other.get(&list_path).await;
+    let api = app
+        .send(
+            Method::GET,
+            &format!("/v1/organizations/{}/tokens", t.org),
+            Some(&ws_owner),
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, api.status);
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(!refused.html.contains("Create API token"));
+    // A forged form asking for more than the credential holds is the
+    // API's 403, with what was typed kept, and creates nothing.
+    let csrf = other.csrf("/console/").await;
+    let escalated = other
+        .post(
+            &list_path,
+            &[
+                ("csrf", &csrf),
+                ("nonce", &"a".repeat(64)),
+                ("name", "escalation"),
+                ("role", "ORGANIZATION_OWNER"),
+                ("entity", &format!("ORGANIZATION:{}", t.org)),
+            ],
+        )
+        .await;
+    assert_eq!(
+        escalated.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        escalated.html
+    );
+    let all = app.get(format!("/v1/organizations/{}/tokens", t.org)).await;
+    assert_eq!(
+        all.body["totalCount"], 2,
+        "nothing was created: {}",
+        all.body
+    );
+}
+
+async fn the_audit_log_filters_and_pages(app: TestApp) {
+    let t = app.tenant().await;
+    for name in ["a", "b", "c"] {
+        app.agent_token(&t, json!({ "name": name })).await;
+    }
+    let mut browser = Browser::new(&app);
+    browser.sign_in(&app.root).await;
+    let audit = format!("/console/organizations/{}/audit-logs", t.org);
+    let all = browser.get(&audit).await;
+    assert_eq!(all.status, StatusCode::OK);
+    assert!(all.html.contains("workspace.create") && all.html.contains("agentToken.create"));
+    let only = browser
+        .get(&format!("{audit}?action=agentToken.create&limit=2"))
+        .await;
+    assert_eq!(only.status, StatusCode::OK);
+    assert!(!only.html.contains("<td>workspace.create</td>"));
+    assert_eq!(only.html.matches("<td>agentToken.create</td>").count(), 2);
+    assert!(only.html.contains("1–2 of 3") && only.html.contains("Next page"));
+    let bad = browser.get(&format!("{audit}?from=yesterday")).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.html.contains("From must be a date and time."));
+    let later = browser.get(&format!("{audit}?from=2099-01-01T00:00")).await;
+    assert!(later.html.contains("No event matches."));
 }

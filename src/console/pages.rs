@@ -27,8 +27,16 @@ use crate::roles::Role;
 use crate::token::Digest;
 use crate::verify::{Principal, VerifyError};
 
-/// Rows per page of the console's tables.
-const PAGE_SIZE: i64 = 20;
+/// Rows per page of the console's tables, unless `?limit=` (up to
+/// [`MAX_PAGE_SIZE`]) says otherwise: a deployment's 50 agent tokens (the
+/// default cap) fit on one page.
+const PAGE_SIZE: i64 = 50;
+const MAX_PAGE_SIZE: i64 = 100;
+
+/// The page size a table was asked for, within bounds.
+fn page_size(asked: Option<i64>) -> i64 {
+    asked.unwrap_or(PAGE_SIZE).clamp(1, MAX_PAGE_SIZE)
+}
 /// The most workspaces or deployments a page lists (the API's own cap).
 const LIST_ALL: &str = "limit=1000";
 
@@ -616,6 +624,7 @@ pub async fn create_deployment(
 pub struct ListQuery {
     #[serde(default)]
     offset: i64,
+    limit: Option<i64>,
     #[serde(default)]
     sort: String,
     notice: Option<String>,
@@ -662,8 +671,9 @@ async fn deployment_page(
         .flat_map(|(_, f)| [format!("{f}:asc"), format!("{f}:desc")])
         .find(|s| *s == query.sort);
     let offset = query.offset.max(0);
+    let limit = page_size(query.limit);
     let mut path = format!(
-        "/organizations/{org}/deployments/{dep}/agent-tokens?offset={offset}&limit={PAGE_SIZE}"
+        "/organizations/{org}/deployments/{dep}/agent-tokens?offset={offset}&limit={limit}"
     );
     if let Some(sort) = &sort {
         path.push_str(&format!("&sorts={sort}"));
@@ -693,8 +703,8 @@ async fn deployment_page(
         })
         .collect();
     let sort_param = sort.map(|s| format!("&sort={s}")).unwrap_or_default();
-    let pager = pager(offset, list.tokens.len(), list.total_count, |o| {
-        format!("{here}?offset={o}{sort_param}")
+    let pager = pager(offset, limit, list.tokens.len(), list.total_count, |o| {
+        format!("{here}?offset={o}&limit={limit}{sort_param}")
     });
     let resource = Resource::Deployment {
         organization: org,
@@ -749,14 +759,14 @@ fn agent_token_row(t: &ApiToken, now: i64) -> AgentTokenRow {
     }
 }
 
-fn pager(offset: i64, shown: usize, total: i64, href: impl Fn(i64) -> String) -> Pager {
+fn pager(offset: i64, limit: i64, shown: usize, total: i64, href: impl Fn(i64) -> String) -> Pager {
     let shown = shown as i64;
     Pager {
         first: offset + 1,
         last: offset + shown,
         total,
-        previous: (offset > 0).then(|| href((offset - PAGE_SIZE).max(0))),
-        next: (offset + shown < total).then(|| href(offset + PAGE_SIZE)),
+        previous: (offset > 0).then(|| href((offset - limit).max(0))),
+        next: (offset + shown < total).then(|| href(offset + limit)),
     }
 }
 
@@ -1033,13 +1043,21 @@ async fn role_choices(ctx: &Ctx, org: &str) -> (Vec<Choice>, Vec<Choice>) {
 
 pub async fn api_tokens(ctx: Ctx, Path(org): Path<String>, Query(query): Query<ListQuery>) -> Page {
     let notice = notice(query.notice.as_deref());
-    api_tokens_page(&ctx, &org, query.offset, FormState::default(), notice).await
+    let limit = page_size(query.limit);
+    api_tokens_page(
+        &ctx,
+        &org,
+        (query.offset, limit),
+        FormState::default(),
+        notice,
+    )
+    .await
 }
 
 async fn api_tokens_page(
     ctx: &Ctx,
     org: &str,
-    offset: i64,
+    (offset, limit): (i64, i64),
     form: FormState,
     notice: Option<String>,
 ) -> Page {
@@ -1053,13 +1071,13 @@ async fn api_tokens_page(
     let list: ApiTokensPaginated = ctx
         .api
         .get(&format!(
-            "/organizations/{org}/tokens?offset={offset}&limit={PAGE_SIZE}"
+            "/organizations/{org}/tokens?offset={offset}&limit={limit}"
         ))
         .await
         .map_err(|e| error_page(ctx, e))?;
     let here = format!("/console/organizations/{org}/api-tokens");
-    let pager = pager(offset, list.tokens.len(), list.total_count, |o| {
-        format!("{here}?offset={o}")
+    let pager = pager(offset, limit, list.tokens.len(), list.total_count, |o| {
+        format!("{here}?offset={o}&limit={limit}")
     });
     let (roles, entities) = role_choices(ctx, org).await;
     let tokens = list
@@ -1177,7 +1195,14 @@ pub async fn create_api_token(
                 ("entity", &form.entity),
                 ("tokenExpiryPeriodInDays", &form.expiry_days),
             ];
-            api_tokens_page(&ctx, &org, 0, form_state(&values, Some(e)), None).await
+            api_tokens_page(
+                &ctx,
+                &org,
+                (0, PAGE_SIZE),
+                form_state(&values, Some(e)),
+                None,
+            )
+            .await
         }
         Err(e) => Err(error_page(&ctx, e)),
     }
@@ -1416,6 +1441,7 @@ pub async fn delete_api_token(
 
 #[derive(Deserialize, Default)]
 pub struct AuditQuery {
+    limit: Option<i64>,
     #[serde(default)]
     action: String,
     #[serde(default)]
@@ -1437,6 +1463,7 @@ pub async fn audit_logs(
         .await
         .map_err(|e| error_page(&ctx, e))?;
     let offset = query.offset.max(0);
+    let limit = page_size(query.limit);
     let mut filter = BTreeMap::new();
     let mut params = String::new();
     for (field, api_field, value) in [
@@ -1467,7 +1494,7 @@ pub async fn audit_logs(
     let listed = ctx
         .api
         .get::<AuditLogsPaginated>(&format!(
-            "/organizations/{org}/audit-logs?sorts=createdAt:desc&offset={offset}&limit={PAGE_SIZE}{params}"
+            "/organizations/{org}/audit-logs?sorts=createdAt:desc&offset={offset}&limit={limit}{params}"
         ))
         .await;
     let mut form = FormState {
@@ -1494,8 +1521,8 @@ pub async fn audit_logs(
         }
         Err(e) => return Err(error_page(&ctx, e)),
     };
-    let pager = pager(offset, events.len(), total, |o| {
-        format!("{here}?offset={o}{shown}")
+    let pager = pager(offset, limit, events.len(), total, |o| {
+        format!("{here}?offset={o}&limit={limit}{shown}")
     });
     Ok(render(
         AuditPage {
