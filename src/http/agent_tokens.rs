@@ -11,7 +11,6 @@ use super::audit::{Origin, Target};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{ListQuery, OptionalJson, PathParams, Sortable, ValidJson};
-use super::lookup;
 use super::schema::{ApiToken, ApiTokensPaginated, SecretResponse};
 use crate::app::AppState;
 use crate::authz::{Action, Resource};
@@ -73,9 +72,9 @@ pub async fn list_agent_tokens(
     PathParams((org, dep)): PathParams<(String, String)>,
     query: ListQuery<ApiToken>,
 ) -> Result<Json<ApiTokensPaginated>, ApiError> {
-    caller.require(Action::GetAgentTokens, Resource::Inside(&org))?;
-    let deployment = lookup::deployment(&state, &org, &dep).await?;
-    caller.require(Action::GetAgentTokens, lookup::in_deployment(&deployment))?;
+    caller
+        .deployment(&state, Action::GetAgentTokens, &org, &dep)
+        .await?;
     let page = state
         .store
         .list_agent_tokens(&org, &dep, &query.page)
@@ -117,8 +116,9 @@ pub async fn create_agent_token(
     let (name, description, expiry_days) = faults
         .finish(|| Some((name?, description?, expiry?)))
         .map_err(ApiError::invalid)?;
-    let deployment = lookup::deployment(&state, &org, &dep).await?;
-    caller.require(Action::CreateAgentToken, lookup::in_deployment(&deployment))?;
+    caller
+        .deployment(&state, Action::CreateAgentToken, &org, &dep)
+        .await?;
 
     let secret = Secret::generate(SecretKind::Agent);
     let now = state.clock.now();
@@ -173,9 +173,9 @@ pub async fn get_agent_token(
     caller: Caller,
     PathParams((org, dep, id)): PathParams<(String, String, String)>,
 ) -> Result<Json<ApiToken>, ApiError> {
-    caller.require(Action::GetAgentTokens, Resource::Inside(&org))?;
-    let deployment = lookup::deployment(&state, &org, &dep).await?;
-    caller.require(Action::GetAgentTokens, lookup::in_deployment(&deployment))?;
+    caller
+        .deployment(&state, Action::GetAgentTokens, &org, &dep)
+        .await?;
     if !is_id(&id) {
         return Err(ApiError::not_found("agent token"));
     }
@@ -199,9 +199,9 @@ pub async fn delete_agent_token(
     origin: Origin,
     PathParams((org, dep, id)): PathParams<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(Action::DeleteAgentToken, Resource::Inside(&org))?;
-    let deployment = lookup::deployment(&state, &org, &dep).await?;
-    caller.require(Action::DeleteAgentToken, lookup::in_deployment(&deployment))?;
+    caller
+        .deployment(&state, Action::DeleteAgentToken, &org, &dep)
+        .await?;
     if !is_id(&id) {
         return Err(ApiError::not_found("agent token"));
     }
@@ -241,8 +241,9 @@ pub async fn rotate_agent_token(
     caller.require(Action::RotateAgentToken, Resource::Inside(&org))?;
     let grace = parse_grace_seconds("gracePeriodSeconds", request.grace_period_seconds)
         .map_err(|e| ApiError::invalid(vec![e]))?;
-    let deployment = lookup::deployment(&state, &org, &dep).await?;
-    caller.require(Action::RotateAgentToken, lookup::in_deployment(&deployment))?;
+    caller
+        .deployment(&state, Action::RotateAgentToken, &org, &dep)
+        .await?;
     if !is_id(&id) {
         return Err(ApiError::not_found("agent token"));
     }

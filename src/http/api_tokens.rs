@@ -8,12 +8,11 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::access::Place;
 use super::audit::{Origin, Target};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{ListQuery, PathParams, QueryParams, ValidJson};
-use super::lookup;
-use super::places::Place;
 use super::schema::{ApiToken, ApiTokenRole, ApiTokensPaginated, SecretResponse};
 use crate::app::AppState;
 use crate::authz::{self, Action, Resource};
@@ -185,22 +184,17 @@ pub async fn list_api_tokens(
     query: ListQuery<ApiToken>,
     QueryParams(filter): QueryParams<ApiTokenListFilter>,
 ) -> Result<Json<ApiTokensPaginated>, ApiError> {
-    caller.require(Action::GetApiTokens, Resource::Inside(&org))?;
-    lookup::organization(&state, &org).await?;
+    caller.inside(&state, Action::GetApiTokens, &org).await?;
     let workspace = match &filter.workspace_id {
-        Some(id) => Some(lookup::workspace(&state, &org, id).await?),
+        Some(id) => Some(existing(&state, &org, EntityType::Workspace, id).await?),
         None => None,
     };
     let deployment = match &filter.deployment_id {
-        Some(id) => Some(lookup::deployment(&state, &org, id).await?),
+        Some(id) => Some(existing(&state, &org, EntityType::Deployment, id).await?),
         None => None,
     };
     let resource = match (&deployment, &workspace) {
-        (Some(d), _) => lookup::in_deployment(d),
-        (None, Some(w)) => Resource::Workspace {
-            organization: &org,
-            workspace: &w.id,
-        },
+        (Some(place), _) | (None, Some(place)) => place.resource(),
         (None, None) => Resource::Organization(&org),
     };
     caller.require(Action::GetApiTokens, resource)?;
@@ -267,7 +261,7 @@ pub async fn create_api_token(
     let (name, description, scope, role, entity_id, expiry_days) = faults
         .finish(|| Some((name?, description?, scope?, role?, entity_id?, expiry?)))
         .map_err(ApiError::invalid)?;
-    lookup::organization(&state, &org).await?;
+    caller.inside(&state, Action::CreateApiToken, &org).await?;
     let place = Place::find(&state, &org, scope, &entity_id)
         .await?
         .ok_or_else(|| {
@@ -507,8 +501,7 @@ async fn load(
     org: &str,
     id: &str,
 ) -> Result<(model::ApiToken, Place), ApiError> {
-    caller.require(action, Resource::Inside(org))?;
-    lookup::organization(state, org).await?;
+    caller.inside(state, action, org).await?;
     if !is_id(id) {
         return Err(ApiError::not_found("API token"));
     }
@@ -524,6 +517,21 @@ async fn load(
         .unwrap_or_else(|| Place::Organization(org.to_string()));
     caller.require(action, home.resource())?;
     Ok((token, home))
+}
+
+/// The workspace or deployment a list filter names, or a 404.
+async fn existing(
+    state: &AppState,
+    org: &str,
+    kind: EntityType,
+    id: &str,
+) -> Result<Place, ApiError> {
+    Place::find(state, org, kind, id).await?.ok_or_else(|| {
+        ApiError::not_found(match kind {
+            EntityType::Workspace => "workspace",
+            _ => "deployment",
+        })
+    })
 }
 
 /// Refuses unless the caller could confer every one of `roles` (those on

@@ -15,7 +15,6 @@ use super::auth::Caller;
 use super::context::incoming_request_id_in;
 use super::error::ApiError;
 use super::extract::{ListQuery, PathParams, QueryParams, Sortable};
-use super::lookup;
 use super::schema::BasicSubjectProfile;
 use crate::app::AppState;
 use crate::authz::{Action, Resource};
@@ -150,7 +149,9 @@ pub async fn list_audit_logs(
 ) -> Result<Json<AuditLogsPaginated>, ApiError> {
     caller.require(Action::ReadAuditLogs, Resource::Organization(&org))?;
     let window = parse_window(window)?;
-    lookup::organization(&state, &org).await?;
+    caller
+        .organization(&state, Action::ReadAuditLogs, &org)
+        .await?;
     let page = state
         .store
         .list_audit_events(&org, &window, &query.page)

@@ -11,7 +11,6 @@ use super::audit::{Origin, Target};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{ListQuery, PathParams, Sortable, ValidJson};
-use super::lookup;
 use crate::app::AppState;
 use crate::authz::{Action, Resource};
 use crate::clock::rfc3339;
@@ -99,7 +98,9 @@ pub async fn create_deployment(
     let (name, workspace_id, description) = faults
         .finish(|| Some((name?, workspace_id?, description?)))
         .map_err(ApiError::invalid)?;
-    lookup::organization(&state, &org).await?;
+    caller
+        .inside(&state, Action::CreateDeployment, &org)
+        .await?;
     let workspace_exists = is_id(&workspace_id)
         && state
             .store
@@ -154,8 +155,9 @@ pub async fn list_deployments(
     PathParams(org): PathParams<String>,
     query: ListQuery<Deployment>,
 ) -> Result<Json<DeploymentsPaginated>, ApiError> {
-    caller.require(Action::ListDeployments, Resource::Organization(&org))?;
-    lookup::organization(&state, &org).await?;
+    caller
+        .organization(&state, Action::ListDeployments, &org)
+        .await?;
     let page = state.store.list_deployments(&org, &query.page).await?;
     Ok(Json(DeploymentsPaginated {
         limit: query.page.limit,
@@ -174,9 +176,9 @@ pub async fn get_deployment(
     caller: Caller,
     PathParams((org, id)): PathParams<(String, String)>,
 ) -> Result<Json<Deployment>, ApiError> {
-    caller.require(Action::GetDeployment, Resource::Inside(&org))?;
-    let deployment = lookup::deployment(&state, &org, &id).await?;
-    caller.require(Action::GetDeployment, lookup::in_deployment(&deployment))?;
+    let deployment = caller
+        .deployment(&state, Action::GetDeployment, &org, &id)
+        .await?;
     Ok(Json((&deployment).into()))
 }
 
@@ -190,9 +192,9 @@ pub async fn delete_deployment(
     origin: Origin,
     PathParams((org, id)): PathParams<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(Action::DeleteDeployment, Resource::Inside(&org))?;
-    let deployment = lookup::deployment(&state, &org, &id).await?;
-    caller.require(Action::DeleteDeployment, lookup::in_deployment(&deployment))?;
+    caller
+        .deployment(&state, Action::DeleteDeployment, &org, &id)
+        .await?;
     let audit = origin.event(
         caller.0.subject(),
         Some(&org),

@@ -5,6 +5,7 @@
 //! → `context` (request id and span, metrics, log line, error envelope) → panic guard → body limit → router → extractors (`auth`,
 //! `extract`) → one handler per resource file → `store`.
 
+pub mod access;
 pub mod agent_tokens;
 pub mod api_tokens;
 pub mod audit;
@@ -16,11 +17,9 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod introspect;
-mod lookup;
 pub mod metrics;
 pub mod openapi;
 pub mod organizations;
-mod places;
 pub mod refusals;
 pub mod schema;
 pub mod workspaces;

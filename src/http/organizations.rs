@@ -9,7 +9,6 @@ use super::audit::{Origin, Target};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{ListQuery, PathParams, Sortable, ValidJson};
-use super::lookup;
 use crate::app::AppState;
 use crate::authz::{Action, Resource};
 use crate::clock::rfc3339;
@@ -137,7 +136,8 @@ pub async fn get_organization(
     caller: Caller,
     PathParams(org): PathParams<String>,
 ) -> Result<Json<Organization>, ApiError> {
-    caller.require(Action::GetOrganization, Resource::Organization(&org))?;
-    let org = lookup::organization(&state, &org).await?;
+    let org = caller
+        .organization(&state, Action::GetOrganization, &org)
+        .await?;
     Ok(Json((&org).into()))
 }

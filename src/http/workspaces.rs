@@ -9,7 +9,6 @@ use super::audit::{Origin, Target};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{ListQuery, PathParams, Sortable, ValidJson};
-use super::lookup;
 use crate::app::AppState;
 use crate::authz::{Action, Resource};
 use crate::clock::rfc3339;
@@ -88,7 +87,9 @@ pub async fn create_workspace(
     let (name, description) = faults
         .finish(|| Some((name?, description?)))
         .map_err(ApiError::invalid)?;
-    lookup::organization(&state, &org).await?;
+    caller
+        .organization(&state, Action::CreateWorkspace, &org)
+        .await?;
     let now = state.clock.now();
     let workspace = model::Workspace {
         id: new_id(),
@@ -122,8 +123,9 @@ pub async fn list_workspaces(
     PathParams(org): PathParams<String>,
     query: ListQuery<Workspace>,
 ) -> Result<Json<WorkspacesPaginated>, ApiError> {
-    caller.require(Action::ListWorkspaces, Resource::Organization(&org))?;
-    lookup::organization(&state, &org).await?;
+    caller
+        .organization(&state, Action::ListWorkspaces, &org)
+        .await?;
     let page = state.store.list_workspaces(&org, &query.page).await?;
     Ok(Json(WorkspacesPaginated {
         limit: query.page.limit,
@@ -142,14 +144,8 @@ pub async fn get_workspace(
     caller: Caller,
     PathParams((org, id)): PathParams<(String, String)>,
 ) -> Result<Json<Workspace>, ApiError> {
-    caller.require(Action::GetWorkspace, Resource::Inside(&org))?;
-    let workspace = lookup::workspace(&state, &org, &id).await?;
-    caller.require(
-        Action::GetWorkspace,
-        Resource::Workspace {
-            organization: &org,
-            workspace: &workspace.id,
-        },
-    )?;
+    let workspace = caller
+        .workspace(&state, Action::GetWorkspace, &org, &id)
+        .await?;
     Ok(Json((&workspace).into()))
 }
