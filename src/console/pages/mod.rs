@@ -1,0 +1,312 @@
+//! The console's page handlers, one file per area: each reads what it
+//! shows, and does what a
+//! form asks, through [`Api`](super::api::Api), then renders a template.
+//! Whether a form is offered at all is asked of the same `authz` table the
+//! API enforces; the API still decides.
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use serde::Deserialize;
+
+use super::session::{self, urlencode};
+use super::views::*;
+use super::{see_other, Console, Ctx, Posted};
+use crate::authz::{self, Action, Resource};
+use crate::http::audit::AuditLogsPaginated;
+use crate::http::deployments::{Deployment, DeploymentsPaginated};
+use crate::http::error::ApiError;
+use crate::http::organizations::{Organization, OrganizationsPaginated};
+use crate::http::schema::{ApiToken, ApiTokensPaginated};
+use crate::http::workspaces::{Workspace, WorkspacesPaginated};
+use crate::roles::Role;
+use crate::token::Digest;
+use crate::verify::{Principal, VerifyError};
+
+/// Rows per page of the console's tables, unless `?limit=` (up to
+/// [`MAX_PAGE_SIZE`]) says otherwise: a deployment's 50 agent tokens (the
+/// default cap) fit on one page.
+const PAGE_SIZE: i64 = 50;
+const MAX_PAGE_SIZE: i64 = 100;
+
+/// The page size a table was asked for, within bounds.
+fn page_size(asked: Option<i64>) -> i64 {
+    asked.unwrap_or(PAGE_SIZE).clamp(1, MAX_PAGE_SIZE)
+}
+/// The most workspaces or deployments a page lists (the API's own cap).
+const LIST_ALL: &str = "limit=1000";
+
+/// Every audit action, for the audit log's filter.
+pub const AUDIT_ACTIONS: &[&str] = &[
+    "agentToken.create",
+    "agentToken.delete",
+    "agentToken.rotate",
+    "apiToken.create",
+    "apiToken.delete",
+    "apiToken.rotate",
+    "apiToken.update",
+    "apiToken.updateRoles",
+    "deployment.create",
+    "deployment.delete",
+    "organization.create",
+    "workspace.create",
+];
+
+type Page = Result<Response, Response>;
+
+mod agent_tokens;
+mod api_tokens;
+mod audit;
+mod places;
+mod sign_in;
+
+pub use agent_tokens::*;
+pub use api_tokens::*;
+pub use audit::*;
+pub use places::*;
+pub use sign_in::*;
+
+fn render(template: impl Template, status: StatusCode) -> Response {
+    match template.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "a console template failed to render");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+fn layout(ctx: &Ctx, title: impl Into<String>, trail: Vec<(String, String)>) -> Layout {
+    let who = match &ctx.user.principal {
+        Principal::Root { .. } => "root".to_string(),
+        Principal::ApiToken(token) => format!("{} (API token)", token.name),
+        Principal::Agent(agent) => agent.name.clone(),
+    };
+    Layout {
+        title: title.into(),
+        who: Some(who),
+        csrf: ctx.user.csrf.clone(),
+        trail,
+        notice: None,
+    }
+}
+
+fn signed_out_layout(title: &str) -> Layout {
+    Layout {
+        title: title.to_string(),
+        who: None,
+        csrf: String::new(),
+        trail: Vec::new(),
+        notice: None,
+    }
+}
+
+/// An error the API answered, as a page: the same status and message.
+fn error_page(ctx: &Ctx, error: ApiError) -> Response {
+    if let Some(detail) = &error.detail {
+        tracing::error!(detail = %detail, "console request failed");
+    }
+    let title = match error.status {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::FORBIDDEN => "Not allowed",
+        s if s.is_server_error() => "Something went wrong",
+        _ => "That did not work",
+    };
+    render(
+        ErrorPage {
+            layout: layout(ctx, title, vec![home_link()]),
+            status: error.status.as_u16(),
+            message: error.message,
+        },
+        error.status,
+    )
+}
+
+/// A failure reading the session itself.
+pub fn store_failure(error: ApiError) -> Response {
+    if let Some(detail) = &error.detail {
+        tracing::error!(detail = %detail, "console session lookup failed");
+    }
+    plain_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong",
+        "internal error; try again, and look at the server log if it persists",
+    )
+}
+
+fn plain_error(status: StatusCode, title: &str, message: &str) -> Response {
+    render(
+        ErrorPage {
+            layout: signed_out_layout(title),
+            status: status.as_u16(),
+            message: message.to_string(),
+        },
+        status,
+    )
+}
+
+/// A form that did not come from this session's own pages.
+pub fn forbidden_form() -> Response {
+    plain_error(
+        StatusCode::FORBIDDEN,
+        "Not allowed",
+        "this form did not come from this console session (it may be stale, or sent by \
+         another site); nothing was changed. Reload the page and try again.",
+    )
+}
+
+pub fn bad_form() -> Response {
+    plain_error(
+        StatusCode::BAD_REQUEST,
+        "That did not work",
+        "the form could not be read; nothing was changed",
+    )
+}
+
+pub async fn not_found() -> Response {
+    plain_error(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "there is no such page in the console",
+    )
+}
+
+/// What was typed into a form, with the API's answer placed next to the
+/// fields it names. Secrets are never kept.
+fn form_state(values: &[(&str, &str)], error: Option<ApiError>) -> FormState {
+    let mut state = FormState {
+        values: values
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..FormState::default()
+    };
+    if let Some(error) = error {
+        for field in &error.field_errors {
+            state
+                .errors
+                .entry(field.field.clone())
+                .or_insert_with(|| field.message.clone());
+        }
+        if state.errors.is_empty() {
+            state.message = Some(error.message);
+        }
+    }
+    state
+}
+
+/// A page re-shown with what was wrong in its form is a 400.
+fn failed_status(form: &FormState) -> StatusCode {
+    if form.errors.is_empty() && form.message.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    }
+}
+
+/// An optional whole number typed into a form: empty is `None`.
+fn number(field: &str, text: &str, what: &str) -> Result<Option<i64>, ApiError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        ApiError::invalid(vec![crate::token::request::FieldError::new(
+            field,
+            "invalid",
+            format!("{what} must be a whole number; got {text:?}"),
+        )])
+    })
+}
+
+fn may(ctx: &Ctx, action: Action, resource: Resource) -> bool {
+    authz::authorize(&ctx.user.principal, action, resource).is_ok()
+}
+
+fn home_link() -> (String, String) {
+    ("/console/".to_string(), "Organizations".to_string())
+}
+
+fn org_link(org: &Organization) -> (String, String) {
+    (
+        format!("/console/organizations/{}", org.id),
+        org.name.clone(),
+    )
+}
+
+fn notice(code: Option<&str>) -> Option<String> {
+    let text = match code? {
+        "deleted" => "Deleted. The token is refused from now on.",
+        "saved" => "Saved.",
+        "created" => "Created.",
+        "already-done" => {
+            "That form was already sent once; nothing was done again, and its secret is not \
+             shown again."
+        }
+        _ => return None,
+    };
+    Some(text.to_string())
+}
+
+/// A fresh one-time nonce for a form that reveals a secret.
+fn nonce() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+    session::hex(&bytes)
+}
+
+/// Marks the form's nonce used; `false` if it was used before (a reload
+/// or a second submission), or is not one of ours.
+async fn first_use(ctx: &Ctx, nonce: &str) -> Result<bool, ApiError> {
+    if nonce.len() != 64 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(false);
+    }
+    let now = ctx.console.state.clock.now();
+    Ok(ctx
+        .console
+        .state
+        .store
+        .use_console_nonce(&ctx.user.session, &Digest::of(nonce), now)
+        .await?)
+}
+
+#[derive(Deserialize, Default)]
+pub struct NoticeQuery {
+    notice: Option<String>,
+}
+
+fn pager(offset: i64, limit: i64, shown: usize, total: i64, href: impl Fn(i64) -> String) -> Pager {
+    let shown = shown as i64;
+    Pager {
+        first: offset + 1,
+        last: offset + shown,
+        total,
+        previous: (offset > 0).then(|| href((offset - limit).max(0))),
+        next: (offset + shown < total).then(|| href(offset + limit)),
+    }
+}
+
+fn secret_page(
+    ctx: &Ctx,
+    heading: &str,
+    token: ApiToken,
+    back: &str,
+    back_label: &str,
+) -> Response {
+    let Some(secret) = token.token.as_ref() else {
+        return error_page(ctx, ApiError::internal());
+    };
+    render(
+        SecretPage {
+            layout: layout(ctx, heading, vec![home_link()]),
+            heading: heading.to_string(),
+            name: token.name.clone(),
+            secret: secret.expose().to_string(),
+            back: back.to_string(),
+            back_label: back_label.to_string(),
+        },
+        StatusCode::OK,
+    )
+}

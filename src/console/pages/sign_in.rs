@@ -1,0 +1,111 @@
+//! Signing in and out of the console.
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Form;
+use serde::Deserialize;
+
+use super::*;
+
+#[derive(Deserialize, Default)]
+pub struct SignInQuery {
+    #[serde(default)]
+    next: String,
+}
+
+pub async fn sign_in_form(Query(query): Query<SignInQuery>) -> Response {
+    render(
+        SignInPage {
+            layout: signed_out_layout("Sign in"),
+            next: safe_next(&query.next).to_string(),
+            error: None,
+        },
+        StatusCode::OK,
+    )
+}
+
+#[derive(Deserialize)]
+pub struct SignInForm {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    next: String,
+}
+
+pub async fn sign_in(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Form(form): Form<SignInForm>,
+) -> Response {
+    if !session::same_origin(&headers, &console.state.settings.console) {
+        return forbidden_form();
+    }
+    let next = safe_next(&form.next).to_string();
+    let refuse = |status: StatusCode, message: &str| {
+        render(
+            SignInPage {
+                layout: signed_out_layout("Sign in"),
+                next: next.clone(),
+                error: Some(message.to_string()),
+            },
+            status,
+        )
+    };
+    let presented = form.token.trim();
+    if presented.is_empty() {
+        return refuse(StatusCode::BAD_REQUEST, "Enter an API token.");
+    }
+    let principal = match console.state.verifier.authenticate(presented).await {
+        Ok(principal) => principal,
+        Err(VerifyError::Refused(_)) => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "This credential is invalid, expired or revoked.",
+            )
+        }
+        Err(VerifyError::Store(err)) => return store_failure(err.into()),
+    };
+    let Some(kind) = session::credential_of(&principal) else {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "An agent token cannot sign in: it is for a deployment's gateway. Sign in with \
+             the root credential or an organization API token.",
+        );
+    };
+    let cookie = match session::start(&console, kind, Digest::of(presented)).await {
+        Ok(cookie) => cookie,
+        Err(err) => return store_failure(err.into()),
+    };
+    tracing::info!(subject = %principal.subject().id, "console sign-in");
+    let mut response = see_other(&next);
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    response
+}
+
+/// Where to go after signing in: a console path, never another site.
+fn safe_next(next: &str) -> &str {
+    let local = next.starts_with("/console/")
+        && !next.starts_with("//")
+        && !next.contains('\\')
+        && next.bytes().all(|b| b.is_ascii_graphic());
+    if local {
+        next
+    } else {
+        "/console/"
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct Nothing {}
+
+pub async fn sign_out(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    _: Posted<Nothing>,
+) -> Response {
+    let cookie = session::end(&console, &headers).await;
+    let mut response = see_other("/console/sign-in");
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    response
+}
