@@ -285,6 +285,10 @@ async fn deployment(replica: &Replica, root: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "PostgreSQL: set AGENTKEY_TEST_DATABASE_URL to run it"
+)]
 async fn revocations_reach_the_other_replica_within_a_second() {
     let Some((_db, a, b, _proxy, root)) = two_replicas(Settings::default()).await else {
         return;
@@ -339,6 +343,10 @@ async fn revocations_reach_the_other_replica_within_a_second() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "PostgreSQL: set AGENTKEY_TEST_DATABASE_URL to run it"
+)]
 async fn concurrent_creates_on_both_replicas_respect_the_limit() {
     let settings = Settings {
         max_agent_tokens_per_deployment: 5,
@@ -380,6 +388,10 @@ async fn concurrent_creates_on_both_replicas_respect_the_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "PostgreSQL: set AGENTKEY_TEST_DATABASE_URL to run it"
+)]
 async fn a_replica_that_loses_the_database_fails_closed_and_recovers() {
     let Some((_db, a, b, proxy, root)) = two_replicas(Settings::default()).await else {
         return;
@@ -430,6 +442,10 @@ async fn a_replica_that_loses_the_database_fails_closed_and_recovers() {
 /// none of the store's pool connections, however often it happens, and the
 /// new listener must carry revocations again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "PostgreSQL: set AGENTKEY_TEST_DATABASE_URL to run it"
+)]
 async fn a_silent_listener_connection_costs_no_pool_connection() {
     let Some((_db, a, b, proxy, root)) = two_replicas(Settings::default()).await else {
         return;

@@ -74,12 +74,14 @@ macro_rules! contract {
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[cfg_attr(not(postgres_tests), ignore = "PostgreSQL: set AGENTKEY_TEST_DATABASE_URL to run it")]
                 async fn $case() {
                     super::fresh_postgres(|url| super::with_store(url, super::$case)).await;
                 }
             )*
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[cfg_attr(not(postgres_tests), ignore = "PostgreSQL: set AGENTKEY_TEST_DATABASE_URL to run it")]
                 async fn $url_case() {
                     super::fresh_postgres(super::$url_case).await;
                 }
@@ -127,6 +129,10 @@ async fn unsupported_urls_are_refused_without_their_password() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "PostgreSQL: set AGENTKEY_TEST_DATABASE_URL to run it"
+)]
 async fn postgres_replicas_starting_together_all_migrate() {
     fresh_postgres(|url| async move {
         // Four replicas start at once against an empty database; the

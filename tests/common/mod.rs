@@ -321,6 +321,7 @@ macro_rules! on_every_backend {
         mod postgres {
             $(
                 #[tokio::test]
+                #[cfg_attr(not(postgres_tests), ignore = "PostgreSQL: set AGENTKEY_TEST_DATABASE_URL to run it")]
                 async fn $name() {
                     if let Some(app) = $crate::common::TestApp::postgres(Default::default()).await {
                         super::$name(app).await;

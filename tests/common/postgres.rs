@@ -22,6 +22,11 @@ impl TestDatabase {
     /// A new empty database, or `None` (after saying why) without a server.
     pub async fn create() -> Option<TestDatabase> {
         let Some(admin_url) = std::env::var(PG_URL_VAR).ok().filter(|u| !u.is_empty()) else {
+            // Built with the variable set, run without it: a PostgreSQL
+            // test would pass having done nothing.
+            if cfg!(postgres_tests) {
+                panic!("{PG_URL_VAR} was set when the tests were built but is not set now");
+            }
             announce_skipped();
             return None;
         };
