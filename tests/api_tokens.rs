@@ -643,3 +643,43 @@ async fn deleting_a_deployment_takes_its_api_tokens_and_roles_with_it() {
     assert_eq!(roles.len(), 1, "{}", kept.body);
     assert_eq!(roles[0]["entityType"], "ORGANIZATION");
 }
+
+/// The Astro Terraform provider's IAM client (base path `/iam/v1beta1`)
+/// sends `type` instead of `scope`, a lower-case `bearer`, and reads
+/// `ApiToken.type` back as required.
+#[tokio::test]
+async fn iam_clients_send_and_read_type() {
+    let app = TestApp::new().await;
+    let t = app.tenant().await;
+    let path = format!("/iam/v1beta1/organizations/{}/tokens", t.org);
+    let request = axum::http::Request::post(&path)
+        .header("authorization", format!("bearer {}", app.root))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(
+            json!({ "name": "tf", "description": "", "type": "WORKSPACE",
+                    "entityId": t.workspace, "role": "WORKSPACE_OPERATOR" })
+            .to_string(),
+        ))
+        .unwrap();
+    let created = app.raw(request).await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    assert_eq!(created.body["type"], "WORKSPACE");
+    assert_eq!(created.body["scope"], "WORKSPACE");
+    let id = str_of(&created.body, "id");
+    let read = app.get(format!("{path}/{id}")).await;
+    assert_eq!(read.body["type"], "WORKSPACE", "{}", read.body);
+    let listed = app.get(&path).await;
+    assert_eq!(listed.body["tokens"][0]["type"], "WORKSPACE");
+    // Agent tokens carry it too, on both base paths.
+    let agent = app.agent_token(&t, json!({ "name": "gw" })).await;
+    assert_eq!(agent["type"], "DEPLOYMENT");
+    let iam = app
+        .get(format!(
+            "/iam/v1beta1/organizations/{}/deployments/{}/agent-tokens/{}",
+            t.org,
+            t.deployment,
+            str_of(&agent, "id")
+        ))
+        .await;
+    assert_eq!(iam.body["type"], "DEPLOYMENT", "{}", iam.body);
+}

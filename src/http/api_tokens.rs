@@ -117,6 +117,7 @@ impl From<&model::ApiToken> for ApiToken {
             short_token: t.short_token.clone(),
             kind: "STANDARD".into(),
             scope: t.scope.as_str().into(),
+            token_type: t.scope.as_str().into(),
             start_at: rfc3339(t.start_at),
             created_at: rfc3339(t.created_at),
             updated_at: rfc3339(t.updated_at),

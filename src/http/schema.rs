@@ -57,6 +57,11 @@ pub struct ApiToken {
     pub kind: String,
     /// `DEPLOYMENT`, `WORKSPACE` or `ORGANIZATION`.
     pub scope: String,
+    /// The same as `scope`, under the name the `/iam/v1beta1` clients (the
+    /// Astro Terraform provider's `ApiToken.type`) read. Sent on every base
+    /// path.
+    #[serde(rename = "type")]
+    pub token_type: String,
     pub start_at: String,
     pub created_at: String,
     pub updated_at: String,
@@ -162,6 +167,7 @@ impl From<&AgentToken> for ApiToken {
             short_token: t.short_token.clone(),
             kind: "STANDARD".into(),
             scope: "DEPLOYMENT".into(),
+            token_type: "DEPLOYMENT".into(),
             start_at: rfc3339(t.start_at),
             created_at: rfc3339(t.created_at),
             updated_at: rfc3339(t.updated_at),
