@@ -229,19 +229,20 @@ fn parse_list_query<R: Sortable>(pairs: &[(String, String)]) -> Result<PageReque
                 )),
             },
             "sorts" => {
-                for item in value.split(',').filter(|s| !s.is_empty()) {
+                for item in value.split(',') {
                     if errors.len() >= MAX_FIELD_ERRORS {
                         break;
                     }
                     match parse_sort::<R>(item) {
-                        Some(sort) if page.sorts.iter().any(|s| s.column == sort.column) => {
-                            errors.push(FieldError::new(
-                                "sorts",
-                                "duplicate",
-                                format!("sorts names the field of {item:?} more than once"),
-                            ))
-                        }
+                        // Repeating a field is valid in Astro's schema: the
+                        // first occurrence decides, later ones are ignored.
+                        Some(sort) if page.sorts.iter().any(|s| s.column == sort.column) => {}
                         Some(sort) => page.sorts.push(sort),
+                        None if item.is_empty() => errors.push(FieldError::new(
+                            "sorts",
+                            "invalid",
+                            "an empty sort is not a sort: use <field>:asc or <field>:desc",
+                        )),
                         None => errors.push(FieldError::new(
                             "sorts",
                             "invalid",
@@ -344,9 +345,14 @@ mod tests {
 
     #[test]
     fn each_field_sorts_once_and_errors_are_bounded() {
-        let err = parse("sorts=name:asc,createdAt:desc,name:desc").unwrap_err();
-        assert_eq!(err.field_errors.len(), 1);
-        assert_eq!(err.field_errors[0].code, "duplicate");
+        // A repeated field is valid; the first occurrence wins.
+        let page = parse("sorts=name:asc,createdAt:desc&sorts=name:desc").unwrap();
+        assert_eq!(page.sorts.len(), 2);
+        assert!(!page.sorts[0].descending, "name:asc, the first, decides");
+        for empty in ["sorts=", "sorts=name:asc,", "sorts=,name:asc"] {
+            let err = parse(empty).unwrap_err();
+            assert_eq!(err.field_errors[0].field, "sorts", "{empty}");
+        }
         let flood = format!("sorts={}", vec!["bogus:asc"; 5000].join(","));
         let err = parse(&flood).unwrap_err();
         assert_eq!(err.field_errors.len(), MAX_FIELD_ERRORS);
