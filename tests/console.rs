@@ -546,6 +546,17 @@ async fn pages_are_html_even_when_missing() {
     let missing = browser.get("/console/organizations/nope").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert!(missing.html.starts_with("<!doctype html>"));
+    // An id with an encoded slash never becomes another API path.
+    let t = app.tenant().await;
+    for sneaky in [
+        format!("/console/organizations/{}%2Ftokens", t.org),
+        format!("/console/organizations/{}/deployments/..%2F..%2Fmetrics", t.org),
+        format!("/console/organizations/{}/workspaces/{}%3Flimit=1", t.org, t.workspace),
+    ] {
+        let page = browser.get(&sneaky).await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND, "{sneaky}");
+        assert!(page.html.contains("no such page"), "{sneaky}");
+    }
     let unknown = browser.get("/console/no/such/page").await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     assert!(unknown.html.contains("no such page"));

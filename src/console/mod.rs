@@ -28,6 +28,7 @@ use serde::Deserialize;
 
 use crate::app::AppState;
 use crate::http::context::REQUEST_ID_HEADER;
+use crate::token::id::is_id;
 use api::Api;
 use session::SignedIn;
 
@@ -142,6 +143,36 @@ async fn security_headers(request: Request, next: Next) -> Response {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
+}
+
+/// The words of console paths that are not ids.
+const PATH_WORDS: [&str; 9] = [
+    "organizations",
+    "workspaces",
+    "deployments",
+    "agent-tokens",
+    "api-tokens",
+    "audit-logs",
+    "rotate",
+    "delete",
+    "roles",
+];
+
+/// Refuses, with the console's 404 page, a path under
+/// `/console/organizations/` with a segment that is neither one of the
+/// console's words nor shaped like an id. Pages build API paths from these
+/// segments, so nothing else (`%2F`, `..`, `?`) ever reaches one.
+async fn ids_only(request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if let Some(rest) = path.strip_prefix("/console/organizations/") {
+        let fine = rest
+            .split('/')
+            .all(|segment| PATH_WORDS.contains(&segment) || is_id(segment));
+        if !fine {
+            return pages::not_found().await;
+        }
+    }
+    next.run(request).await
 }
 
 const STYLESHEET: &str = include_str!("../../assets/console/console.css");
