@@ -80,23 +80,7 @@ where
             &mut tx,
             API_TOKEN_COLUMNS,
             "api_tokens",
-            |q| {
-                q.push("organization_id = ").push_bind(org);
-                for (entity_type, id) in [
-                    (EntityType::Workspace, &filter.workspace),
-                    (EntityType::Deployment, &filter.deployment),
-                ] {
-                    if let Some(id) = id {
-                        q.push(
-                            " AND id IN (SELECT token_id FROM api_token_roles WHERE entity_type = ",
-                        )
-                        .push_bind(entity_type.as_str())
-                        .push(" AND entity_id = ")
-                        .push_bind(id.as_str())
-                        .push(")");
-                    }
-                }
-            },
+            |q| push_api_token_filter(q, org, filter),
             page,
         )
         .await?;
@@ -288,5 +272,54 @@ where
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// The condition of an API-token list: the organization, and a role on the
+/// filter's workspace and/or deployment, every value bound.
+fn push_api_token_filter<'q, DB: sqlx::Database>(
+    q: &mut QueryBuilder<'q, DB>,
+    org: &'q str,
+    filter: &'q ApiTokenFilter,
+) where
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    q.push("organization_id = ").push_bind(org);
+    for (entity_type, id) in [
+        (EntityType::Workspace, &filter.workspace),
+        (EntityType::Deployment, &filter.deployment),
+    ] {
+        if let Some(id) = id {
+            q.push(" AND id IN (SELECT token_id FROM api_token_roles WHERE entity_type = ")
+                .push_bind(entity_type.as_str())
+                .push(" AND entity_id = ")
+                .push_bind(id.as_str())
+                .push(")");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_token_filter_binds_every_value() {
+        let filter = ApiTokenFilter {
+            workspace: Some("ws' OR '1' = '1".into()),
+            deployment: Some("dep-1".into()),
+        };
+        let mut q = QueryBuilder::<sqlx::Postgres>::new("");
+        push_api_token_filter(&mut q, "org-1", &filter);
+        assert_eq!(
+            q.sql(),
+            "organization_id = $1 \
+             AND id IN (SELECT token_id FROM api_token_roles WHERE entity_type = $2 AND entity_id = $3) \
+             AND id IN (SELECT token_id FROM api_token_roles WHERE entity_type = $4 AND entity_id = $5)"
+        );
+        let none = ApiTokenFilter::default();
+        let mut q = QueryBuilder::<sqlx::Sqlite>::new("");
+        push_api_token_filter(&mut q, "org-1", &none);
+        assert_eq!(q.sql(), "organization_id = ?");
     }
 }

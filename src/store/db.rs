@@ -330,20 +330,55 @@ where
         self.page::<AuditEventRow, _, _>(
             AUDIT_EVENT_COLUMNS,
             "audit_events",
-            |q| {
-                q.push("organization_id = ").push_bind(org);
-                if let Some(from) = window.from {
-                    q.push(" AND created_at >= ").push_bind(from);
-                }
-                if let Some(until) = window.until {
-                    q.push(" AND created_at < ").push_bind(until);
-                }
-                if let Some(action) = &window.action {
-                    q.push(" AND action = ").push_bind(action.as_str());
-                }
-            },
+            |q| push_audit_filter(q, org, window),
             page,
         )
         .await
+    }
+}
+
+/// The condition of an audit list: the organization, the window and the
+/// action, every value bound.
+fn push_audit_filter<'q, DB: sqlx::Database>(
+    q: &mut QueryBuilder<'q, DB>,
+    org: &'q str,
+    window: &'q AuditQuery,
+) where
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    q.push("organization_id = ").push_bind(org);
+    if let Some(from) = window.from {
+        q.push(" AND created_at >= ").push_bind(from);
+    }
+    if let Some(until) = window.until {
+        q.push(" AND created_at < ").push_bind(until);
+    }
+    if let Some(action) = &window.action {
+        q.push(" AND action = ").push_bind(action.as_str());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_filter_binds_every_value() {
+        let window = AuditQuery {
+            from: Some(1_700_000_123),
+            until: Some(1_700_000_456),
+            action: Some("agentToken.create' OR '1' = '1".into()),
+        };
+        let mut sqlite = QueryBuilder::<sqlx::Sqlite>::new("");
+        push_audit_filter(&mut sqlite, "org-1", &window);
+        assert_eq!(
+            sqlite.sql(),
+            "organization_id = ? AND created_at >= ? AND created_at < ? AND action = ?"
+        );
+        let everything = AuditQuery::default();
+        let mut postgres = QueryBuilder::<sqlx::Postgres>::new("");
+        push_audit_filter(&mut postgres, "org-1", &everything);
+        assert_eq!(postgres.sql(), "organization_id = $1");
     }
 }
