@@ -1,11 +1,19 @@
 //! Persistence: one `Store` trait, one implementation per database, chosen by
 //! the scheme of the database URL. Every write is a single statement or a
-//! single transaction, so a failed request writes nothing.
+//! single transaction, so a failed request writes nothing. The statements
+//! are written once (`sql.rs`) and run by code generic over the backend
+//! (`db.rs`, `api_tokens.rs`, `sessions.rs`); `sqlite.rs` and `postgres.rs`
+//! keep only what differs.
 
+mod agent_tokens;
+mod api_tokens;
+mod backend;
+mod db;
 mod postgres;
 pub mod revocations;
 mod rows;
 pub mod sessions;
+mod sql;
 mod sqlite;
 
 use std::sync::Arc;

@@ -10,21 +10,6 @@ use crate::model::{AgentCredential, AgentToken, Deployment, Subject, Workspace};
 use crate::roles::{EntityType, Role, RoleGrant};
 use crate::token::Digest;
 
-pub const WORKSPACE_COLUMNS: &str =
-    "id, organization_id, name, description, created_at, updated_at";
-pub const DEPLOYMENT_COLUMNS: &str =
-    "id, organization_id, workspace_id, name, description, created_at, updated_at";
-pub const ORGANIZATION_COLUMNS: &str = "id, name, created_at, updated_at";
-pub const AGENT_TOKEN_COLUMNS: &str = "id, organization_id, deployment_id, name, description, \
-    short_token, role, expiry_period_in_days, start_at, end_at, created_at, updated_at, \
-    created_by_id, created_by_type, created_by_name, updated_by_id, updated_by_type, \
-    updated_by_name, last_used_at, last_rotated_at, previous_valid_until";
-pub const AUDIT_EVENT_COLUMNS: &str = "id, organization_id, created_at, actor_id, actor_type, \
-    actor_name, action, target_type, target_id, request_id, source_ip";
-pub const AGENT_CREDENTIAL_COLUMNS: &str = "id, organization_id, deployment_id, name, end_at, \
-    start_at, last_rotated_at, secret_digest, previous_digest, previous_valid_until, \
-    previous_issued_at";
-
 #[derive(FromRow)]
 pub struct OrganizationRow {
     pub id: String,
@@ -239,12 +224,6 @@ impl From<AuditEventRow> for crate::model::AuditEvent {
         }
     }
 }
-
-pub const API_TOKEN_COLUMNS: &str = "id, organization_id, name, description, short_token, \
-    scope, entity_id, expiry_period_in_days, start_at, end_at, created_at, updated_at, \
-    created_by_id, created_by_type, created_by_name, updated_by_id, updated_by_type, \
-    updated_by_name, last_rotated_at";
-pub const API_TOKEN_ROLE_COLUMNS: &str = "token_id, entity_type, entity_id, role";
 
 #[derive(FromRow)]
 pub struct ApiTokenRow {

@@ -1,0 +1,180 @@
+//! The text of every fixed statement both backends run, written once with
+//! `$N` placeholders (sqlx binds `$N` on SQLite too, and a repeated `$N`
+//! takes the same value). A write whose caller needs to know whether it
+//! wrote answers `RETURNING id`. Statements whose shape depends on the request
+//! (lists, filters, the API-token update) are built with `sqlx::QueryBuilder`
+//! where they run; what only one backend says lives in its own module.
+
+// Column lists are macros so that `concat!` can splice them into the
+// statements below at compile time; each also has a `&str` constant.
+macro_rules! organization_columns {
+    () => {
+        "id, name, created_at, updated_at"
+    };
+}
+macro_rules! workspace_columns {
+    () => {
+        "id, organization_id, name, description, created_at, updated_at"
+    };
+}
+macro_rules! deployment_columns {
+    () => {
+        "id, organization_id, workspace_id, name, description, created_at, updated_at"
+    };
+}
+macro_rules! agent_token_columns {
+    () => {
+        "id, organization_id, deployment_id, name, description, short_token, role, \
+         expiry_period_in_days, start_at, end_at, created_at, updated_at, created_by_id, \
+         created_by_type, created_by_name, updated_by_id, updated_by_type, updated_by_name, \
+         last_used_at, last_rotated_at, previous_valid_until"
+    };
+}
+macro_rules! audit_event_columns {
+    () => {
+        "id, organization_id, created_at, actor_id, actor_type, actor_name, action, \
+         target_type, target_id, request_id, source_ip"
+    };
+}
+macro_rules! api_token_columns {
+    () => {
+        "id, organization_id, name, description, short_token, scope, entity_id, \
+         expiry_period_in_days, start_at, end_at, created_at, updated_at, created_by_id, \
+         created_by_type, created_by_name, updated_by_id, updated_by_type, updated_by_name, \
+         last_rotated_at"
+    };
+}
+
+pub const ORGANIZATION_COLUMNS: &str = organization_columns!();
+pub const WORKSPACE_COLUMNS: &str = workspace_columns!();
+pub const DEPLOYMENT_COLUMNS: &str = deployment_columns!();
+pub const AGENT_TOKEN_COLUMNS: &str = agent_token_columns!();
+pub const AUDIT_EVENT_COLUMNS: &str = audit_event_columns!();
+pub const API_TOKEN_COLUMNS: &str = api_token_columns!();
+pub const API_TOKEN_ROLE_COLUMNS: &str = "token_id, entity_type, entity_id, role";
+
+pub const PING: &str = "SELECT 1";
+
+/// Appends one event to the audit trail.
+pub const INSERT_AUDIT_EVENT: &str = concat!(
+    "INSERT INTO audit_events (",
+    audit_event_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+);
+
+pub const INSERT_ORGANIZATION: &str =
+    "INSERT INTO organizations (id, name, created_at, updated_at) VALUES ($1, $2, $3, $4)";
+pub const GET_ORGANIZATION: &str = concat!(
+    "SELECT ",
+    organization_columns!(),
+    " FROM organizations WHERE id = $1"
+);
+
+pub const INSERT_WORKSPACE: &str = "INSERT INTO workspaces \
+    (id, organization_id, name, description, created_at, updated_at) \
+    VALUES ($1, $2, $3, $4, $5, $6)";
+pub const GET_WORKSPACE: &str = concat!(
+    "SELECT ",
+    workspace_columns!(),
+    " FROM workspaces WHERE organization_id = $1 AND id = $2"
+);
+
+pub const INSERT_DEPLOYMENT: &str = "INSERT INTO deployments \
+    (id, organization_id, workspace_id, name, description, created_at, updated_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7)";
+pub const GET_DEPLOYMENT: &str = concat!(
+    "SELECT ",
+    deployment_columns!(),
+    " FROM deployments WHERE organization_id = $1 AND id = $2"
+);
+
+/// Deleting a deployment ($1 organization, $2 deployment), in this order:
+/// its agent tokens (answering their digests), the API tokens made for it
+/// with their roles, every role other tokens held on it, then itself. None
+/// may outlive what it is about.
+pub const DELETE_DEPLOYMENT_AGENT_TOKENS: &str = "DELETE FROM agent_tokens \
+    WHERE organization_id = $1 AND deployment_id = $2 RETURNING secret_digest";
+pub const DELETE_DEPLOYMENT_API_TOKEN_ROLES: &str = "DELETE FROM api_token_roles \
+    WHERE token_id IN (SELECT id FROM api_tokens \
+    WHERE organization_id = $1 AND scope = 'DEPLOYMENT' AND entity_id = $2)";
+pub const DELETE_DEPLOYMENT_API_TOKENS: &str = "DELETE FROM api_tokens \
+    WHERE organization_id = $1 AND scope = 'DEPLOYMENT' AND entity_id = $2";
+pub const DELETE_ROLES_ON_DEPLOYMENT: &str =
+    "DELETE FROM api_token_roles WHERE entity_type = 'DEPLOYMENT' AND entity_id = $1";
+pub const DELETE_DEPLOYMENT: &str =
+    "DELETE FROM deployments WHERE organization_id = $1 AND id = $2 RETURNING id";
+
+/// Inserts an agent token ($1..$19) only if its deployment ($20, in
+/// organization $21) exists and holds fewer than $22 tokens: one statement,
+/// so the count and the insert are one atomic step.
+pub const INSERT_AGENT_TOKEN_WITHIN_LIMIT: &str = "INSERT INTO agent_tokens \
+    (id, organization_id, deployment_id, name, description, short_token, secret_digest, role, \
+    expiry_period_in_days, start_at, end_at, created_at, updated_at, created_by_id, \
+    created_by_type, created_by_name, updated_by_id, updated_by_type, updated_by_name) \
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19 \
+    WHERE EXISTS (SELECT 1 FROM deployments WHERE id = $20 AND organization_id = $21) \
+    AND (SELECT COUNT(*) FROM agent_tokens WHERE deployment_id = $20) < $22 RETURNING id";
+pub const GET_AGENT_TOKEN: &str = concat!(
+    "SELECT ",
+    agent_token_columns!(),
+    " FROM agent_tokens WHERE organization_id = $1 AND deployment_id = $2 AND id = $3"
+);
+pub const DELETE_AGENT_TOKEN: &str = "DELETE FROM agent_tokens \
+    WHERE organization_id = $1 AND deployment_id = $2 AND id = $3 RETURNING secret_digest";
+/// Rotation in one statement. `SET` expressions read the row as it was, so
+/// `previous_digest` takes the secret being replaced; with no grace window
+/// ($1 NULL) all three `previous_*` columns become NULL.
+pub const ROTATE_AGENT_TOKEN: &str = concat!(
+    "UPDATE agent_tokens SET \
+     previous_digest = CASE WHEN $1 IS NULL THEN NULL ELSE secret_digest END, \
+     previous_issued_at = CASE WHEN $1 IS NULL THEN NULL \
+     ELSE COALESCE(last_rotated_at, start_at) END, \
+     previous_valid_until = $1, secret_digest = $2, short_token = $3, \
+     last_rotated_at = $4, updated_at = $4, updated_by_id = $5, \
+     updated_by_type = $6, updated_by_name = $7 \
+     WHERE organization_id = $8 AND deployment_id = $9 AND id = $10 RETURNING ",
+    agent_token_columns!()
+);
+pub const FIND_AGENT_CREDENTIAL: &str = "SELECT id, organization_id, deployment_id, name, \
+    end_at, start_at, last_rotated_at, secret_digest, previous_digest, previous_valid_until, \
+    previous_issued_at FROM agent_tokens WHERE secret_digest = $1 OR previous_digest = $1";
+/// Raises `last_used_at` to $1, never lowering it (the larger of the two,
+/// spelled with `CASE`: SQLite says `MAX(a, b)`, PostgreSQL `GREATEST`).
+pub const RECORD_AGENT_TOKEN_USE: &str = "UPDATE agent_tokens SET last_used_at = \
+    CASE WHEN COALESCE(last_used_at, 0) < $1 THEN $1 ELSE COALESCE(last_used_at, 0) END \
+    WHERE id = $2";
+/// (still valid at $1, expired) agent tokens.
+pub const COUNT_AGENT_TOKENS: &str = "SELECT \
+    COALESCE(SUM(CASE WHEN end_at IS NULL OR end_at > $1 THEN 1 ELSE 0 END), 0), \
+    COALESCE(SUM(CASE WHEN end_at IS NULL OR end_at > $1 THEN 0 ELSE 1 END), 0) \
+    FROM agent_tokens";
+
+pub const GET_ROOT_CREDENTIAL: &str =
+    "SELECT id, secret_digest, created_at FROM root_credential WHERE singleton = 1";
+pub const INSERT_ROOT_CREDENTIAL_IF_ABSENT: &str = "INSERT INTO root_credential \
+    (singleton, id, secret_digest, created_at) VALUES (1, $1, $2, $3) \
+    ON CONFLICT (singleton) DO NOTHING RETURNING id";
+pub const REPLACE_ROOT_CREDENTIAL: &str = "INSERT INTO root_credential \
+    (singleton, id, secret_digest, created_at) VALUES (1, $1, $2, $3) \
+    ON CONFLICT (singleton) DO UPDATE SET id = excluded.id, \
+    secret_digest = excluded.secret_digest, created_at = excluded.created_at RETURNING id";
+
+pub const INSERT_API_TOKEN: &str = "INSERT INTO api_tokens (id, organization_id, name, \
+    description, short_token, secret_digest, scope, entity_id, expiry_period_in_days, \
+    start_at, end_at, created_at, updated_at, created_by_id, created_by_type, created_by_name, \
+    updated_by_id, updated_by_type, updated_by_name) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)";
+pub const GET_API_TOKEN: &str = concat!(
+    "SELECT ",
+    api_token_columns!(),
+    " FROM api_tokens WHERE organization_id = $1 AND id = $2"
+);
+pub const FIND_API_CREDENTIAL: &str = "SELECT id, organization_id, name, end_at, secret_digest \
+    FROM api_tokens WHERE secret_digest = $1";
+pub const DELETE_API_TOKEN_ROLES: &str = "DELETE FROM api_token_roles WHERE token_id IN \
+    (SELECT id FROM api_tokens WHERE organization_id = $1 AND id = $2)";
+pub const DELETE_API_TOKEN: &str =
+    "DELETE FROM api_tokens WHERE organization_id = $1 AND id = $2 RETURNING id";
+pub const INSERT_API_TOKEN_ROLE: &str = "INSERT INTO api_token_roles \
+    (token_id, entity_type, entity_id, role) VALUES ($1, $2, $3, $4)";
+pub const CLEAR_API_TOKEN_ROLES: &str = "DELETE FROM api_token_roles WHERE token_id = $1";
