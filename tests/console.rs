@@ -191,6 +191,14 @@ async fn signs_in_and_out_with_a_strict_cookie(app: TestApp) {
     assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"));
     assert!(!csp.contains("unsafe-inline"));
 
+    // Signing in again ends the session this browser had.
+    let earlier = browser.cookie.clone();
+    browser.sign_in(&app.root).await;
+    let mut replay = Browser::new(&app);
+    replay.cookie = earlier;
+    assert_eq!(replay.get("/console/").await.status, StatusCode::SEE_OTHER);
+    let home = browser.get("/console/").await;
+
     let old_cookie = browser.cookie.clone();
     let csrf = home.hidden("csrf");
     let out = browser.post("/console/sign-out", &[("csrf", &csrf)]).await;
@@ -295,6 +303,16 @@ async fn creates_an_agent_token_and_shows_its_secret_once(app: TestApp) {
     let secret = created.hidden_secret();
     assert!(secret.starts_with("akagt_"));
     assert_eq!(app.authorize(&secret).await.status, StatusCode::OK);
+
+    // A nonce this server did not issue is spent on nothing.
+    let mut forged: Vec<(&str, &str)> = form.clone();
+    let made_up = "a".repeat(64);
+    forged[1] = ("nonce", &made_up);
+    let refused = browser
+        .post(&format!("{page_path}/agent-tokens"), &forged)
+        .await;
+    assert_eq!(refused.status, StatusCode::SEE_OTHER);
+    assert!(refused.location.unwrap().ends_with("notice=already-done"));
 
     // Sent again (a reload, the back button): nothing is created or shown.
     let again = browser
@@ -550,8 +568,14 @@ async fn pages_are_html_even_when_missing() {
     let t = app.tenant().await;
     for sneaky in [
         format!("/console/organizations/{}%2Ftokens", t.org),
-        format!("/console/organizations/{}/deployments/..%2F..%2Fmetrics", t.org),
-        format!("/console/organizations/{}/workspaces/{}%3Flimit=1", t.org, t.workspace),
+        format!(
+            "/console/organizations/{}/deployments/..%2F..%2Fmetrics",
+            t.org
+        ),
+        format!(
+            "/console/organizations/{}/workspaces/{}%3Flimit=1",
+            t.org, t.workspace
+        ),
     ] {
         let page = browser.get(&sneaky).await;
         assert_eq!(page.status, StatusCode::NOT_FOUND, "{sneaky}");
@@ -740,13 +764,19 @@ async fn offers_only_roles_the_credential_may_confer(app: TestApp) {
     assert!(!refused.html.contains("Create API token"));
     // A forged form asking for more than the credential holds is the
     // API's 403, with what was typed kept, and creates nothing.
-    let csrf = other.csrf("/console/").await;
+    // (Nonces belong to the session: one from the deployment page will do.)
+    let dep_page = other
+        .get(&format!(
+            "/console/organizations/{}/deployments/{}",
+            t.org, t.deployment
+        ))
+        .await;
     let escalated = other
         .post(
             &list_path,
             &[
-                ("csrf", &csrf),
-                ("nonce", &"a".repeat(64)),
+                ("csrf", &dep_page.hidden("csrf")),
+                ("nonce", &dep_page.hidden("nonce")),
                 ("name", "escalation"),
                 ("role", "ORGANIZATION_OWNER"),
                 ("entity", &format!("ORGANIZATION:{}", t.org)),

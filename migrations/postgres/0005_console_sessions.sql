@@ -20,3 +20,4 @@ CREATE TABLE console_form_nonces (
     used_at         BIGINT NOT NULL,
     PRIMARY KEY (session_digest, nonce_digest)
 );
+CREATE INDEX console_form_nonces_by_used_at ON console_form_nonces (used_at);

@@ -107,6 +107,7 @@ pub fn router(state: AppState) -> Router {
             "/console/{*rest}",
             get(pages::not_found).post(pages::not_found),
         )
+        .layer(from_fn(ids_only))
         .layer(from_fn(security_headers))
         .with_state(console)
 }
@@ -263,6 +264,21 @@ impl<T: DeserializeOwned> FromRequest<Console> for Posted<T> {
         }
         let form = serde_urlencoded::from_bytes(&bytes).map_err(|_| pages::bad_form())?;
         Ok(Posted { ctx, form })
+    }
+}
+
+/// A query string read into `T`; one that does not fit (`?offset=abc`) is
+/// the console's 400 page, not a plain-text rejection.
+pub struct Q<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Q<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Q(value))
+            .map_err(|_| pages::bad_query())
     }
 }
 

@@ -20,7 +20,11 @@ use crate::store::SessionCutoffs;
 use crate::token::Digest;
 use crate::verify::{Principal, VerifyError};
 
+/// The session cookie's name over plain http, and over https, where the
+/// `__Host-` prefix makes browsers refuse one set by any other host (a
+/// sibling subdomain cannot plant a session).
 pub const COOKIE: &str = "agentkey_session";
+pub const SECURE_COOKIE: &str = "__Host-agentkey_session";
 
 /// How long sessions last, and how the console is reached.
 #[derive(Debug, Clone)]
@@ -57,6 +61,14 @@ impl SessionSettings {
             .as_deref()
             .is_some_and(|o| o.starts_with("https://"))
     }
+
+    fn cookie_name(&self) -> &'static str {
+        if self.secure() {
+            SECURE_COOKIE
+        } else {
+            COOKIE
+        }
+    }
 }
 
 /// A `last_seen_at` younger than this is not written again: a page with
@@ -77,7 +89,7 @@ pub struct SignInFirst {
     next: Option<String>,
     /// Whether a stale cookie should be removed.
     clear: bool,
-    secure: bool,
+    settings: SessionSettings,
 }
 
 impl IntoResponse for SignInFirst {
@@ -90,7 +102,7 @@ impl IntoResponse for SignInFirst {
         if self.clear {
             response
                 .headers_mut()
-                .insert(header::SET_COOKIE, clear_cookie(self.secure));
+                .insert(header::SET_COOKIE, clear_cookie(&self.settings));
         }
         response
     }
@@ -107,9 +119,9 @@ impl FromRequestParts<Console> for SignedIn {
         let refuse = |clear| SignInFirst {
             next: next.clone(),
             clear,
-            secure: settings.secure(),
+            settings: settings.clone(),
         };
-        let Some(id) = session_cookie(&parts.headers) else {
+        let Some(id) = session_cookie(&parts.headers, settings.cookie_name()) else {
             return Err(refuse(false).into_response());
         };
         let id_digest = Digest::of(id.expose_secret());
@@ -198,7 +210,8 @@ pub async fn start(
         .await?;
     let secure = if settings.secure() { "; Secure" } else { "" };
     let cookie = format!(
-        "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+        "{}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+        settings.cookie_name(),
         id.expose_secret(),
         settings.lifetime.as_secs()
     );
@@ -208,7 +221,8 @@ pub async fn start(
 /// Ends the session the request carries, if any; answers the header that
 /// removes the cookie.
 pub async fn end(console: &Console, headers: &HeaderMap) -> HeaderValue {
-    if let Some(id) = session_cookie(headers) {
+    let settings = &console.state.settings.console;
+    if let Some(id) = session_cookie(headers, settings.cookie_name()) {
         if let Err(err) = console
             .state
             .store
@@ -218,13 +232,14 @@ pub async fn end(console: &Console, headers: &HeaderMap) -> HeaderValue {
             tracing::warn!(error = %err, "could not delete a console session");
         }
     }
-    clear_cookie(console.state.settings.console.secure())
+    clear_cookie(settings)
 }
 
-fn clear_cookie(secure: bool) -> HeaderValue {
-    let secure = if secure { "; Secure" } else { "" };
+fn clear_cookie(settings: &SessionSettings) -> HeaderValue {
+    let secure = if settings.secure() { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}"
+        "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}",
+        settings.cookie_name()
     ))
     .expect("a static cookie is a valid header value")
 }
@@ -246,18 +261,20 @@ fn csrf_token(session_id: &SecretString) -> String {
     hex(&hash.finalize())
 }
 
-/// The session id of the request's cookie, if it has a well-formed one.
-fn session_cookie(headers: &HeaderMap) -> Option<SecretString> {
-    headers
+/// The session id of the request's cookie `name`, if it has exactly one,
+/// well-formed. Two are refused: one of them was planted.
+fn session_cookie(headers: &HeaderMap, name: &str) -> Option<SecretString> {
+    let mut values = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, value)| {
-            *name == COOKIE && value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit())
-        })
-        .map(|(_, value)| SecretString::from(value.to_string()))
+        .filter(|(n, _)| *n == name)
+        .map(|(_, value)| value);
+    let value = values.next()?;
+    let well_formed = value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit());
+    (well_formed && values.next().is_none()).then(|| SecretString::from(value.to_string()))
 }
 
 /// Whether a state-changing request comes from the console's own pages:
@@ -317,12 +334,22 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_str(&format!("other=1; {COOKIE}={id}")).unwrap(),
         );
-        assert_eq!(session_cookie(&headers).unwrap().expose_secret(), id);
+        assert_eq!(
+            session_cookie(&headers, COOKIE).unwrap().expose_secret(),
+            id
+        );
+        assert!(session_cookie(&headers, SECURE_COOKIE).is_none());
         headers.insert(
             header::COOKIE,
             HeaderValue::from_str(&format!("{COOKIE}=zz{}", "a".repeat(62))).unwrap(),
         );
-        assert!(session_cookie(&headers).is_none());
+        assert!(session_cookie(&headers, COOKIE).is_none());
+        let planted = format!("{COOKIE}={}; {COOKIE}={}", "a".repeat(64), "b".repeat(64));
+        headers.insert(header::COOKIE, HeaderValue::from_str(&planted).unwrap());
+        assert!(
+            session_cookie(&headers, COOKIE).is_none(),
+            "two: one was planted"
+        );
     }
 
     #[test]

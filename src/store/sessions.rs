@@ -24,8 +24,8 @@ pub const DELETE_NONCES: &str = "DELETE FROM console_form_nonces WHERE session_d
 
 /// Sessions past their absolute lifetime or idle timeout.
 pub const PRUNE: &str = "DELETE FROM console_sessions WHERE created_at <= $1 OR last_seen_at <= $2";
-pub const PRUNE_NONCES: &str = "DELETE FROM console_form_nonces WHERE session_digest NOT IN \
-    (SELECT id_digest FROM console_sessions)";
+/// Nonces used before the oldest moment a live session can have started.
+pub const PRUNE_NONCES: &str = "DELETE FROM console_form_nonces WHERE used_at <= $1";
 
 /// Records a nonce as used; returns no row if it was used before.
 pub const USE_NONCE: &str = "INSERT INTO console_form_nonces (session_digest, nonce_digest, \
@@ -85,7 +85,10 @@ where
             .bind(cutoffs.seen_before)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(PRUNE_NONCES).execute(&mut *tx).await?;
+        sqlx::query(PRUNE_NONCES)
+            .bind(cutoffs.created_before)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(INSERT)
             .bind(session.id_digest.to_hex())
             .bind(session.credential.as_str())

@@ -1,7 +1,7 @@
 //! A deployment's page and its agent tokens: list, create (the secret
 //! shown once), rotate and delete.
 
-use axum::extract::{Path, Query};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -28,7 +28,7 @@ const TOKEN_SORTS: [(&str, &str); 3] = [
 pub async fn deployment(
     ctx: Ctx,
     Path((org, dep)): Path<(String, String)>,
-    Query(query): Query<ListQuery>,
+    Q(query): Q<ListQuery>,
 ) -> Page {
     let notice = notice(query.notice.as_deref());
     deployment_page(&ctx, &org, &dep, &query, FormState::default(), notice).await
@@ -116,7 +116,7 @@ async fn deployment_page(
             tokens,
             sorts,
             pager,
-            nonce: nonce(),
+            nonce: nonce(ctx),
             form,
         },
         status,
@@ -236,7 +236,7 @@ async fn rotate_page(ctx: &Ctx, org: &str, dep: &str, id: &str, form: FormState)
             short_token: token.short_token,
             action: format!("{back}/agent-tokens/{id}/rotate"),
             back,
-            nonce: nonce(),
+            nonce: nonce(ctx),
             form,
         },
         status,

@@ -1,7 +1,7 @@
 //! An organization's API tokens: list, create with roles, rename, change
 //! roles, rotate and delete.
 
-use axum::extract::{Path, Query};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -68,7 +68,7 @@ async fn role_choices(ctx: &Ctx, org: &str) -> (Vec<Choice>, Vec<Choice>) {
     (roles, entities)
 }
 
-pub async fn api_tokens(ctx: Ctx, Path(org): Path<String>, Query(query): Query<ListQuery>) -> Page {
+pub async fn api_tokens(ctx: Ctx, Path(org): Path<String>, Q(query): Q<ListQuery>) -> Page {
     let notice = notice(query.notice.as_deref());
     let limit = page_size(query.limit);
     api_tokens_page(
@@ -131,7 +131,7 @@ async fn api_tokens_page(
             pager,
             roles,
             entities,
-            nonce: nonce(),
+            nonce: nonce(ctx),
             form,
         },
         status,
@@ -238,7 +238,7 @@ pub async fn create_api_token(
 pub async fn api_token(
     ctx: Ctx,
     Path((org, id)): Path<(String, String)>,
-    Query(query): Query<NoticeQuery>,
+    Q(query): Q<NoticeQuery>,
 ) -> Page {
     let notice = notice(query.notice.as_deref());
     api_token_page(&ctx, &org, &id, None, None, notice).await
@@ -307,7 +307,7 @@ async fn api_token_page(
             token,
             role_choices,
             entities,
-            nonce: nonce(),
+            nonce: nonce(ctx),
             form,
             roles_form,
         },

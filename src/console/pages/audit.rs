@@ -1,6 +1,6 @@
 //! An organization's audit log, newest first, filtered and paged.
 
-use axum::extract::{Path, Query};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use serde::Deserialize;
 
@@ -19,11 +19,7 @@ pub struct AuditQuery {
     offset: i64,
 }
 
-pub async fn audit_logs(
-    ctx: Ctx,
-    Path(org): Path<String>,
-    Query(query): Query<AuditQuery>,
-) -> Page {
+pub async fn audit_logs(ctx: Ctx, Path(org): Path<String>, Q(query): Q<AuditQuery>) -> Page {
     let organization: Organization = ctx
         .api
         .get(&format!("/organizations/{org}"))

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::session::{self, urlencode};
 use super::views::*;
-use super::{see_other, Console, Ctx, Posted};
+use super::{see_other, Console, Ctx, Posted, Q};
 use crate::authz::{self, Action, Resource};
 use crate::http::audit::AuditLogsPaginated;
 use crate::http::deployments::{Deployment, DeploymentsPaginated};
@@ -157,6 +157,14 @@ pub fn forbidden_form() -> Response {
     )
 }
 
+pub fn bad_query() -> Response {
+    plain_error(
+        StatusCode::BAD_REQUEST,
+        "That did not work",
+        "the address has a value this page cannot use (a page number that is not a number?)",
+    )
+}
+
 pub fn bad_form() -> Response {
     plain_error(
         StatusCode::BAD_REQUEST,
@@ -251,16 +259,36 @@ fn notice(code: Option<&str>) -> Option<String> {
 }
 
 /// A fresh one-time nonce for a form that reveals a secret.
-fn nonce() -> String {
-    let mut bytes = [0u8; 32];
+///
+/// It is 128 random bits and a tag derived from them and the session's
+/// CSRF token, so only nonces this server issued to this session are ever
+/// recorded as used.
+fn nonce(ctx: &Ctx) -> String {
+    let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("the operating system's random source failed");
-    session::hex(&bytes)
+    let random = session::hex(&bytes);
+    let tag = nonce_tag(ctx, &random);
+    format!("{random}{tag}")
+}
+
+fn nonce_tag(ctx: &Ctx, random: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(b"agentkey console nonce\0");
+    hash.update(ctx.user.csrf.as_bytes());
+    hash.update(random.as_bytes());
+    session::hex(&hash.finalize()[..16])
 }
 
 /// Marks the form's nonce used; `false` if it was used before (a reload
-/// or a second submission), or is not one of ours.
+/// or a second submission), or is not one this session was given.
 async fn first_use(ctx: &Ctx, nonce: &str) -> Result<bool, ApiError> {
+    use subtle::ConstantTimeEq;
     if nonce.len() != 64 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(false);
+    }
+    let (random, tag) = nonce.split_at(32);
+    if !bool::from(nonce_tag(ctx, random).as_bytes().ct_eq(tag.as_bytes())) {
         return Ok(false);
     }
     let now = ctx.console.state.clock.now();
@@ -280,11 +308,11 @@ pub struct NoticeQuery {
 fn pager(offset: i64, limit: i64, shown: usize, total: i64, href: impl Fn(i64) -> String) -> Pager {
     let shown = shown as i64;
     Pager {
-        first: offset + 1,
-        last: offset + shown,
+        first: offset.saturating_add(1),
+        last: offset.saturating_add(shown),
         total,
-        previous: (offset > 0).then(|| href((offset - limit).max(0))),
-        next: (offset + shown < total).then(|| href(offset + limit)),
+        previous: (offset > 0).then(|| href(offset.saturating_sub(limit).max(0))),
+        next: (offset.saturating_add(shown) < total).then(|| href(offset.saturating_add(limit))),
     }
 }
 

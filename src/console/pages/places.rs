@@ -1,7 +1,7 @@
 //! Organizations, workspaces and deployments: the pages that list and
 //! create them.
 
-use axum::extract::{Path, Query};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
@@ -57,11 +57,7 @@ pub async fn create_organization(Posted { ctx, form }: Posted<NameForm>) -> Page
     }
 }
 
-pub async fn organization(
-    ctx: Ctx,
-    Path(org): Path<String>,
-    Query(query): Query<NoticeQuery>,
-) -> Page {
+pub async fn organization(ctx: Ctx, Path(org): Path<String>, Q(query): Q<NoticeQuery>) -> Page {
     let mut page =
         organization_page(&ctx, &org, FormState::default(), FormState::default()).await?;
     page.layout.notice = notice(query.notice.as_deref());
@@ -159,7 +155,7 @@ pub async fn create_workspace(
 pub async fn workspace(
     ctx: Ctx,
     Path((org, ws)): Path<(String, String)>,
-    Query(query): Query<NoticeQuery>,
+    Q(query): Q<NoticeQuery>,
 ) -> Page {
     let page = workspace_page(&ctx, &org, &ws, notice(query.notice.as_deref())).await?;
     Ok(render(page, StatusCode::OK))

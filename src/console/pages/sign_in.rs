@@ -1,6 +1,6 @@
 //! Signing in and out of the console.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Form;
@@ -14,7 +14,7 @@ pub struct SignInQuery {
     next: String,
 }
 
-pub async fn sign_in_form(Query(query): Query<SignInQuery>) -> Response {
+pub async fn sign_in_form(Q(query): Q<SignInQuery>) -> Response {
     render(
         SignInPage {
             layout: signed_out_layout("Sign in"),
@@ -56,6 +56,15 @@ pub async fn sign_in(
     if presented.is_empty() {
         return refuse(StatusCode::BAD_REQUEST, "Enter an API token.");
     }
+    // An agent token is refused by its shape, before verification would
+    // count it as used.
+    if crate::token::secret::parse_kind(presented) == Some(crate::token::SecretKind::Agent) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "An agent token cannot sign in: it is for a deployment's gateway. Sign in with \
+             the root credential or an organization API token.",
+        );
+    }
     let principal = match console.state.verifier.authenticate(presented).await {
         Ok(principal) => principal,
         Err(VerifyError::Refused(_)) => {
@@ -73,6 +82,8 @@ pub async fn sign_in(
              the root credential or an organization API token.",
         );
     };
+    // A session this browser already had ends: one browser, one session.
+    session::end(&console, &headers).await;
     let cookie = match session::start(&console, kind, Digest::of(presented)).await {
         Ok(cookie) => cookie,
         Err(err) => return store_failure(err.into()),
