@@ -27,6 +27,10 @@ pub struct Cached {
     /// The last second this entry was used, so a use is reported at most
     /// once per second per token.
     last_used: AtomicI64,
+    /// An answer built from `credential` once and reused while the entry
+    /// lives (the HTTP layer keeps its serialized verification answer
+    /// here); the cache does not look inside.
+    pub answer: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Cached {
@@ -119,6 +123,7 @@ impl VerifyCache {
             credential,
             loaded_at: now,
             last_used: AtomicI64::new(i64::MIN),
+            answer: std::sync::OnceLock::new(),
         });
         let mut positive = write(&self.positive);
         if self.epoch() == epoch && self.is_enabled() {

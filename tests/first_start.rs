@@ -5,14 +5,15 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::process::{root_in, Server, BIN};
 
 /// Runs `agentkey serve` on `db` with the test-only exit point set, and
-/// answers its stderr; the process must stop there (code 86).
+/// answers its stderr; the process must stop there (code 86) within 30 s,
+/// or it is killed and the test fails.
 fn serve_until_exit_point(db: &std::path::Path, point: &str) -> String {
-    let output = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .arg("serve")
         .env("AGENTKEY_LISTEN", "127.0.0.1:0")
         .env(
@@ -23,10 +24,26 @@ fn serve_until_exit_point(db: &std::path::Path, point: &str) -> String {
         .env("AGENTKEY_LOG_FORMAT", "json")
         .env(agentkey::bootstrap::TEST_EXIT_ENV, point)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run agentkey");
-    assert_eq!(output.status.code(), Some(86), "stopped at {point}");
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("agentkey did not stop at {point}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(86), "stopped at {point}: {stderr}");
+    stderr
 }
 
 /// The status of `GET /v1/organizations` with `credential`.

@@ -2,10 +2,10 @@
 //! deployment (nginx `auth_request`, Traefik ForwardAuth, Caddy
 //! `forward_auth`). 200 with the token's identity, or 401/403.
 
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -13,6 +13,7 @@ use super::auth::PresentedToken;
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::clock::rfc3339;
+use crate::model::AgentCredential;
 use crate::verify::VerifyError;
 
 pub const TOKEN_ID_HEADER: &str = "x-agentkey-token-id";
@@ -70,27 +71,70 @@ pub async fn authorize(
             ));
         }
     }
-    let mut response = Json(Authorization {
-        active: true,
-        token_id: credential.token_id.clone(),
-        organization_id: credential.organization_id.clone(),
-        deployment_id: credential.deployment_id.clone(),
-        scope: "DEPLOYMENT".into(),
-        expires_at: credential.valid_until().map(rfc3339),
-    })
-    .into_response();
-    let headers = response.headers_mut();
-    for (name, value) in [
-        (TOKEN_ID_HEADER, &credential.token_id),
-        (ORGANIZATION_ID_HEADER, &credential.organization_id),
-        (DEPLOYMENT_ID_HEADER, &credential.deployment_id),
-    ] {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(HeaderName::from_static(name), value);
+    // The answer depends on the credential alone: built once per cache
+    // entry, then each request shares its bytes.
+    let answer = entry
+        .answer
+        .get_or_init(|| Box::new(Prepared::new(credential)));
+    let built;
+    let answer = match answer.downcast_ref::<Prepared>() {
+        Some(answer) => answer,
+        None => {
+            built = Prepared::new(credential);
+            &built
+        }
+    };
+    Ok(answer.response())
+}
+
+/// A valid token's answer, serialized: the body and the id headers.
+struct Prepared {
+    body: Bytes,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Prepared {
+    fn new(credential: &AgentCredential) -> Prepared {
+        let body = serde_json::to_vec(&Authorization {
+            active: true,
+            token_id: credential.token_id.clone(),
+            organization_id: credential.organization_id.clone(),
+            deployment_id: credential.deployment_id.clone(),
+            scope: "DEPLOYMENT".into(),
+            expires_at: credential.valid_until().map(rfc3339),
+        })
+        .unwrap_or_default();
+        let headers = [
+            (TOKEN_ID_HEADER, &credential.token_id),
+            (ORGANIZATION_ID_HEADER, &credential.organization_id),
+            (DEPLOYMENT_ID_HEADER, &credential.deployment_id),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| {
+            // Shared bytes, so that each answer's copy is a reference.
+            let value = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes()));
+            Some((HeaderName::from_static(name), value.ok()?))
+        })
+        .collect();
+        Prepared {
+            body: Bytes::from(body),
+            headers,
         }
     }
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+
+    fn response(&self) -> Response {
+        let mut response = Response::new(Body::from(self.body.clone()));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
 }
 
 /// RFC 6750's answer to a bad bearer token.

@@ -111,7 +111,8 @@ impl Shared {
 
 impl<S> tower::Service<Request> for RequestContext<S>
 where
-    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S: tower::Service<Request, Error = Infallible> + Clone + Send + 'static,
+    S::Response: IntoResponse,
     S::Future: Send + 'static,
 {
     type Response = Response;
@@ -159,7 +160,7 @@ where
             async move {
                 let response = match answer {
                     Some(answer) => match answer.await {
-                        Ok(response) => response,
+                        Ok(response) => response.into_response(),
                         Err(never) => match never {},
                     },
                     None => ApiError::new(

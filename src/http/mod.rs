@@ -143,7 +143,12 @@ pub fn with_middleware(router: Router, metrics: Arc<Metrics>) -> Router {
     router
         .fallback(context::not_found)
         .method_not_allowed_fallback(context::method_not_allowed)
-        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-        .layer(CatchPanicLayer::custom(context::panicked))
-        .layer(context::RequestContextLayer::new(metrics))
+        // One layer of three, not three layers: axum boxes each layer
+        // around each route, and every box is an allocation per request.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(context::RequestContextLayer::new(metrics))
+                .layer(CatchPanicLayer::custom(context::panicked))
+                .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES)),
+        )
 }
