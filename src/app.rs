@@ -8,9 +8,11 @@ use axum::Router;
 
 use crate::cache::{CacheLimits, VerifyCache};
 use crate::clock::Clock;
+use crate::http::client_ip::TrustedProxies;
 use crate::metrics::{Metrics, Snapshot};
 use crate::store::revocations::{Revocation, RevocationSink};
 use crate::store::Store;
+use crate::throttle::{FailureLimiter, FailureLimits};
 use crate::token::Digest;
 use crate::usage::UsageRecorder;
 use crate::verify::Verifier;
@@ -21,6 +23,12 @@ pub struct Settings {
     pub max_agent_tokens_per_deployment: i64,
     pub last_used_flush_interval: Duration,
     pub cache: CacheLimits,
+    /// Peers whose forwarded client address is believed.
+    pub trusted_proxies: TrustedProxies,
+    /// Per-client limits on failed credential checks.
+    pub auth_failures: FailureLimits,
+    /// Cache-miss credential reads at once, per lane (see `verify`).
+    pub credential_reads: usize,
 }
 
 impl Default for Settings {
@@ -29,6 +37,9 @@ impl Default for Settings {
             max_agent_tokens_per_deployment: 50,
             last_used_flush_interval: Duration::from_secs(5),
             cache: CacheLimits::default(),
+            trusted_proxies: TrustedProxies::default(),
+            auth_failures: FailureLimits::default(),
+            credential_reads: crate::verify::DEFAULT_CREDENTIAL_READS,
         }
     }
 }
@@ -45,6 +56,9 @@ pub struct Shared {
     pub usage: Arc<UsageRecorder>,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
+    /// Failed credential checks per client: `failed(ip)` after a refusal
+    /// (answer 429 when it is `Err`), `check(ip)` to ask without counting.
+    pub auth_failures: Arc<FailureLimiter>,
 }
 
 impl std::ops::Deref for AppState {
@@ -66,14 +80,18 @@ impl AppState {
         let usage = Arc::new(UsageRecorder::default());
         let cache = Arc::new(VerifyCache::new(settings.cache));
         let metrics = Arc::new(Metrics::new());
-        let verifier = Arc::new(Verifier::new(
-            store.clone(),
-            clock.clone(),
-            usage.clone(),
-            cache,
-            metrics.clone(),
-            configured_root,
-        ));
+        let verifier = Arc::new(
+            Verifier::new(
+                store.clone(),
+                clock.clone(),
+                usage.clone(),
+                cache,
+                metrics.clone(),
+                configured_root,
+            )
+            .with_credential_reads(settings.credential_reads),
+        );
+        let auth_failures = Arc::new(FailureLimiter::new(settings.auth_failures));
         AppState(Arc::new(Shared {
             store,
             clock,
@@ -81,6 +99,7 @@ impl AppState {
             usage,
             metrics,
             settings,
+            auth_failures,
         }))
     }
 
@@ -128,6 +147,7 @@ impl AppState {
             pool_size,
             pool_idle,
             cache_entries: self.verifier.cache().len(),
+            limited_clients: self.auth_failures.clients(),
         }))
     }
 }

@@ -15,6 +15,7 @@ pub mod model;
 pub mod roles;
 pub mod serve;
 pub mod store;
+pub mod throttle;
 pub mod token;
 pub mod usage;
 pub mod verify;

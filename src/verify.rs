@@ -2,8 +2,26 @@
 //! stands for, or why it is refused. Malformed secrets are refused by their
 //! shape alone, before any lookup; agent tokens are looked up in the
 //! [`VerifyCache`] first and in the store only on a miss.
+//!
+//! API tokens and the generated root credential are read from the store on
+//! every use, except that a digest the store did not know a moment ago is
+//! remembered as unknown (the cache's negative side), so a flood of one
+//! never-issued token costs one read. That cannot hide a token created
+//! later: a digest is only cached as unknown after someone presented it,
+//! and a new token's secret is drawn at random when it is created, so it
+//! was never presented before (and [`Verifier::issued`] drops it anyway).
+//!
+//! Store reads on a cache miss are bounded: at most `credential_reads` at
+//! once for verification (agent tokens) and as many again for management
+//! credentials, each a lane of its own, so a flood of never-issued agent
+//! tokens can neither take every database connection nor keep a
+//! management request waiting. A read that waits longer than
+//! [`READ_WAIT`] for its turn is refused as [`VerifyError::Busy`].
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::cache::{Cached, Lookup, VerifyCache};
 use crate::clock::Clock;
@@ -68,10 +86,16 @@ pub enum Refusal {
     Superseded,
 }
 
+/// How long a cache miss waits for its turn to read the store.
+pub const READ_WAIT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     #[error("credential refused: {0:?}")]
     Refused(Refusal),
+    /// Too many store reads for credentials are waiting; try again soon.
+    #[error("too many credential checks in progress")]
+    Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -85,6 +109,10 @@ pub struct Verifier {
     /// The digest of `AGENTKEY_ROOT_TOKEN`, when it is set. It then is the
     /// only root credential; a generated one in the database is ignored.
     configured_root: Option<Digest>,
+    /// Turns for store reads of agent tokens on a cache miss.
+    verify_reads: Semaphore,
+    /// Turns for store reads of management credentials.
+    manage_reads: Semaphore,
 }
 
 impl Verifier {
@@ -103,6 +131,36 @@ impl Verifier {
             cache,
             metrics,
             configured_root,
+            verify_reads: Semaphore::new(DEFAULT_CREDENTIAL_READS),
+            manage_reads: Semaphore::new(DEFAULT_CREDENTIAL_READS),
+        }
+    }
+
+    /// At most `permits` store reads at once per lane (see the module).
+    pub fn with_credential_reads(mut self, permits: usize) -> Verifier {
+        self.verify_reads = Semaphore::new(permits.max(1));
+        self.manage_reads = Semaphore::new(permits.max(1));
+        self
+    }
+
+    /// A secret was just issued (created or rotated) with this digest:
+    /// whatever was remembered of it as unknown is forgotten.
+    pub fn issued(&self, digest: &Digest) {
+        self.cache.forget_unknown(digest);
+    }
+
+    /// A turn to read the store, waiting at most [`READ_WAIT`].
+    async fn turn<'a>(&self, lane: &'a Semaphore) -> Result<SemaphorePermit<'a>, VerifyError> {
+        if let Ok(permit) = lane.try_acquire() {
+            return Ok(permit);
+        }
+        self.metrics.credential_read_waited();
+        match tokio::time::timeout(READ_WAIT, lane.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => {
+                self.metrics.credential_read_shed();
+                Err(VerifyError::Busy)
+            }
         }
     }
 
@@ -114,7 +172,7 @@ impl Verifier {
             Err(VerifyError::Refused(refusal)) => {
                 self.metrics.verification(Outcome::Refused(*refusal))
             }
-            Err(VerifyError::Store(_)) => {}
+            Err(VerifyError::Store(_) | VerifyError::Busy) => {}
         }
         verified
     }
@@ -137,6 +195,7 @@ impl Verifier {
             Lookup::Miss => {
                 self.metrics.cache_miss();
                 let epoch = self.cache.epoch();
+                let _turn = self.turn(&self.verify_reads).await?;
                 match self.store.find_agent_credential(&digest).await? {
                     Some(credential) => self.cache.insert(digest, credential, now, epoch),
                     None => {
@@ -181,11 +240,19 @@ impl Verifier {
             }
             Some(SecretKind::Root) if self.configured_root.is_none() => {
                 let digest = Digest::of(presented);
-                match self.store.root_credential().await? {
+                let epoch = self.known_unknown(&digest)?;
+                let root = {
+                    let _turn = self.turn(&self.manage_reads).await?;
+                    self.store.root_credential().await?
+                };
+                match root {
                     Some(root) if root.secret_digest.ct_eq(&digest) => {
                         Ok(Principal::Root { id: root.id })
                     }
-                    _ => Err(VerifyError::Refused(Refusal::Unknown)),
+                    _ => {
+                        self.cache.insert_unknown(digest, self.clock.now(), epoch);
+                        Err(VerifyError::Refused(Refusal::Unknown))
+                    }
                 }
             }
             Some(SecretKind::Root) => Err(VerifyError::Refused(Refusal::Unknown)),
@@ -196,19 +263,41 @@ impl Verifier {
 
     /// An API token is read from the store on every request (management
     /// calls are not the hot path), so a delete, a rotation or a change of
-    /// roles takes effect on the very next request, on every replica.
+    /// roles takes effect on the very next request, on every replica. Only
+    /// the answer "unknown" is remembered.
     async fn authenticate_api_token(&self, presented: &str) -> Result<Principal, VerifyError> {
-        let credential = self
-            .store
-            .find_api_credential(&Digest::of(presented))
-            .await?
-            .ok_or(VerifyError::Refused(Refusal::Unknown))?;
+        let digest = Digest::of(presented);
+        let epoch = self.known_unknown(&digest)?;
+        let found = {
+            let _turn = self.turn(&self.manage_reads).await?;
+            self.store.find_api_credential(&digest).await?
+        };
+        let Some(credential) = found else {
+            self.cache.insert_unknown(digest, self.clock.now(), epoch);
+            return Err(VerifyError::Refused(Refusal::Unknown));
+        };
         if credential.end_at.is_some_and(|end| self.clock.now() >= end) {
             return Err(VerifyError::Refused(Refusal::Expired));
         }
         Ok(Principal::ApiToken(credential))
     }
 }
+
+impl Verifier {
+    /// Refuses a management credential remembered as unknown; otherwise
+    /// answers the cache epoch to hand to `insert_unknown` after the read.
+    fn known_unknown(&self, digest: &Digest) -> Result<u64, VerifyError> {
+        if self.cache.is_known_unknown(digest, self.clock.now()) {
+            self.metrics.credential_known_unknown();
+            return Err(VerifyError::Refused(Refusal::Unknown));
+        }
+        self.metrics.credential_lookup();
+        Ok(self.cache.epoch())
+    }
+}
+
+/// How many store reads for credentials run at once per lane, by default.
+pub const DEFAULT_CREDENTIAL_READS: usize = 4;
 
 /// Revocations reach the cache through the verifier: those this process
 /// makes (from the handlers) and those of other replicas (from the store).

@@ -106,8 +106,11 @@ async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Durati
 struct Proxy {
     port: u16,
     up: Arc<AtomicBool>,
-    connections: Arc<Mutex<Vec<(tokio::task::AbortHandle, Arc<Link>)>>>,
+    connections: Arc<Mutex<Vec<Tracked>>>,
 }
+
+/// A proxied connection: its task, and what the proxy knows of it.
+type Tracked = (tokio::task::AbortHandle, Arc<Link>);
 
 /// What the proxy knows of one connection.
 #[derive(Default)]
