@@ -16,8 +16,11 @@
 //! credentials, each a lane of its own, so a flood of never-issued agent
 //! tokens can neither take every database connection nor keep a
 //! management request waiting. A read that waits longer than
-//! [`READ_WAIT`] for its turn is refused as [`VerifyError::Busy`].
+//! [`READ_WAIT`] for its turn is refused as [`VerifyError::Busy`]. And a
+//! gateway's request from an address that is over its limit of failed
+//! checks gets no read at all ([`Verifier::verify_agent_from`]).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +32,7 @@ use crate::metrics::{Metrics, Outcome};
 use crate::model::{AgentCredential, ApiCredential, Subject, SubjectType};
 use crate::store::revocations::{Revocation, RevocationSink};
 use crate::store::{Store, StoreError};
+use crate::throttle::FailureLimiter;
 use crate::token::secret::parse_kind;
 use crate::token::{Digest, SecretKind};
 use crate::usage::UsageRecorder;
@@ -96,6 +100,10 @@ pub enum VerifyError {
     /// Too many store reads for credentials are waiting; try again soon.
     #[error("too many credential checks in progress")]
     Busy,
+    /// Not in the cache, and the client is over its limit of failed
+    /// checks: not read from the store (see [`Verifier::verify_agent_from`]).
+    #[error("not checked: the client is over its failure limit")]
+    Limited(crate::throttle::RetryAfter),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -166,18 +174,46 @@ impl Verifier {
 
     /// Verifies an agent token for a gateway, and notes its use.
     pub async fn verify_agent(&self, presented: &str) -> Result<Arc<Cached>, VerifyError> {
-        let verified = self.check_agent(presented).await;
+        self.verify_agent_gated(presented, None).await
+    }
+
+    /// As [`Verifier::verify_agent`], for a gateway's request from `client`.
+    /// While `client` is over its limit of failed checks, a token that is
+    /// not in the cache is not read from the store: it is answered
+    /// [`VerifyError::Limited`] at once, so a flood of never-issued tokens
+    /// from one address costs no database reads. A token already verified
+    /// (in the cache) is answered as always, whoever presents it.
+    pub async fn verify_agent_from(
+        &self,
+        presented: &str,
+        limits: &FailureLimiter,
+        client: Option<IpAddr>,
+    ) -> Result<Arc<Cached>, VerifyError> {
+        self.verify_agent_gated(presented, Some((limits, client)))
+            .await
+    }
+
+    async fn verify_agent_gated(
+        &self,
+        presented: &str,
+        gate: Option<(&FailureLimiter, Option<IpAddr>)>,
+    ) -> Result<Arc<Cached>, VerifyError> {
+        let verified = self.check_agent(presented, gate).await;
         match &verified {
             Ok(_) => self.metrics.verification(Outcome::Valid),
             Err(VerifyError::Refused(refusal)) => {
                 self.metrics.verification(Outcome::Refused(*refusal))
             }
-            Err(VerifyError::Store(_) | VerifyError::Busy) => {}
+            Err(VerifyError::Store(_) | VerifyError::Busy | VerifyError::Limited(_)) => {}
         }
         verified
     }
 
-    async fn check_agent(&self, presented: &str) -> Result<Arc<Cached>, VerifyError> {
+    async fn check_agent(
+        &self,
+        presented: &str,
+        gate: Option<(&FailureLimiter, Option<IpAddr>)>,
+    ) -> Result<Arc<Cached>, VerifyError> {
         if parse_kind(presented) != Some(SecretKind::Agent) {
             return Err(VerifyError::Refused(Refusal::Malformed));
         }
@@ -193,6 +229,9 @@ impl Verifier {
                 return Err(VerifyError::Refused(Refusal::Unknown));
             }
             Lookup::Miss => {
+                if let Some((limits, client)) = gate {
+                    limits.check(client).map_err(VerifyError::Limited)?;
+                }
                 self.metrics.cache_miss();
                 let epoch = self.cache.epoch();
                 let _turn = self.turn(&self.verify_reads).await?;

@@ -96,7 +96,16 @@ async fn failed_agent_tokens_are_limited_per_client_and_valid_ones_never(app: Te
     let t = app.tenant().await;
     let valid = app.agent_token(&t, json!({ "name": "a" })).await;
     let valid = valid["token"].as_str().unwrap().to_string();
+    let unverified = app.agent_token(&t, json!({ "name": "b" })).await;
+    let unverified = unverified["token"].as_str().unwrap().to_string();
     let unknown = NEVER_ISSUED_AGENT();
+    // Verified once: from here on it is in the cache.
+    assert_eq!(
+        authorize_from(&app, "198.51.100.1", Some(&valid))
+            .await
+            .status,
+        StatusCode::OK
+    );
 
     for attempt in [None, Some("malformed"), Some(unknown.as_str())] {
         authorize_from(&app, "198.51.100.1", attempt)
@@ -106,11 +115,25 @@ async fn failed_agent_tokens_are_limited_per_client_and_valid_ones_never(app: Te
     // The fourth failure in a row is over the burst of 3.
     assert_limited(&authorize_from(&app, "198.51.100.1", Some(&unknown)).await);
     assert_limited(&authorize_from(&app, "198.51.100.1", None).await);
-    // The same client's valid token is never limited.
+    // The same client's verified token is never limited.
     for _ in 0..50 {
         let reply = authorize_from(&app, "198.51.100.1", Some(&valid)).await;
         assert_eq!(reply.status, StatusCode::OK);
     }
+    // While over the limit, what is not in the cache is not read from the
+    // store at all: a flood of fresh tokens costs no database reads ...
+    let misses = "agentkey_cache_lookups_total{result=\"miss\"}";
+    let before = metric(&app, misses).await;
+    for _ in 0..20 {
+        let reply = authorize_from(&app, "198.51.100.1", Some(&NEVER_ISSUED_AGENT())).await;
+        assert_limited(&reply);
+    }
+    // ... and a valid token this replica has not verified yet waits too
+    // (Retry-After), while from any other address it verifies.
+    assert_limited(&authorize_from(&app, "198.51.100.1", Some(&unverified)).await);
+    assert_eq!(metric(&app, misses).await, before, "no store read");
+    let reply = authorize_from(&app, "198.51.100.2", Some(&unverified)).await;
+    assert_eq!(reply.status, StatusCode::OK);
     // Another client has its own bucket.
     authorize_from(&app, "198.51.100.2", Some(&unknown))
         .await
@@ -121,7 +144,7 @@ async fn failed_agent_tokens_are_limited_per_client_and_valid_ones_never(app: Te
             "agentkey_auth_failures_limited_total{check=\"authorize\"}"
         )
         .await,
-        2.0
+        23.0
     );
     assert_eq!(metric(&app, "agentkey_auth_failure_clients").await, 2.0);
 }
@@ -196,6 +219,8 @@ async fn introspecting_unknown_tokens_is_limited(app: TestApp) {
             app.raw(request).await
         }
     };
+    let reply = introspect(valid.clone()).await;
+    assert_eq!(reply.body["active"], true, "{}", reply.body);
     for _ in 0..3 {
         let reply = introspect(NEVER_ISSUED_AGENT()).await;
         assert_eq!(reply.body, json!({ "active": false }));
@@ -204,7 +229,7 @@ async fn introspecting_unknown_tokens_is_limited(app: TestApp) {
     let reply = introspect(valid).await;
     assert_eq!(
         reply.body["active"], true,
-        "valid answers are never limited"
+        "verified tokens are never limited"
     );
     assert_eq!(
         metric(

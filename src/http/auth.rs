@@ -49,6 +49,8 @@ impl FromRequestParts<AppState> for Caller {
                 "the bearer credential is invalid, expired or revoked",
             )),
             Err(VerifyError::Busy) => Err(ApiError::busy()),
+            // Management does not gate on the limit before reading.
+            Err(VerifyError::Limited(retry)) => Err(ApiError::too_many_failures(retry)),
             Err(VerifyError::Store(err)) => Err(err.into()),
         }
     }

@@ -61,11 +61,19 @@ pub async fn authorize(
     let Some(presented) = presented else {
         return Err(refused());
     };
-    let entry = match state.verifier.verify_agent(&presented).await {
+    let verified = state
+        .verifier
+        .verify_agent_from(&presented, &state.auth_failures, client)
+        .await;
+    let entry = match verified {
         Ok(entry) => entry,
         Err(VerifyError::Refused(refusal)) => {
             tracing::debug!(?refusal, "agent token refused");
             return Err(refused());
+        }
+        Err(VerifyError::Limited(retry)) => {
+            state.metrics.limited(Check::Authorize);
+            return Err(ApiError::too_many_failures(retry));
         }
         Err(VerifyError::Busy) => return Err(ApiError::busy()),
         Err(VerifyError::Store(err)) => return Err(err.into()),

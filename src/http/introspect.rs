@@ -79,7 +79,11 @@ pub async fn introspect(
             "token is required",
         )]));
     };
-    let answer = match state.verifier.verify_agent(&token).await {
+    let verified = state
+        .verifier
+        .verify_agent_from(&token, &state.auth_failures, client)
+        .await;
+    let answer = match verified {
         Ok(entry) => {
             let c = &entry.credential;
             let allowed = authz::authorize(
@@ -110,6 +114,10 @@ pub async fn introspect(
                 return Err(ApiError::too_many_failures(retry));
             }
             Introspection::default()
+        }
+        Err(VerifyError::Limited(retry)) => {
+            state.metrics.limited(Check::Introspect);
+            return Err(ApiError::too_many_failures(retry));
         }
         Err(VerifyError::Busy) => return Err(ApiError::busy()),
         Err(VerifyError::Store(err)) => return Err(err.into()),
