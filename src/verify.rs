@@ -4,9 +4,10 @@
 //! [`VerifyCache`] first and in the store only on a miss.
 //!
 //! API tokens and the generated root credential are read from the store on
-//! every use, except that a digest the store did not know a moment ago is
-//! remembered as unknown (the cache's negative side), so a flood of one
-//! never-issued token costs one read. That cannot hide a token created
+//! every use, except that an API-token digest the store did not know a
+//! moment ago is remembered as unknown (the cache's negative side), so a
+//! flood of one never-issued token costs one read. (A root is not: a new
+//! one can be shown before it is stored, and must work as soon as it is.) That cannot hide a token created
 //! later: a digest is only cached as unknown after someone presented it,
 //! and a new token's secret is drawn at random when it is created, so it
 //! was never presented before (and [`Verifier::issued`] drops it anyway).
@@ -278,8 +279,11 @@ impl Verifier {
                 Ok(Principal::Agent(entry.credential.clone()))
             }
             Some(SecretKind::Root) if self.configured_root.is_none() => {
+                // Not remembered as unknown: a new root can be shown before
+                // it is stored (`root-token --rotate`, recovery), and must
+                // work as soon as it is. The read is one row, in its lane.
                 let digest = Digest::of(presented);
-                let epoch = self.known_unknown(&digest)?;
+                self.metrics.credential_lookup();
                 let root = {
                     let _turn = self.turn(&self.manage_reads).await?;
                     self.store.root_credential().await?
@@ -288,10 +292,7 @@ impl Verifier {
                     Some(root) if root.secret_digest.ct_eq(&digest) => {
                         Ok(Principal::Root { id: root.id })
                     }
-                    _ => {
-                        self.cache.insert_unknown(digest, self.clock.now(), epoch);
-                        Err(VerifyError::Refused(Refusal::Unknown))
-                    }
+                    _ => Err(VerifyError::Refused(Refusal::Unknown)),
                 }
             }
             Some(SecretKind::Root) => Err(VerifyError::Refused(Refusal::Unknown)),
@@ -323,7 +324,7 @@ impl Verifier {
 }
 
 impl Verifier {
-    /// Refuses a management credential remembered as unknown; otherwise
+    /// Refuses an API token remembered as unknown; otherwise
     /// answers the cache epoch to hand to `insert_unknown` after the read.
     fn known_unknown(&self, digest: &Digest) -> Result<u64, VerifyError> {
         if self.cache.is_known_unknown(digest, self.clock.now()) {
