@@ -9,9 +9,11 @@ use axum::Router;
 use crate::cache::{CacheLimits, VerifyCache};
 use crate::clock::Clock;
 use crate::console::session::SessionSettings;
+use crate::http::client_ip::TrustedProxies;
 use crate::metrics::{Metrics, Snapshot};
 use crate::store::revocations::{Revocation, RevocationSink};
 use crate::store::Store;
+use crate::throttle::{FailureLimiter, FailureLimits};
 use crate::token::Digest;
 use crate::usage::UsageRecorder;
 use crate::verify::Verifier;
@@ -23,6 +25,12 @@ pub struct Settings {
     pub last_used_flush_interval: Duration,
     pub cache: CacheLimits,
     pub console: SessionSettings,
+    /// Peers whose forwarded client address is believed.
+    pub trusted_proxies: TrustedProxies,
+    /// Per-client limits on failed credential checks.
+    pub auth_failures: FailureLimits,
+    /// Cache-miss credential reads at once, per lane (see `verify`).
+    pub credential_reads: usize,
 }
 
 impl Default for Settings {
@@ -32,6 +40,9 @@ impl Default for Settings {
             last_used_flush_interval: Duration::from_secs(5),
             cache: CacheLimits::default(),
             console: SessionSettings::default(),
+            trusted_proxies: TrustedProxies::default(),
+            auth_failures: FailureLimits::default(),
+            credential_reads: crate::verify::DEFAULT_CREDENTIAL_READS,
         }
     }
 }
@@ -48,6 +59,9 @@ pub struct Shared {
     pub usage: Arc<UsageRecorder>,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
+    /// Failed credential checks per client: `failed(ip)` after a refusal
+    /// (answer 429 when it is `Err`), `check(ip)` to ask without counting.
+    pub auth_failures: Arc<FailureLimiter>,
 }
 
 impl std::ops::Deref for AppState {
@@ -69,14 +83,18 @@ impl AppState {
         let usage = Arc::new(UsageRecorder::default());
         let cache = Arc::new(VerifyCache::new(settings.cache));
         let metrics = Arc::new(Metrics::new());
-        let verifier = Arc::new(Verifier::new(
-            store.clone(),
-            clock.clone(),
-            usage.clone(),
-            cache,
-            metrics.clone(),
-            configured_root,
-        ));
+        let verifier = Arc::new(
+            Verifier::new(
+                store.clone(),
+                clock.clone(),
+                usage.clone(),
+                cache,
+                metrics.clone(),
+                configured_root,
+            )
+            .with_credential_reads(settings.credential_reads),
+        );
+        let auth_failures = Arc::new(FailureLimiter::new(settings.auth_failures));
         AppState(Arc::new(Shared {
             store,
             clock,
@@ -84,6 +102,7 @@ impl AppState {
             usage,
             metrics,
             settings,
+            auth_failures,
         }))
     }
 
@@ -131,6 +150,7 @@ impl AppState {
             pool_size,
             pool_idle,
             cache_entries: self.verifier.cache().len(),
+            limited_clients: self.auth_failures.clients(),
         }))
     }
 }

@@ -104,6 +104,22 @@ impl VerifyCache {
         Lookup::Miss
     }
 
+    /// Whether the store did not know `digest` a moment ago (any kind of
+    /// credential: the digests of different kinds never meet).
+    pub fn is_known_unknown(&self, digest: &Digest, now: i64) -> bool {
+        read(&self.negative)
+            .get(digest)
+            .is_some_and(|&until| now < until)
+    }
+
+    /// Forgets that `digest` was unknown: it has just been issued. The
+    /// epoch moves, so a read that began before cannot put it back.
+    pub fn forget_unknown(&self, digest: &Digest) {
+        let mut negative = write(&self.negative);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        negative.remove(digest);
+    }
+
     /// Taken before a store read; handed back to `insert*` afterwards.
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::SeqCst)
@@ -298,6 +314,22 @@ mod tests {
         cache.insert_unknown(Digest::of("5"), 1, cache.epoch());
         cache.insert_unknown(Digest::of("6"), 100, cache.epoch());
         assert_eq!(cache.len().1, 1);
+    }
+
+    #[test]
+    fn an_issued_digest_is_no_longer_unknown() {
+        let cache = VerifyCache::new(limits());
+        let d = Digest::of("api");
+        cache.insert_unknown(d, 0, cache.epoch());
+        assert!(cache.is_known_unknown(&d, 1));
+        // A read that began before the secret was issued ...
+        let epoch = cache.epoch();
+        cache.forget_unknown(&d);
+        assert!(!cache.is_known_unknown(&d, 1));
+        // ... cannot put "unknown" back after it.
+        cache.insert_unknown(d, 1, epoch);
+        assert!(!cache.is_known_unknown(&d, 1));
+        assert!(!cache.is_known_unknown(&Digest::of("other"), 1));
     }
 
     #[test]

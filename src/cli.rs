@@ -32,6 +32,16 @@ Environment:
   AGENTKEY_BODY_TIMEOUT_SECONDS             longest wait for the next chunk of a request body (default 10)
   AGENTKEY_IDLE_TIMEOUT_SECONDS             how long a keep-alive connection may idle (default 60)
   AGENTKEY_MAX_CONNECTIONS                  connections served at once; more wait (default 10000)
+  AGENTKEY_TRUSTED_PROXIES                  proxies whose X-Forwarded-For / X-Real-IP is believed, CIDR list (default none)
+  AGENTKEY_AUTH_FAILURE_BURST               failed credential checks a client may make in a row (default 20)
+  AGENTKEY_AUTH_FAILURES_PER_MINUTE         failed checks per minute a client regains (default 60)
+  AGENTKEY_AUTH_FAILURE_MAX_CLIENTS         client addresses the failure limit tracks (default 100000)
+  AGENTKEY_CREDENTIAL_READS                 cache-miss credential reads at once, per lane (default 4)
+  AGENTKEY_NEGATIVE_CACHE_SECONDS           how long an unknown token is remembered (default 30)
+  AGENTKEY_NEGATIVE_CACHE_ENTRIES           unknown tokens remembered at most (default 10000)
+  AGENTKEY_CONSOLE_IDLE_MINUTES             minutes a console session may sit unused (default 30)
+  AGENTKEY_CONSOLE_SESSION_HOURS            hours a console session lasts at most (default 12)
+  AGENTKEY_PUBLIC_URL                       the console's public origin behind a proxy (default none)
   AGENTKEY_LOG_FORMAT                       text or json (default text)
   AGENTKEY_LOG                              log filter, e.g. debug or agentkey=debug (default info,sqlx=warn)
 
@@ -360,6 +370,8 @@ pub struct ServeArgs {
     /// origin makes the session cookie Secure.
     #[arg(long, env = "AGENTKEY_PUBLIC_URL", value_parser = parse_public_url)]
     pub public_url: Option<String>,
+    #[command(flatten)]
+    pub abuse: AbuseArgs,
 }
 
 /// An origin: `http(s)://host[:port]`, nothing after it.
@@ -373,6 +385,73 @@ fn parse_public_url(text: &str) -> Result<String, String> {
         return Err("must be an origin such as https://keys.example.com, without a path".into());
     }
     Ok(text.to_ascii_lowercase())
+}
+
+/// Limits against clients without a valid credential (see
+/// docs/operations.md).
+#[derive(Args)]
+pub struct AbuseArgs {
+    /// Proxies (comma-separated CIDR blocks or addresses) whose
+    /// X-Forwarded-For / X-Real-IP names the client; from any other peer
+    /// those headers are ignored. Empty: the TCP peer is the client.
+    #[arg(long, env = "AGENTKEY_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+    /// Failed credential checks a client may make in a row before it is
+    /// answered 429.
+    #[arg(long, env = "AGENTKEY_AUTH_FAILURE_BURST", default_value_t = 20)]
+    pub auth_failure_burst: u32,
+    /// Failed credential checks per minute a client regains, up to the burst.
+    #[arg(long, env = "AGENTKEY_AUTH_FAILURES_PER_MINUTE", default_value_t = 60)]
+    pub auth_failures_per_minute: u32,
+    /// Client addresses the failure limit tracks at most (memory bound).
+    #[arg(
+        long,
+        env = "AGENTKEY_AUTH_FAILURE_MAX_CLIENTS",
+        default_value_t = 100_000
+    )]
+    pub auth_failure_max_clients: usize,
+    /// Store reads for credentials not in the cache, at once, per lane
+    /// (agent-token verification; management credentials).
+    #[arg(long, env = "AGENTKEY_CREDENTIAL_READS", default_value_t = 4)]
+    pub credential_reads: usize,
+    /// Seconds a token the store did not know is remembered as unknown.
+    #[arg(long, env = "AGENTKEY_NEGATIVE_CACHE_SECONDS", default_value_t = 30)]
+    pub negative_cache_seconds: i64,
+    /// Unknown tokens remembered at most.
+    #[arg(
+        long,
+        env = "AGENTKEY_NEGATIVE_CACHE_ENTRIES",
+        default_value_t = 10_000
+    )]
+    pub negative_cache_entries: usize,
+}
+
+impl AbuseArgs {
+    /// The settings these flags describe, on top of `settings`.
+    fn apply(self, settings: Settings) -> Result<Settings, String> {
+        let networks = self
+            .trusted_proxies
+            .split(',')
+            .filter(|entry| !entry.trim().is_empty())
+            .map(crate::http::client_ip::parse_network)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("AGENTKEY_TRUSTED_PROXIES: {e}"))?;
+        Ok(Settings {
+            trusted_proxies: crate::http::client_ip::TrustedProxies::new(networks),
+            auth_failures: crate::throttle::FailureLimits {
+                burst: self.auth_failure_burst,
+                per_minute: self.auth_failures_per_minute,
+                max_clients: self.auth_failure_max_clients,
+            },
+            credential_reads: self.credential_reads,
+            cache: CacheLimits {
+                negative_ttl: self.negative_cache_seconds,
+                negative_capacity: self.negative_cache_entries,
+                ..settings.cache
+            },
+            ..settings
+        })
+    }
 }
 
 #[derive(Args)]
@@ -436,7 +515,9 @@ fn run_server_command(runtime: &tokio::runtime::Runtime, command: Command) -> Ex
                         lifetime: Duration::from_secs(args.console_session_hours * 3600),
                         public_origin: args.public_url,
                     },
+                    ..Settings::default()
                 };
+                let settings = args.abuse.apply(settings)?;
                 let config = Config::new(
                     args.listen,
                     args.database.database_url,

@@ -90,6 +90,32 @@ impl Config {
         if settings.cache.positive_ttl < 1 {
             return Err(ConfigError::NotPositive("AGENTKEY_CACHE_TTL_SECONDS"));
         }
+        for (value, name) in [
+            (
+                settings.auth_failures.burst as usize,
+                "AGENTKEY_AUTH_FAILURE_BURST",
+            ),
+            (
+                settings.auth_failures.per_minute as usize,
+                "AGENTKEY_AUTH_FAILURES_PER_MINUTE",
+            ),
+            (
+                settings.auth_failures.max_clients,
+                "AGENTKEY_AUTH_FAILURE_MAX_CLIENTS",
+            ),
+            (settings.credential_reads, "AGENTKEY_CREDENTIAL_READS"),
+            (
+                settings.cache.negative_capacity,
+                "AGENTKEY_NEGATIVE_CACHE_ENTRIES",
+            ),
+        ] {
+            if value < 1 {
+                return Err(ConfigError::NotPositive(name));
+            }
+        }
+        if settings.cache.negative_ttl < 1 {
+            return Err(ConfigError::NotPositive("AGENTKEY_NEGATIVE_CACHE_SECONDS"));
+        }
         Ok(Config {
             listen,
             database_url,
@@ -208,6 +234,23 @@ mod tests {
         let mut zero_ttl = Settings::default();
         zero_ttl.cache.positive_ttl = 0;
         assert!(with(zero_ttl).is_err());
+        let mut zero = Settings::default();
+        zero.auth_failures.burst = 0;
+        assert_eq!(
+            with(zero).unwrap_err(),
+            ConfigError::NotPositive("AGENTKEY_AUTH_FAILURE_BURST")
+        );
+        let zero = Settings {
+            credential_reads: 0,
+            ..Settings::default()
+        };
+        assert_eq!(
+            with(zero).unwrap_err(),
+            ConfigError::NotPositive("AGENTKEY_CREDENTIAL_READS")
+        );
+        let mut zero = Settings::default();
+        zero.cache.negative_ttl = 0;
+        assert!(with(zero).is_err());
         assert!(with(Settings::default()).is_ok());
         let limits = |f: fn(&mut crate::transport::Limits)| {
             let mut limits = crate::transport::Limits::default();

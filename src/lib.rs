@@ -16,6 +16,7 @@ pub mod model;
 pub mod roles;
 pub mod serve;
 pub mod store;
+pub mod throttle;
 pub mod token;
 pub mod transport;
 pub mod usage;

@@ -32,6 +32,7 @@ pub struct Metrics {
     cache_entries: IntGaugeVec,
     connections: IntGauge,
     connection_timeouts: IntCounterVec,
+    abuse: AbuseMetrics,
 }
 
 /// The counter and histogram of one (method, route, status), resolved once
@@ -58,6 +59,27 @@ impl Drop for OpenConnection {
     }
 }
 
+/// What shows the limits against clients without a credential at work.
+struct AbuseMetrics {
+    /// Requests answered 429 for too many failed credential checks, by
+    /// check: authorize, introspect, management.
+    limited: [IntCounter; 3],
+    /// Addresses the failure limiter tracks.
+    limited_clients: IntGauge,
+    /// Management credential lookups: miss (read), negative_hit.
+    credential_lookups: [IntCounter; 2],
+    /// Cache-miss store reads that waited for a turn, and that were shed.
+    read_turns: [IntCounter; 2],
+}
+
+/// Which check a 429 for too many failures answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    Authorize,
+    Introspect,
+    Management,
+}
+
 /// What a scrape reads from the store and the cache.
 pub struct Snapshot {
     pub active_tokens: i64,
@@ -65,6 +87,8 @@ pub struct Snapshot {
     pub pool_size: u32,
     pub pool_idle: usize,
     pub cache_entries: (usize, usize),
+    /// Addresses the failure limiter tracks.
+    pub limited_clients: usize,
 }
 
 impl Metrics {
@@ -132,6 +156,53 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let limited = IntCounterVec::new(
+            Opts::new(
+                "auth_failures_limited_total",
+                "Requests answered 429 because their client failed too many credential checks, by check",
+            ),
+            &["check"],
+        )
+        .expect("valid metric");
+        let limited_clients = IntGauge::new(
+            "auth_failure_clients",
+            "Client addresses the failed-credential limiter is tracking",
+        )
+        .expect("valid metric");
+        let credential_lookups = IntCounterVec::new(
+            Opts::new(
+                "credential_lookups_total",
+                "Management credential (API token, root) lookups: miss (read from the store), negative_hit (known unknown)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let read_turns = IntCounterVec::new(
+            Opts::new(
+                "credential_read_turns_total",
+                "Cache-miss credential reads that had to wait for a turn (waited) and that waited too long and were answered 503 (shed)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(limited.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(limited_clients.clone()),
+            Box::new(credential_lookups.clone()),
+            Box::new(read_turns.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        let abuse = AbuseMetrics {
+            limited: ["authorize", "introspect", "management"]
+                .map(|check| limited.with_label_values(&[check])),
+            limited_clients,
+            credential_lookups: ["miss", "negative_hit"]
+                .map(|result| credential_lookups.with_label_values(&[result])),
+            read_turns: ["waited", "shed"].map(|result| read_turns.with_label_values(&[result])),
+        };
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -161,6 +232,7 @@ impl Metrics {
             cache_entries,
             connections,
             connection_timeouts,
+            abuse,
         }
     }
 
@@ -186,6 +258,36 @@ impl Metrics {
     /// Counts a connection closed at a deadline (`header_read` or `idle`).
     pub fn connection_timed_out(&self, kind: &str) {
         self.connection_timeouts.with_label_values(&[kind]).inc();
+    }
+
+    /// Counts a 429 for too many failed credential checks.
+    pub fn limited(&self, check: Check) {
+        let i = match check {
+            Check::Authorize => 0,
+            Check::Introspect => 1,
+            Check::Management => 2,
+        };
+        self.abuse.limited[i].inc();
+    }
+
+    /// A management credential read from the store.
+    pub fn credential_lookup(&self) {
+        self.abuse.credential_lookups[0].inc();
+    }
+
+    /// A management credential refused as known unknown, without a read.
+    pub fn credential_known_unknown(&self) {
+        self.abuse.credential_lookups[1].inc();
+    }
+
+    /// A cache-miss read that had to wait for its turn.
+    pub fn credential_read_waited(&self) {
+        self.abuse.read_turns[0].inc();
+    }
+
+    /// A cache-miss read that waited too long and was refused.
+    pub fn credential_read_shed(&self) {
+        self.abuse.read_turns[1].inc();
     }
 
     /// Counts and times one request. `method` is folded onto the standard
@@ -247,6 +349,7 @@ impl Metrics {
         self.cache_entries
             .with_label_values(&["negative"])
             .set(now.cache_entries.1 as i64);
+        self.abuse.limited_clients.set(now.limited_clients as i64);
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

@@ -2,8 +2,30 @@
 //! stands for, or why it is refused. Malformed secrets are refused by their
 //! shape alone, before any lookup; agent tokens are looked up in the
 //! [`VerifyCache`] first and in the store only on a miss.
+//!
+//! API tokens and the generated root credential are read from the store on
+//! every use, except that an API-token digest the store did not know a
+//! moment ago is remembered as unknown (the cache's negative side), so a
+//! flood of one never-issued token costs one read. (A root is not: a new
+//! one can be shown before it is stored, and must work as soon as it is.) That cannot hide a token created
+//! later: a digest is only cached as unknown after someone presented it,
+//! and a new token's secret is drawn at random when it is created, so it
+//! was never presented before (and [`Verifier::issued`] drops it anyway).
+//!
+//! Store reads on a cache miss are bounded: at most `credential_reads` at
+//! once for verification (agent tokens) and as many again for management
+//! credentials, each a lane of its own, so a flood of never-issued agent
+//! tokens can neither take every database connection nor keep a
+//! management request waiting. A read that waits longer than
+//! [`READ_WAIT`] for its turn is refused as [`VerifyError::Busy`]. And a
+//! gateway's request from an address that is over its limit of failed
+//! checks gets no read at all ([`Verifier::verify_agent_from`]).
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::cache::{Cached, Lookup, VerifyCache};
 use crate::clock::Clock;
@@ -11,6 +33,7 @@ use crate::metrics::{Metrics, Outcome};
 use crate::model::{AgentCredential, ApiCredential, SessionCredential, Subject, SubjectType};
 use crate::store::revocations::{Revocation, RevocationSink};
 use crate::store::{Store, StoreError};
+use crate::throttle::FailureLimiter;
 use crate::token::secret::parse_kind;
 use crate::token::{Digest, SecretKind};
 use crate::usage::UsageRecorder;
@@ -68,10 +91,20 @@ pub enum Refusal {
     Superseded,
 }
 
+/// How long a cache miss waits for its turn to read the store.
+pub const READ_WAIT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     #[error("credential refused: {0:?}")]
     Refused(Refusal),
+    /// Too many store reads for credentials are waiting; try again soon.
+    #[error("too many credential checks in progress")]
+    Busy,
+    /// Not in the cache, and the client is over its limit of failed
+    /// checks: not read from the store (see [`Verifier::verify_agent_from`]).
+    #[error("not checked: the client is over its failure limit")]
+    Limited(crate::throttle::RetryAfter),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -85,6 +118,10 @@ pub struct Verifier {
     /// The digest of `AGENTKEY_ROOT_TOKEN`, when it is set. It then is the
     /// only root credential; a generated one in the database is ignored.
     configured_root: Option<Digest>,
+    /// Turns for store reads of agent tokens on a cache miss.
+    verify_reads: Semaphore,
+    /// Turns for store reads of management credentials.
+    manage_reads: Semaphore,
 }
 
 impl Verifier {
@@ -103,23 +140,81 @@ impl Verifier {
             cache,
             metrics,
             configured_root,
+            verify_reads: Semaphore::new(DEFAULT_CREDENTIAL_READS),
+            manage_reads: Semaphore::new(DEFAULT_CREDENTIAL_READS),
+        }
+    }
+
+    /// At most `permits` store reads at once per lane (see the module).
+    pub fn with_credential_reads(mut self, permits: usize) -> Verifier {
+        self.verify_reads = Semaphore::new(permits.max(1));
+        self.manage_reads = Semaphore::new(permits.max(1));
+        self
+    }
+
+    /// A secret was just issued (created or rotated) with this digest:
+    /// whatever was remembered of it as unknown is forgotten.
+    pub fn issued(&self, digest: &Digest) {
+        self.cache.forget_unknown(digest);
+    }
+
+    /// A turn to read the store, waiting at most [`READ_WAIT`].
+    async fn turn<'a>(&self, lane: &'a Semaphore) -> Result<SemaphorePermit<'a>, VerifyError> {
+        if let Ok(permit) = lane.try_acquire() {
+            return Ok(permit);
+        }
+        self.metrics.credential_read_waited();
+        match tokio::time::timeout(READ_WAIT, lane.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => {
+                self.metrics.credential_read_shed();
+                Err(VerifyError::Busy)
+            }
         }
     }
 
     /// Verifies an agent token for a gateway, and notes its use.
     pub async fn verify_agent(&self, presented: &str) -> Result<Arc<Cached>, VerifyError> {
-        let verified = self.check_agent(presented).await;
+        self.verify_agent_gated(presented, None).await
+    }
+
+    /// As [`Verifier::verify_agent`], for a gateway's request from `client`.
+    /// While `client` is over its limit of failed checks, a token that is
+    /// not in the cache is not read from the store: it is answered
+    /// [`VerifyError::Limited`] at once, so a flood of never-issued tokens
+    /// from one address costs no database reads. A token already verified
+    /// (in the cache) is answered as always, whoever presents it.
+    pub async fn verify_agent_from(
+        &self,
+        presented: &str,
+        limits: &FailureLimiter,
+        client: Option<IpAddr>,
+    ) -> Result<Arc<Cached>, VerifyError> {
+        self.verify_agent_gated(presented, Some((limits, client)))
+            .await
+    }
+
+    async fn verify_agent_gated(
+        &self,
+        presented: &str,
+        gate: Option<(&FailureLimiter, Option<IpAddr>)>,
+    ) -> Result<Arc<Cached>, VerifyError> {
+        let verified = self.check_agent(presented, gate).await;
         match &verified {
             Ok(_) => self.metrics.verification(Outcome::Valid),
             Err(VerifyError::Refused(refusal)) => {
                 self.metrics.verification(Outcome::Refused(*refusal))
             }
-            Err(VerifyError::Store(_)) => {}
+            Err(VerifyError::Store(_) | VerifyError::Busy | VerifyError::Limited(_)) => {}
         }
         verified
     }
 
-    async fn check_agent(&self, presented: &str) -> Result<Arc<Cached>, VerifyError> {
+    async fn check_agent(
+        &self,
+        presented: &str,
+        gate: Option<(&FailureLimiter, Option<IpAddr>)>,
+    ) -> Result<Arc<Cached>, VerifyError> {
         if parse_kind(presented) != Some(SecretKind::Agent) {
             return Err(VerifyError::Refused(Refusal::Malformed));
         }
@@ -135,8 +230,12 @@ impl Verifier {
                 return Err(VerifyError::Refused(Refusal::Unknown));
             }
             Lookup::Miss => {
+                if let Some((limits, client)) = gate {
+                    limits.check(client).map_err(VerifyError::Limited)?;
+                }
                 self.metrics.cache_miss();
                 let epoch = self.cache.epoch();
+                let _turn = self.turn(&self.verify_reads).await?;
                 match self.store.find_agent_credential(&digest).await? {
                     Some(credential) => self.cache.insert(digest, credential, now, epoch),
                     None => {
@@ -179,10 +278,12 @@ impl Verifier {
                 let entry = self.verify_agent(presented).await?;
                 Ok(Principal::Agent(entry.credential.clone()))
             }
-            Some(SecretKind::Root) => {
+            // Without a configured root, a root credential is the stored one.
+            Some(SecretKind::Root) if self.configured_root.is_none() => {
                 self.authenticate_digest(SessionCredential::Root, &Digest::of(presented))
                     .await
             }
+            Some(SecretKind::Root) => Err(VerifyError::Refused(Refusal::Unknown)),
             Some(SecretKind::Api) => {
                 self.authenticate_digest(SessionCredential::ApiToken, &Digest::of(presented))
                     .await
@@ -192,8 +293,9 @@ impl Verifier {
     }
 
     /// Identifies a management credential known only by its digest: a
-    /// console session's, which is checked again on every request, so a
-    /// deleted, rotated or expired credential ends the session at once.
+    /// presented one's, or a console session's, which is checked again on
+    /// every request, so a deleted, rotated or expired credential ends the
+    /// session at once.
     pub async fn authenticate_digest(
         &self,
         kind: SessionCredential,
@@ -206,7 +308,10 @@ impl Verifier {
                 }),
                 // A configured root is then the only root credential.
                 Some(_) => Err(VerifyError::Refused(Refusal::Unknown)),
-                None => match self.store.root_credential().await? {
+                // Not remembered as unknown: a new root can be shown before
+                // it is stored (`root-token --rotate`, recovery), and must
+                // work as soon as it is. The read is one row, in its lane.
+                None => match self.stored_root().await? {
                     Some(root) if root.secret_digest.ct_eq(digest) => {
                         Ok(Principal::Root { id: root.id })
                     }
@@ -219,19 +324,47 @@ impl Verifier {
 
     /// An API token is read from the store on every request (management
     /// calls are not the hot path), so a delete, a rotation or a change of
-    /// roles takes effect on the very next request, on every replica.
+    /// roles takes effect on the very next request, on every replica. Only
+    /// the answer "unknown" is remembered.
     async fn authenticate_api_token(&self, digest: &Digest) -> Result<Principal, VerifyError> {
-        let credential = self
-            .store
-            .find_api_credential(digest)
-            .await?
-            .ok_or(VerifyError::Refused(Refusal::Unknown))?;
+        let epoch = self.known_unknown(digest)?;
+        let found = {
+            let _turn = self.turn(&self.manage_reads).await?;
+            self.store.find_api_credential(digest).await?
+        };
+        let Some(credential) = found else {
+            self.cache.insert_unknown(*digest, self.clock.now(), epoch);
+            return Err(VerifyError::Refused(Refusal::Unknown));
+        };
         if credential.end_at.is_some_and(|end| self.clock.now() >= end) {
             return Err(VerifyError::Refused(Refusal::Expired));
         }
         Ok(Principal::ApiToken(credential))
     }
 }
+
+impl Verifier {
+    /// The stored root credential, read in the management lane.
+    async fn stored_root(&self) -> Result<Option<crate::model::RootCredential>, VerifyError> {
+        self.metrics.credential_lookup();
+        let _turn = self.turn(&self.manage_reads).await?;
+        Ok(self.store.root_credential().await?)
+    }
+
+    /// Refuses an API token remembered as unknown; otherwise
+    /// answers the cache epoch to hand to `insert_unknown` after the read.
+    fn known_unknown(&self, digest: &Digest) -> Result<u64, VerifyError> {
+        if self.cache.is_known_unknown(digest, self.clock.now()) {
+            self.metrics.credential_known_unknown();
+            return Err(VerifyError::Refused(Refusal::Unknown));
+        }
+        self.metrics.credential_lookup();
+        Ok(self.cache.epoch())
+    }
+}
+
+/// How many store reads for credentials run at once per lane, by default.
+pub const DEFAULT_CREDENTIAL_READS: usize = 4;
 
 /// Revocations reach the cache through the verifier: those this process
 /// makes (from the handlers) and those of other replicas (from the store).

@@ -821,3 +821,27 @@ async fn the_audit_log_filters_and_pages(app: TestApp) {
     let later = browser.get(&format!("{audit}?from=2099-01-01T00:00")).await;
     assert!(later.html.contains("No event matches."));
 }
+
+#[tokio::test]
+async fn failed_sign_ins_are_limited_like_failed_api_calls() {
+    let app = TestApp::sqlite(Settings::default()).await;
+    let mut browser = Browser::new(&app);
+    let burst = Settings::default().auth_failures.burst;
+    for _ in 0..burst {
+        let wrong = browser.sign_in("akapi_notarealtoken").await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    }
+    let limited = browser.sign_in("akapi_notarealtoken").await;
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.html
+    );
+    assert!(limited.headers.contains_key("retry-after"));
+    assert!(limited.html.contains("too many failed credential checks"));
+    // Over the limit even the right credential waits: nothing is read.
+    let right = browser.sign_in(&app.root).await;
+    assert_eq!(right.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(browser.cookie.is_none());
+}

@@ -474,3 +474,96 @@ async fn json_request_logs_and_the_metrics_listener() {
         "the root secret only in its announcement"
     );
 }
+
+/// Issue 11 item 3 through a real socket: the TCP peer is the client, a
+/// forged `X-Forwarded-For` from it changes nothing, failures over the
+/// burst are a 429 with `Retry-After`, a valid token is never limited.
+#[tokio::test]
+async fn failed_checks_over_the_burst_are_429_for_the_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &dir.path().join("a.db"),
+        &[("AGENTKEY_AUTH_FAILURE_BURST", "2")],
+    );
+    let root = server.printed_root().unwrap();
+    let client = Client::new(&server);
+    let org = client
+        .create("/v1/organizations", &root, json!({ "name": "o" }))
+        .await;
+    let org = org["id"].as_str().unwrap();
+    let ws = client
+        .create(
+            &format!("/v1/organizations/{org}/workspaces"),
+            &root,
+            json!({ "name": "w" }),
+        )
+        .await;
+    let dep = client
+        .create(
+            &format!("/v1/organizations/{org}/deployments"),
+            &root,
+            json!({ "name": "d", "workspaceId": ws["id"] }),
+        )
+        .await;
+    let token = client
+        .create(
+            &format!(
+                "/v1/organizations/{org}/deployments/{}/agent-tokens",
+                dep["id"].as_str().unwrap()
+            ),
+            &root,
+            json!({ "name": "t" }),
+        )
+        .await;
+    let valid = token["token"].as_str().unwrap();
+    let authorize = |token: &str, forged: &str| {
+        client
+            .http
+            .get(format!("{}/v1/authorize", client.base))
+            .bearer_auth(token)
+            .header("x-forwarded-for", forged)
+            .header("x-real-ip", forged)
+            .send()
+    };
+    // Verified once, so in the cache: never limited after.
+    let response = authorize(valid, "10.0.0.9").await.unwrap();
+    assert_eq!(response.status(), 200);
+    for forged in ["10.0.0.1", "10.0.0.2"] {
+        let response = authorize("akagent_nonsense", forged).await.unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    let response = authorize("akagent_nonsense", "10.0.0.3").await.unwrap();
+    assert_eq!(response.status(), 429);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["statusCode"], 429);
+    let response = authorize(valid, "10.0.0.4").await.unwrap();
+    assert_eq!(response.status(), 200, "a verified token is never limited");
+    server.stop();
+}
+
+#[test]
+fn a_bad_trusted_proxy_list_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .arg("serve")
+        .env("AGENTKEY_LISTEN", "127.0.0.1:0")
+        .env(
+            "AGENTKEY_DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("a.db").display()),
+        )
+        .env("AGENTKEY_TRUSTED_PROXIES", "10.0.0.0/8, gateway.local")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("AGENTKEY_TRUSTED_PROXIES: \"gateway.local\" is not an IP address"),
+        "{stderr}"
+    );
+}

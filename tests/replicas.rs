@@ -106,11 +106,11 @@ async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Durati
 struct Proxy {
     port: u16,
     up: Arc<AtomicBool>,
-    connections: Arc<Mutex<Vec<Connection>>>,
+    connections: Arc<Mutex<Vec<Tracked>>>,
 }
 
-/// One proxied connection: the task copying it, and what is known of it.
-type Connection = (tokio::task::AbortHandle, Arc<Link>);
+/// A proxied connection: its task, and what the proxy knows of it.
+type Tracked = (tokio::task::AbortHandle, Arc<Link>);
 
 /// What the proxy knows of one connection.
 #[derive(Default)]

@@ -211,7 +211,12 @@ fn too_many_or_too_large_headers_get_the_envelope() {
 #[test]
 fn refused_verifications_are_summarized_not_logged_one_by_one() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("a.db"), &[]);
+    // Failures from one address are limited after a burst (tests/abuse.rs);
+    // here every refusal must reach the log summary as a 401.
+    let server = Server::start(
+        &dir.path().join("a.db"),
+        &[("AGENTKEY_AUTH_FAILURE_BURST", "1000")],
+    );
     let root = server.printed_root().expect("a generated root credential");
     const REFUSED: usize = 60;
     for i in 0..REFUSED {

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{header, HeaderValue, Method, Request, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
@@ -25,21 +25,35 @@ use crate::verify::Principal;
 pub struct Api {
     router: Router,
     principal: Principal,
-    request_id: Option<HeaderValue>,
+    /// The browser request's id and client-address headers, passed on so
+    /// the API logs and audits the same request and client.
+    forwarded: Vec<(HeaderName, HeaderValue)>,
     peer: Option<SocketAddr>,
 }
+
+/// Headers of the browser's request that the in-process API call carries.
+const FORWARDED: [&str; 3] = [REQUEST_ID_HEADER, "x-forwarded-for", "x-real-ip"];
 
 impl Api {
     pub fn new(
         router: Router,
         principal: Principal,
-        request_id: Option<HeaderValue>,
+        headers: &HeaderMap,
         peer: Option<SocketAddr>,
     ) -> Api {
+        let forwarded = FORWARDED
+            .iter()
+            .flat_map(|name| {
+                headers
+                    .get_all(*name)
+                    .iter()
+                    .map(|value| (HeaderName::from_static(name), value.clone()))
+            })
+            .collect();
         Api {
             router,
             principal,
-            request_id,
+            forwarded,
             peer,
         }
     }
@@ -70,8 +84,8 @@ impl Api {
         body: Option<&impl Serialize>,
     ) -> Result<T, ApiError> {
         let mut request = Request::builder().method(method).uri(format!("/v1{path}"));
-        if let Some(id) = &self.request_id {
-            request = request.header(REQUEST_ID_HEADER, id.clone());
+        for (name, value) in &self.forwarded {
+            request = request.header(name, value.clone());
         }
         let body = match body {
             Some(body) => {

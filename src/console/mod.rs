@@ -27,7 +27,6 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::http::context::REQUEST_ID_HEADER;
 use crate::token::id::is_id;
 use api::Api;
 use session::SignedIn;
@@ -213,7 +212,7 @@ impl FromRequestParts<Console> for Ctx {
         let api = Api::new(
             console.api.clone(),
             user.principal.clone(),
-            parts.headers.get(REQUEST_ID_HEADER).cloned(),
+            &parts.headers,
             peer_of(parts),
         );
         Ok(Ctx {
@@ -221,6 +220,21 @@ impl FromRequestParts<Console> for Ctx {
             api,
             console: console.clone(),
         })
+    }
+}
+
+/// The client's address, as the API establishes it (trusted proxies and
+/// all), for the console's own handlers.
+pub struct ClientOf(pub Option<std::net::IpAddr>);
+
+impl FromRequestParts<Console> for ClientOf {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        console: &Console,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientOf(crate::http::client_ip::of(parts, &console.state)))
     }
 }
 

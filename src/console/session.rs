@@ -154,6 +154,10 @@ impl FromRequestParts<Console> for SignedIn {
                 return Err(refuse(true).into_response());
             }
             Err(VerifyError::Store(e)) => return Err(super::pages::store_failure(e.into())),
+            // Too busy to check now: the session stays, the page says so.
+            Err(VerifyError::Busy | VerifyError::Limited(_)) => {
+                return Err(super::pages::busy());
+            }
         };
         if now - session.last_seen_at >= TOUCH_EVERY_SECONDS {
             store

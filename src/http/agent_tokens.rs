@@ -157,6 +157,7 @@ pub async fn create_agent_token(
         .store
         .create_agent_token(&new, state.settings.max_agent_tokens_per_deployment, &audit)
         .await?;
+    state.verifier.issued(&new.secret_digest);
     tracing::info!(token_id = %new.token.id, deployment_id = %new.token.deployment_id, "agent token created");
     Ok(SecretResponse::new(
         ApiToken::from(&new.token).revealing(&secret),
@@ -273,6 +274,7 @@ pub async fn rotate_agent_token(
         })
         .await?
         .ok_or_else(|| ApiError::not_found("agent token"))?;
+    state.verifier.issued(&secret.digest());
     tracing::info!(token_id = %token.id, grace_seconds = grace, "agent token rotated");
     Ok(SecretResponse::new(
         ApiToken::agent(&token, now).revealing(&secret),

@@ -309,6 +309,7 @@ pub async fn create_api_token(
         now,
     );
     state.store.create_api_token(&new, &audit).await?;
+    state.verifier.issued(&new.secret_digest);
     tracing::info!(token_id = %new.token.id, scope = %new.token.scope, "API token created");
     Ok(SecretResponse::new(
         ApiToken::from(&new.token).revealing(&secret),
@@ -458,6 +459,7 @@ pub async fn rotate_api_token(
         short_token: secret.short_token(),
     };
     let token = change(&state, &caller, &origin, &org, &id, edit).await?;
+    state.verifier.issued(&secret.digest());
     tracing::info!(token_id = %token.id, "API token rotated");
     Ok(SecretResponse::new(
         ApiToken::from(&token).revealing(&secret),

@@ -2,9 +2,7 @@
 //! came from, so it can hand the store an [`AuditEvent`] to write with the
 //! change; `GET /organizations/{org}/audit-logs` reads the trail back.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::Json;
 use chrono::DateTime;
@@ -25,22 +23,23 @@ use crate::token::id::new_ordered_id;
 use crate::token::request::FieldError;
 
 /// Where a request came from: its id (as the request context set it) and
-/// the address of the peer that sent it, when known.
+/// the client's address as `client_ip` establishes it (behind a trusted
+/// proxy, the address the proxy forwarded), when known.
 pub struct Origin {
     request_id: Option<String>,
     source_ip: Option<String>,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Origin {
+impl FromRequestParts<AppState> for Origin {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         Ok(Origin {
             request_id: incoming_request_id_in(&parts.headers),
-            source_ip: parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| addr.ip().to_string()),
+            source_ip: super::client_ip::of(parts, state).map(|ip| ip.to_string()),
         })
     }
 }

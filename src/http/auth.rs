@@ -1,13 +1,17 @@
 //! The `Caller` extractor: authenticates the bearer credential of a
-//! management request and checks its permission through `authz`.
+//! management request and checks its permission through `authz`. A failed
+//! check counts against the client's limit (see `throttle`), through
+//! [`failed`], which the verification endpoints use too.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
+use std::net::IpAddr;
 
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::authz::{self, Action, Resource};
+use crate::metrics::Check;
 use crate::verify::{Principal, VerifyError};
 
 /// The authenticated caller of a management endpoint.
@@ -28,14 +32,28 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(Authenticated(principal)) = parts.extensions.get::<Authenticated>() {
             return Ok(Caller(principal.clone()));
         }
-        let presented = bearer_token(&parts.headers).ok_or_else(|| {
-            ApiError::unauthorized("missing credential: send Authorization: Bearer <token>")
-        })?;
+        let refused = |message: &str| {
+            let client = super::client_ip::of(parts, state);
+            failed(
+                state,
+                client,
+                Check::Management,
+                ApiError::unauthorized(message),
+            )
+        };
+        let Some(presented) = bearer_token(&parts.headers) else {
+            return Err(refused(
+                "missing credential: send Authorization: Bearer <token>",
+            ));
+        };
         match state.verifier.authenticate(presented).await {
             Ok(principal) => Ok(Caller(principal)),
-            Err(VerifyError::Refused(_)) => Err(ApiError::unauthorized(
+            Err(VerifyError::Refused(_)) => Err(refused(
                 "the bearer credential is invalid, expired or revoked",
             )),
+            Err(VerifyError::Busy) => Err(ApiError::busy()),
+            // Management does not gate on the limit before reading.
+            Err(VerifyError::Limited(retry)) => Err(ApiError::too_many_failures(retry)),
             Err(VerifyError::Store(err)) => Err(err.into()),
         }
     }
@@ -47,6 +65,23 @@ impl FromRequestParts<AppState> for Caller {
 /// client sends can become one.
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Principal);
+
+/// The answer to a failed credential check by `client`: `refusal`, or a
+/// 429 (counted in the metrics) once the client has failed too often.
+pub fn failed(
+    state: &AppState,
+    client: Option<IpAddr>,
+    check: Check,
+    refusal: ApiError,
+) -> ApiError {
+    match state.auth_failures.failed(client) {
+        Ok(()) => refusal,
+        Err(retry) => {
+            state.metrics.limited(check);
+            ApiError::too_many_failures(retry)
+        }
+    }
+}
 
 /// The bearer credential of a request, if it has one, unverified: for the
 /// verification endpoints, which answer a missing credential themselves.

@@ -9,10 +9,12 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::PresentedToken;
+use super::auth::{failed, PresentedToken};
+use super::client_ip::ClientIp;
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::clock::rfc3339;
+use crate::metrics::Check;
 use crate::model::AgentCredential;
 use crate::verify::VerifyError;
 
@@ -48,19 +50,33 @@ pub struct Authorization {
     params(AuthorizeQuery),
     responses((status = 200, description = "Valid; the ids are also in X-Agentkey-* headers", body = Authorization),
               (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = super::error::ErrorBody),
-              (status = 403, description = "Valid, but for another deployment than `deploymentId`", body = super::error::ErrorBody)))]
+              (status = 403, description = "Valid, but for another deployment than `deploymentId`", body = super::error::ErrorBody),
+              (status = 429, description = "The client failed too many checks; see Retry-After", body = super::error::ErrorBody)))]
 pub async fn authorize(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     PresentedToken(presented): PresentedToken,
     query: super::extract::QueryParams<AuthorizeQuery>,
 ) -> Result<Response, ApiError> {
-    let presented = presented.ok_or_else(invalid_token)?;
-    let entry = match state.verifier.verify_agent(&presented).await {
+    let refused = || failed(&state, client, Check::Authorize, invalid_token());
+    let Some(presented) = presented else {
+        return Err(refused());
+    };
+    let verified = state
+        .verifier
+        .verify_agent_from(&presented, &state.auth_failures, client)
+        .await;
+    let entry = match verified {
         Ok(entry) => entry,
         Err(VerifyError::Refused(refusal)) => {
             tracing::debug!(?refusal, "agent token refused");
-            return Err(invalid_token());
+            return Err(refused());
         }
+        Err(VerifyError::Limited(retry)) => {
+            state.metrics.limited(Check::Authorize);
+            return Err(ApiError::too_many_failures(retry));
+        }
+        Err(VerifyError::Busy) => return Err(ApiError::busy()),
         Err(VerifyError::Store(err)) => return Err(err.into()),
     };
     let credential = &entry.credential;

@@ -22,6 +22,8 @@ pub struct ApiError {
     pub field_errors: Vec<FieldError>,
     /// The `WWW-Authenticate` challenge of a 401.
     pub challenge: Option<&'static str>,
+    /// The `Retry-After` seconds of a 429 or 503.
+    pub retry_after: Option<u64>,
     /// What went wrong inside, for the log line of a 5xx; never sent.
     pub detail: Option<String>,
 }
@@ -44,6 +46,7 @@ impl ApiError {
             message: message.into(),
             field_errors: Vec::new(),
             challenge: None,
+            retry_after: None,
             detail: None,
         }
     }
@@ -80,6 +83,31 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, format!("{what} not found"))
     }
 
+    /// A 429 for a client over its limit of failed credential checks.
+    pub fn too_many_failures(retry: crate::throttle::RetryAfter) -> ApiError {
+        let seconds = retry.seconds();
+        ApiError {
+            retry_after: Some(seconds),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "too many failed credential checks from this address; retry in {seconds} s"
+                ),
+            )
+        }
+    }
+
+    /// A 503 for a credential check that waited too long for a store read.
+    pub fn busy() -> ApiError {
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many credential checks in progress; retry in 1 s",
+            )
+        }
+    }
+
     pub fn internal() -> ApiError {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -105,6 +133,11 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(challenge),
             );
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response.extensions_mut().insert(self);
         response

@@ -13,10 +13,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Caller;
+use super::client_ip::ClientIp;
 use super::error::ApiError;
 use super::extract::ValidForm;
 use crate::app::AppState;
 use crate::authz::{self, Action, Resource};
+use crate::metrics::Check;
 use crate::token::request::FieldError;
 use crate::verify::VerifyError;
 
@@ -61,9 +63,11 @@ pub struct Introspection {
 /// Introspect a token (RFC 7662).
 #[utoipa::path(post, path = "/introspect", tag = "Verification",
     request_body(content = IntrospectionRequest, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 200, description = "Whether the token is active, and if so what it is", body = Introspection)))]
+    responses((status = 200, description = "Whether the token is active, and if so what it is", body = Introspection),
+               (status = 429, description = "The client failed too many checks; see Retry-After", body = super::error::ErrorBody)))]
 pub async fn introspect(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     caller: Caller,
     ValidForm(request): ValidForm<IntrospectionRequest>,
 ) -> Result<Response, ApiError> {
@@ -75,7 +79,11 @@ pub async fn introspect(
             "token is required",
         )]));
     };
-    let answer = match state.verifier.verify_agent(&token).await {
+    let verified = state
+        .verifier
+        .verify_agent_from(&token, &state.auth_failures, client)
+        .await;
+    let answer = match verified {
         Ok(entry) => {
             let c = &entry.credential;
             let allowed = authz::authorize(
@@ -98,7 +106,20 @@ pub async fn introspect(
                 Err(_) => Introspection::default(),
             }
         }
-        Err(VerifyError::Refused(_)) => Introspection::default(),
+        // An inactive token counts against the client's limit, as a
+        // failed authorization does.
+        Err(VerifyError::Refused(_)) => {
+            if let Err(retry) = state.auth_failures.failed(client) {
+                state.metrics.limited(Check::Introspect);
+                return Err(ApiError::too_many_failures(retry));
+            }
+            Introspection::default()
+        }
+        Err(VerifyError::Limited(retry)) => {
+            state.metrics.limited(Check::Introspect);
+            return Err(ApiError::too_many_failures(retry));
+        }
+        Err(VerifyError::Busy) => return Err(ApiError::busy()),
         Err(VerifyError::Store(err)) => return Err(err.into()),
     };
     let mut response = Json(answer).into_response();

@@ -11,6 +11,7 @@ pub mod api_tokens;
 pub mod audit;
 pub mod auth;
 pub mod authorize;
+pub mod client_ip;
 pub mod context;
 pub mod deployments;
 pub mod error;

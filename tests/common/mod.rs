@@ -129,6 +129,11 @@ impl TestApp {
     }
 
     /// Sends one request; `body` is sent as JSON when given.
+    /// The PostgreSQL database's URL, when the backend is PostgreSQL.
+    pub fn database_url(&self) -> Option<&str> {
+        self._database.as_ref().map(|d| d.url.as_str())
+    }
+
     pub async fn send(
         &self,
         method: Method,

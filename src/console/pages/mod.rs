@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::session::{self, urlencode};
 use super::views::*;
-use super::{see_other, Console, Ctx, Posted, Q};
+use super::{see_other, ClientOf, Console, Ctx, Posted, Q};
 use crate::authz::{self, Action, Resource};
 use crate::http::audit::AuditLogsPaginated;
 use crate::http::deployments::{Deployment, DeploymentsPaginated};
@@ -155,6 +155,18 @@ pub fn forbidden_form() -> Response {
         "this form did not come from this console session (it may be stale, or sent by \
          another site); nothing was changed. Reload the page and try again.",
     )
+}
+
+/// Credential checks are queued up: try again in a moment.
+pub fn busy() -> Response {
+    let mut page = plain_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Busy",
+        "agentkey is checking many credentials at the moment; reload this page in a second",
+    );
+    page.headers_mut()
+        .insert(axum::http::header::RETRY_AFTER, 1.into());
+    page
 }
 
 pub fn bad_query() -> Response {

@@ -35,6 +35,7 @@ pub struct SignInForm {
 
 pub async fn sign_in(
     State(console): State<Console>,
+    ClientOf(client): ClientOf,
     headers: HeaderMap,
     Form(form): Form<SignInForm>,
 ) -> Response {
@@ -52,6 +53,19 @@ pub async fn sign_in(
             status,
         )
     };
+    // Failed sign-ins count against the address like any failed credential
+    // check; over the limit, nothing is read until the wait is over.
+    let limited = |error: ApiError| {
+        let mut page = refuse(error.status, &error.message);
+        if let Some(seconds) = error.retry_after {
+            page.headers_mut()
+                .insert(header::RETRY_AFTER, seconds.into());
+        }
+        page
+    };
+    if let Err(retry) = console.state.auth_failures.check(client) {
+        return limited(ApiError::too_many_failures(retry));
+    }
     let presented = form.token.trim();
     if presented.is_empty() {
         return refuse(StatusCode::BAD_REQUEST, "Enter an API token.");
@@ -68,11 +82,15 @@ pub async fn sign_in(
     let principal = match console.state.verifier.authenticate(presented).await {
         Ok(principal) => principal,
         Err(VerifyError::Refused(_)) => {
-            return refuse(
-                StatusCode::UNAUTHORIZED,
-                "This credential is invalid, expired or revoked.",
-            )
+            return limited(crate::http::auth::failed(
+                &console.state,
+                client,
+                crate::metrics::Check::Management,
+                ApiError::unauthorized("This credential is invalid, expired or revoked."),
+            ))
         }
+        Err(VerifyError::Busy) => return limited(ApiError::busy()),
+        Err(VerifyError::Limited(retry)) => return limited(ApiError::too_many_failures(retry)),
         Err(VerifyError::Store(err)) => return store_failure(err.into()),
     };
     let Some(kind) = session::credential_of(&principal) else {
