@@ -1,10 +1,8 @@
 //! `GET /v1/authorize`, the gateway's forward-auth check, and how agent
 //! tokens are (not) accepted elsewhere.
 
-mod common;
-
+use crate::common::{str_of, TestApp, START};
 use axum::http::{Method, StatusCode};
-use common::{str_of, TestApp, START};
 use serde_json::json;
 
 async fn a_valid_token_answers_its_identity_in_body_and_headers(app: TestApp) {
@@ -316,7 +314,7 @@ async fn cached_entries_are_read_again_after_their_age_limit(app: TestApp) {
             &t.org,
             &t.deployment,
             str_of(&created, "id"),
-            &common::audit(),
+            &crate::common::audit(),
         )
         .await
         .unwrap();

@@ -5,11 +5,10 @@
 //! are bounded. Requests go through the real router with the peer address
 //! the server would record (`ConnectInfo`).
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::common::{Reply, TestApp};
 use agentkey::app::Settings;
 use agentkey::clock::Clock;
 use agentkey::http::client_ip::{parse_network, TrustedProxies};
@@ -18,7 +17,6 @@ use agentkey::token::{Secret, SecretKind};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode};
-use common::{Reply, TestApp};
 use serde_json::{json, Value};
 
 const NEVER_ISSUED_AGENT: fn() -> String =

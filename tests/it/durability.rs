@@ -5,14 +5,12 @@
 //! delete it acknowledged (204) must be gone, and its secret refused. On
 //! SQLite always, on PostgreSQL when `AGENTKEY_TEST_DATABASE_URL` is set.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::postgres::TestDatabase;
-use common::process::Server;
+use crate::common::postgres::TestDatabase;
+use crate::common::process::Server;
 use serde_json::{json, Value};
 
 /// Acknowledged creates before the kill (or at most `WRITING`).

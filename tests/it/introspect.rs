@@ -1,10 +1,8 @@
 //! `POST /v1/introspect`, RFC 7662.
 
-mod common;
-
+use crate::common::{str_of, Reply, TestApp, START};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{str_of, Reply, TestApp, START};
 use serde_json::json;
 
 async fn introspect(app: &TestApp, caller: Option<&str>, form: &str) -> Reply {

@@ -18,9 +18,7 @@ use agentkey::store::ApiTokenFilter;
 use agentkey::store::{self, PageRequest, Sort, SortColumn, Store, StoreError};
 use agentkey::token::{new_id, Digest};
 
-mod common;
-
-use common::postgres::{fresh_postgres, with_database};
+use crate::common::postgres::{fresh_postgres, with_database};
 
 // ---------------------------------------------------------------------------
 // Harness
@@ -147,7 +145,7 @@ async fn postgres_replicas_starting_together_all_migrate() {
             .map(|s| s.unwrap_or_else(|e| panic!("a replica failed to start: {e}")));
         let org = org_named("after the race", 1);
         stores[0]
-            .create_organization(&org, &common::audit())
+            .create_organization(&org, &crate::common::audit())
             .await
             .expect("create");
         for s in &stores {
@@ -250,15 +248,15 @@ async fn scaffold(store: &dyn Store) -> (Organization, Workspace, Deployment) {
     let ws = workspace_in(&org, "data", "", 2);
     let dep = deployment_in(&ws, "prod", "", 3);
     store
-        .create_organization(&org, &common::audit())
+        .create_organization(&org, &crate::common::audit())
         .await
         .expect("create org");
     store
-        .create_workspace(&ws, &common::audit())
+        .create_workspace(&ws, &crate::common::audit())
         .await
         .expect("create workspace");
     store
-        .create_deployment(&dep, &common::audit())
+        .create_deployment(&dep, &crate::common::audit())
         .await
         .expect("create deployment");
     (org, ws, dep)
@@ -430,7 +428,7 @@ async fn organizations_round_trip(store: Arc<dyn Store>) {
     ];
     for org in &orgs {
         store
-            .create_organization(org, &common::audit())
+            .create_organization(org, &crate::common::audit())
             .await
             .expect("create");
     }
@@ -452,7 +450,7 @@ async fn organizations_round_trip(store: Arc<dyn Store>) {
     };
     assert!(
         store
-            .create_organization(&again, &common::audit())
+            .create_organization(&again, &crate::common::audit())
             .await
             .is_err(),
         "duplicate id accepted"
@@ -466,11 +464,11 @@ async fn organizations_round_trip(store: Arc<dyn Store>) {
 async fn workspaces_belong_to_their_organization(store: Arc<dyn Store>) {
     let (a, b) = (org_named("a", 1), org_named("b", 2));
     store
-        .create_organization(&a, &common::audit())
+        .create_organization(&a, &crate::common::audit())
         .await
         .expect("create org");
     store
-        .create_organization(&b, &common::audit())
+        .create_organization(&b, &crate::common::audit())
         .await
         .expect("create org");
     let a1 = workspace_in(&a, "a1", "first", 10);
@@ -478,7 +476,7 @@ async fn workspaces_belong_to_their_organization(store: Arc<dyn Store>) {
     let b1 = workspace_in(&b, "b1", "", 30);
     for ws in [&a1, &a2, &b1] {
         store
-            .create_workspace(ws, &common::audit())
+            .create_workspace(ws, &crate::common::audit())
             .await
             .expect("create workspace");
     }
@@ -507,20 +505,20 @@ async fn workspaces_belong_to_their_organization(store: Arc<dyn Store>) {
 async fn deployments_belong_to_their_organization(store: Arc<dyn Store>) {
     let (a, b) = (org_named("a", 1), org_named("b", 2));
     store
-        .create_organization(&a, &common::audit())
+        .create_organization(&a, &crate::common::audit())
         .await
         .expect("create org");
     store
-        .create_organization(&b, &common::audit())
+        .create_organization(&b, &crate::common::audit())
         .await
         .expect("create org");
     let (wa, wb) = (workspace_in(&a, "wa", "", 3), workspace_in(&b, "wb", "", 4));
     store
-        .create_workspace(&wa, &common::audit())
+        .create_workspace(&wa, &crate::common::audit())
         .await
         .expect("create workspace");
     store
-        .create_workspace(&wb, &common::audit())
+        .create_workspace(&wb, &crate::common::audit())
         .await
         .expect("create workspace");
     let a1 = deployment_in(&wa, "a1", "first", 10);
@@ -528,7 +526,7 @@ async fn deployments_belong_to_their_organization(store: Arc<dyn Store>) {
     let b1 = deployment_in(&wb, "b1", "", 30);
     for dep in [&a1, &a2, &b1] {
         store
-            .create_deployment(dep, &common::audit())
+            .create_deployment(dep, &crate::common::audit())
             .await
             .expect("create deployment");
     }
@@ -568,13 +566,13 @@ async fn paging_counts_every_row(store: Arc<dyn Store>) {
     for at in 10..14 {
         let o = org_named("o", at);
         store
-            .create_organization(&o, &common::audit())
+            .create_organization(&o, &crate::common::audit())
             .await
             .expect("create org");
         orgs.push(o);
         let w = workspace_in(&org, "w", "", at);
         store
-            .create_workspace(&w, &common::audit())
+            .create_workspace(&w, &crate::common::audit())
             .await
             .expect("create workspace");
         workspaces.push(w);
@@ -582,7 +580,7 @@ async fn paging_counts_every_row(store: Arc<dyn Store>) {
     for at in 10..15 {
         let t = token_in(&dep, "t", at);
         store
-            .create_agent_token(&t, 50, &common::audit())
+            .create_agent_token(&t, 50, &crate::common::audit())
             .await
             .expect("create token");
         tokens.push(t.token);
@@ -620,17 +618,17 @@ async fn paging_counts_every_row(store: Arc<dyn Store>) {
 async fn sorting_follows_byte_order(store: Arc<dyn Store>) {
     let org = org_named("sorting", 0);
     store
-        .create_organization(&org, &common::audit())
+        .create_organization(&org, &crate::common::audit())
         .await
         .expect("create org");
     let ws0 = workspace_in(&org, "w", "", 0);
     store
-        .create_workspace(&ws0, &common::audit())
+        .create_workspace(&ws0, &crate::common::audit())
         .await
         .expect("create workspace");
     let dep0 = deployment_in(&ws0, "d", "", 0);
     store
-        .create_deployment(&dep0, &common::audit())
+        .create_deployment(&dep0, &crate::common::audit())
         .await
         .expect("create deployment");
 
@@ -663,19 +661,19 @@ async fn sorting_follows_byte_order(store: Arc<dyn Store>) {
         t.token.created_by = user(TRICKY[(i as usize + 5) % TRICKY.len()]);
         t.token.updated_by = user(TRICKY[(i as usize * 5) % TRICKY.len()]);
         store
-            .create_organization(&o, &common::audit())
+            .create_organization(&o, &crate::common::audit())
             .await
             .expect("create org");
         store
-            .create_workspace(&w, &common::audit())
+            .create_workspace(&w, &crate::common::audit())
             .await
             .expect("create workspace");
         store
-            .create_deployment(&d, &common::audit())
+            .create_deployment(&d, &crate::common::audit())
             .await
             .expect("create deployment");
         store
-            .create_agent_token(&t, 50, &common::audit())
+            .create_agent_token(&t, 50, &crate::common::audit())
             .await
             .expect("create token");
         orgs.push(o);
@@ -761,7 +759,7 @@ async fn agent_tokens_round_trip(store: Arc<dyn Store>) {
     let (org, ws, dep) = scaffold(store.as_ref()).await;
     let other_dep = deployment_in(&ws, "staging", "", 4);
     store
-        .create_deployment(&other_dep, &common::audit())
+        .create_deployment(&other_dep, &crate::common::audit())
         .await
         .expect("create deployment");
 
@@ -777,11 +775,11 @@ async fn agent_tokens_round_trip(store: Arc<dyn Store>) {
     full.token.updated_by = user("someone");
     let bare = token_in(&dep, "bare", 20);
     store
-        .create_agent_token(&full, 50, &common::audit())
+        .create_agent_token(&full, 50, &crate::common::audit())
         .await
         .expect("create");
     store
-        .create_agent_token(&bare, 50, &common::audit())
+        .create_agent_token(&bare, 50, &crate::common::audit())
         .await
         .expect("create");
 
@@ -857,25 +855,25 @@ async fn deleting_an_agent_token_answers_its_digest_once(store: Arc<dyn Store>) 
     let (org, _, dep) = scaffold(store.as_ref()).await;
     let (gone, kept) = (token_in(&dep, "gone", 10), token_in(&dep, "kept", 20));
     store
-        .create_agent_token(&gone, 50, &common::audit())
+        .create_agent_token(&gone, 50, &crate::common::audit())
         .await
         .expect("create");
     store
-        .create_agent_token(&kept, 50, &common::audit())
+        .create_agent_token(&kept, 50, &crate::common::audit())
         .await
         .expect("create");
     let id = &gone.token.id;
 
     assert_eq!(
         store
-            .delete_agent_token(&new_id(), &dep.id, id, &common::audit())
+            .delete_agent_token(&new_id(), &dep.id, id, &crate::common::audit())
             .await
             .expect("delete"),
         None
     );
     assert_eq!(
         store
-            .delete_agent_token(&org.id, &new_id(), id, &common::audit())
+            .delete_agent_token(&org.id, &new_id(), id, &crate::common::audit())
             .await
             .expect("delete"),
         None
@@ -887,13 +885,13 @@ async fn deleting_an_agent_token_answers_its_digest_once(store: Arc<dyn Store>) 
         .is_some());
 
     let deleted = store
-        .delete_agent_token(&org.id, &dep.id, id, &common::audit())
+        .delete_agent_token(&org.id, &dep.id, id, &crate::common::audit())
         .await
         .expect("delete");
     assert_eq!(deleted, Some(gone.secret_digest));
     assert_eq!(
         store
-            .delete_agent_token(&org.id, &dep.id, id, &common::audit())
+            .delete_agent_token(&org.id, &dep.id, id, &crate::common::audit())
             .await
             .expect("delete"),
         None
@@ -929,7 +927,7 @@ async fn rotation_keeps_the_replaced_secret_for_its_grace_window(store: Arc<dyn 
     let (org, _, dep) = scaffold(store.as_ref()).await;
     let original = token_in(&dep, "rotated", 10);
     store
-        .create_agent_token(&original, 50, &common::audit())
+        .create_agent_token(&original, 50, &crate::common::audit())
         .await
         .expect("create");
     let actor = Subject {
@@ -959,7 +957,7 @@ async fn rotation_keeps_the_replaced_secret_for_its_grace_window(store: Arc<dyn 
     };
     assert_eq!(
         store
-            .rotate_agent_token(&elsewhere, &common::audit())
+            .rotate_agent_token(&elsewhere, &crate::common::audit())
             .await
             .expect("rotate"),
         None
@@ -970,7 +968,7 @@ async fn rotation_keeps_the_replaced_secret_for_its_grace_window(store: Arc<dyn 
     };
     assert_eq!(
         store
-            .rotate_agent_token(&missing, &common::audit())
+            .rotate_agent_token(&missing, &crate::common::audit())
             .await
             .expect("rotate"),
         None
@@ -980,7 +978,7 @@ async fn rotation_keeps_the_replaced_secret_for_its_grace_window(store: Arc<dyn 
     // First rotation, with a grace window for the original secret.
     let first = rotation("aaaa-first", Some(1000), 500);
     let rotated = store
-        .rotate_agent_token(&first, &common::audit())
+        .rotate_agent_token(&first, &crate::common::audit())
         .await
         .expect("rotate");
     let want = AgentToken {
@@ -1021,7 +1019,7 @@ async fn rotation_keeps_the_replaced_secret_for_its_grace_window(store: Arc<dyn 
     // secret a window of its own.
     let second = rotation("bbbb-second", Some(2000), 600);
     assert!(store
-        .rotate_agent_token(&second, &common::audit())
+        .rotate_agent_token(&second, &crate::common::audit())
         .await
         .expect("rotate")
         .is_some());
@@ -1042,7 +1040,7 @@ async fn rotation_keeps_the_replaced_secret_for_its_grace_window(store: Arc<dyn 
     // Without a window, the replaced secret stops at once.
     let third = rotation("cccc-third", None, 700);
     assert!(store
-        .rotate_agent_token(&third, &common::audit())
+        .rotate_agent_token(&third, &crate::common::audit())
         .await
         .expect("rotate")
         .is_some());
@@ -1052,7 +1050,12 @@ async fn rotation_keeps_the_replaced_secret_for_its_grace_window(store: Arc<dyn 
 
     // Deleting answers the current digest; nothing of the token verifies.
     let deleted = store
-        .delete_agent_token(&org.id, &dep.id, &original.token.id, &common::audit())
+        .delete_agent_token(
+            &org.id,
+            &dep.id,
+            &original.token.id,
+            &crate::common::audit(),
+        )
         .await
         .expect("delete");
     assert_eq!(deleted, Some(third.secret_digest));
@@ -1064,25 +1067,25 @@ async fn deleting_a_deployment_deletes_its_tokens(store: Arc<dyn Store>) {
     let other = deployment_in(&ws, "other", "", 4);
     let empty = deployment_in(&ws, "empty", "", 5);
     store
-        .create_deployment(&other, &common::audit())
+        .create_deployment(&other, &crate::common::audit())
         .await
         .expect("create deployment");
     store
-        .create_deployment(&empty, &common::audit())
+        .create_deployment(&empty, &crate::common::audit())
         .await
         .expect("create deployment");
     let doomed: Vec<NewAgentToken> = (0..3).map(|i| token_in(&dep, "t", 10 + i)).collect();
     let survivor = token_in(&other, "s", 10);
     for t in doomed.iter().chain([&survivor]) {
         store
-            .create_agent_token(t, 50, &common::audit())
+            .create_agent_token(t, 50, &crate::common::audit())
             .await
             .expect("create token");
     }
 
     assert_eq!(
         store
-            .delete_deployment(&new_id(), &dep.id, &common::audit())
+            .delete_deployment(&new_id(), &dep.id, &crate::common::audit())
             .await
             .expect("delete"),
         None
@@ -1094,7 +1097,7 @@ async fn deleting_a_deployment_deletes_its_tokens(store: Arc<dyn Store>) {
         .is_some());
 
     let digests = store
-        .delete_deployment(&org.id, &dep.id, &common::audit())
+        .delete_deployment(&org.id, &dep.id, &crate::common::audit())
         .await
         .expect("delete");
     let digests: BTreeSet<String> = digests
@@ -1106,7 +1109,7 @@ async fn deleting_a_deployment_deletes_its_tokens(store: Arc<dyn Store>) {
     assert_eq!(digests, want);
     assert_eq!(
         store
-            .delete_deployment(&org.id, &dep.id, &common::audit())
+            .delete_deployment(&org.id, &dep.id, &crate::common::audit())
             .await
             .expect("delete"),
         None
@@ -1148,13 +1151,13 @@ async fn deleting_a_deployment_deletes_its_tokens(store: Arc<dyn Store>) {
         .is_some());
 
     let none = store
-        .delete_deployment(&org.id, &empty.id, &common::audit())
+        .delete_deployment(&org.id, &empty.id, &crate::common::audit())
         .await
         .expect("delete");
     assert_eq!(none, Some(vec![]));
     assert_eq!(
         store
-            .delete_deployment(&org.id, &new_id(), &common::audit())
+            .delete_deployment(&org.id, &new_id(), &crate::common::audit())
             .await
             .expect("delete"),
         None
@@ -1165,21 +1168,21 @@ async fn token_limit_is_per_deployment(store: Arc<dyn Store>) {
     let (org, ws, dep) = scaffold(store.as_ref()).await;
     let other = deployment_in(&ws, "other", "", 4);
     store
-        .create_deployment(&other, &common::audit())
+        .create_deployment(&other, &crate::common::audit())
         .await
         .expect("create deployment");
     let mut created = vec![];
     for i in 0..3 {
         let t = token_in(&dep, "t", 10 + i);
         store
-            .create_agent_token(&t, 3, &common::audit())
+            .create_agent_token(&t, 3, &crate::common::audit())
             .await
             .expect("within the limit");
         created.push(t);
     }
     let refused = token_in(&dep, "one too many", 20);
     match store
-        .create_agent_token(&refused, 3, &common::audit())
+        .create_agent_token(&refused, 3, &crate::common::audit())
         .await
     {
         Err(StoreError::AgentTokenLimit { limit: 3 }) => {}
@@ -1200,17 +1203,17 @@ async fn token_limit_is_per_deployment(store: Arc<dyn Store>) {
 
     // Another deployment has room of its own.
     store
-        .create_agent_token(&token_in(&other, "t", 10), 3, &common::audit())
+        .create_agent_token(&token_in(&other, "t", 10), 3, &crate::common::audit())
         .await
         .expect("other deployment");
     // Deleting one makes room again.
     let first = &created[0].token;
     store
-        .delete_agent_token(&org.id, &dep.id, &first.id, &common::audit())
+        .delete_agent_token(&org.id, &dep.id, &first.id, &crate::common::audit())
         .await
         .expect("delete");
     store
-        .create_agent_token(&refused, 3, &common::audit())
+        .create_agent_token(&refused, 3, &crate::common::audit())
         .await
         .expect("room after a delete");
 }
@@ -1219,7 +1222,10 @@ async fn token_for_a_missing_deployment_is_refused(store: Arc<dyn Store>) {
     let (org, ws, _) = scaffold(store.as_ref()).await;
     let ghost = deployment_in(&ws, "never created", "", 4);
     let t = token_in(&ghost, "orphan", 10);
-    match store.create_agent_token(&t, 50, &common::audit()).await {
+    match store
+        .create_agent_token(&t, 50, &crate::common::audit())
+        .await
+    {
         Err(StoreError::DeploymentNotFound) => {}
         other => panic!("expected DeploymentNotFound, got {other:?}"),
     }
@@ -1228,7 +1234,7 @@ async fn token_for_a_missing_deployment_is_refused(store: Arc<dyn Store>) {
     let mut foreign = token_in(&real, "foreign", 11);
     foreign.token.organization_id = org.id.clone();
     match store
-        .create_agent_token(&foreign, 50, &common::audit())
+        .create_agent_token(&foreign, 50, &crate::common::audit())
         .await
     {
         Err(StoreError::DeploymentNotFound) => {}
@@ -1252,11 +1258,11 @@ async fn recording_use_never_lowers_last_used_at(store: Arc<dyn Store>) {
     let (org, _, dep) = scaffold(store.as_ref()).await;
     let (a, b) = (token_in(&dep, "a", 10), token_in(&dep, "b", 10));
     store
-        .create_agent_token(&a, 50, &common::audit())
+        .create_agent_token(&a, 50, &crate::common::audit())
         .await
         .expect("create");
     store
-        .create_agent_token(&b, 50, &common::audit())
+        .create_agent_token(&b, 50, &crate::common::audit())
         .await
         .expect("create");
     let (a_id, b_id) = (a.token.id.clone(), b.token.id.clone());
@@ -1314,7 +1320,7 @@ async fn root_credential_is_a_singleton(store: Arc<dyn Store>) {
 
     let first = root("akroot_first", 1);
     assert!(store
-        .insert_root_credential_if_absent(&first, &common::audit())
+        .insert_root_credential_if_absent(&first, &crate::common::audit())
         .await
         .expect("insert"));
     assert_eq!(
@@ -1324,7 +1330,7 @@ async fn root_credential_is_a_singleton(store: Arc<dyn Store>) {
 
     let second = root("akroot_second", 2);
     assert!(!store
-        .insert_root_credential_if_absent(&second, &common::audit())
+        .insert_root_credential_if_absent(&second, &crate::common::audit())
         .await
         .expect("insert"));
     assert_eq!(
@@ -1333,7 +1339,7 @@ async fn root_credential_is_a_singleton(store: Arc<dyn Store>) {
     );
 
     store
-        .replace_root_credential(&second, &common::audit())
+        .replace_root_credential(&second, &crate::common::audit())
         .await
         .expect("replace");
     assert_eq!(
@@ -1342,7 +1348,7 @@ async fn root_credential_is_a_singleton(store: Arc<dyn Store>) {
     );
     let third = root("akroot_third", 3);
     store
-        .replace_root_credential(&third, &common::audit())
+        .replace_root_credential(&third, &crate::common::audit())
         .await
         .expect("replace");
     assert_eq!(store.root_credential().await.expect("read"), Some(third));
@@ -1359,7 +1365,11 @@ async fn concurrent_creates_through_two_pools_hold_the_limit(url: String) {
     for i in 0..20 {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         let new = token_in(&dep, &format!("t{i}"), 10 + i);
-        tasks.spawn(async move { store.create_agent_token(&new, 5, &common::audit()).await });
+        tasks.spawn(async move {
+            store
+                .create_agent_token(&new, 5, &crate::common::audit())
+                .await
+        });
     }
     let (mut created, mut refused) = (0, 0);
     while let Some(joined) = tasks.join_next().await {
@@ -1410,7 +1420,7 @@ async fn audit_events_commit_with_their_change(store: Arc<dyn Store>) {
         organization_id: Some(org.id.clone()),
         occurred_at: at,
         action: action.into(),
-        ..common::audit()
+        ..crate::common::audit()
     };
     let everything = |store: Arc<dyn Store>, window: store::AuditQuery| {
         let org = org.id.clone();
@@ -1561,11 +1571,11 @@ async fn api_tokens_round_trip(store: Arc<dyn Store>) {
         20,
     );
     store
-        .create_api_token(&full, &common::audit())
+        .create_api_token(&full, &crate::common::audit())
         .await
         .expect("create");
     store
-        .create_api_token(&bare, &common::audit())
+        .create_api_token(&bare, &crate::common::audit())
         .await
         .expect("create");
     assert_eq!(
@@ -1639,7 +1649,7 @@ async fn api_token_lists_filter_by_role_and_page(store: Arc<dyn Store>) {
     let (org, ws, dep) = scaffold(store.as_ref()).await;
     let ws2 = workspace_in(&org, "other", "", 4);
     store
-        .create_workspace(&ws2, &common::audit())
+        .create_workspace(&ws2, &crate::common::audit())
         .await
         .expect("create workspace");
     let org_token = api_token_in(
@@ -1674,7 +1684,7 @@ async fn api_token_lists_filter_by_role_and_page(store: Arc<dyn Store>) {
     );
     for t in [&org_token, &ws_token, &ws2_token] {
         store
-            .create_api_token(t, &common::audit())
+            .create_api_token(t, &crate::common::audit())
             .await
             .expect("create");
     }
@@ -1738,7 +1748,7 @@ async fn api_token_changes_are_whole(store: Arc<dyn Store>) {
         10,
     );
     store
-        .create_api_token(&new, &common::audit())
+        .create_api_token(&new, &crate::common::audit())
         .await
         .expect("create");
     let actor = Subject {
@@ -1763,7 +1773,7 @@ async fn api_token_changes_are_whole(store: Arc<dyn Store>) {
                     description: "d".into(),
                 },
             ),
-            &common::audit(),
+            &crate::common::audit(),
         )
         .await
         .expect("update")
@@ -1782,7 +1792,7 @@ async fn api_token_changes_are_whole(store: Arc<dyn Store>) {
     let changed = store
         .update_api_token(
             &change(30, ApiTokenEdit::Roles(roles.clone())),
-            &common::audit(),
+            &crate::common::audit(),
         )
         .await
         .expect("update")
@@ -1807,7 +1817,7 @@ async fn api_token_changes_are_whole(store: Arc<dyn Store>) {
                     short_token: "akapi_rota".into(),
                 },
             ),
-            &common::audit(),
+            &crate::common::audit(),
         )
         .await
         .expect("update")
@@ -1835,7 +1845,7 @@ async fn api_token_changes_are_whole(store: Arc<dyn Store>) {
     elsewhere.organization_id = new_id();
     assert_eq!(
         store
-            .update_api_token(&elsewhere, &common::audit())
+            .update_api_token(&elsewhere, &crate::common::audit())
             .await
             .expect("update"),
         None
@@ -1844,7 +1854,7 @@ async fn api_token_changes_are_whole(store: Arc<dyn Store>) {
     missing.token_id = new_id();
     assert_eq!(
         store
-            .update_api_token(&missing, &common::audit())
+            .update_api_token(&missing, &crate::common::audit())
             .await
             .expect("update"),
         None
@@ -1877,24 +1887,24 @@ async fn deleting_an_api_token_deletes_its_roles(store: Arc<dyn Store>) {
         11,
     );
     store
-        .create_api_token(&doomed, &common::audit())
+        .create_api_token(&doomed, &crate::common::audit())
         .await
         .expect("create");
     store
-        .create_api_token(&survivor, &common::audit())
+        .create_api_token(&survivor, &crate::common::audit())
         .await
         .expect("create");
 
     assert!(!store
-        .delete_api_token(&new_id(), &doomed.token.id, &common::audit())
+        .delete_api_token(&new_id(), &doomed.token.id, &crate::common::audit())
         .await
         .expect("delete"));
     assert!(store
-        .delete_api_token(&org.id, &doomed.token.id, &common::audit())
+        .delete_api_token(&org.id, &doomed.token.id, &crate::common::audit())
         .await
         .expect("delete"));
     assert!(!store
-        .delete_api_token(&org.id, &doomed.token.id, &common::audit())
+        .delete_api_token(&org.id, &doomed.token.id, &crate::common::audit())
         .await
         .expect("delete"));
     assert_eq!(
@@ -1918,7 +1928,7 @@ async fn deleting_an_api_token_deletes_its_roles(store: Arc<dyn Store>) {
     let mut again = doomed.clone();
     again.secret_digest = Digest::of("akapi_again");
     store
-        .create_api_token(&again, &common::audit())
+        .create_api_token(&again, &crate::common::audit())
         .await
         .expect("create again");
     assert_eq!(
@@ -1941,7 +1951,7 @@ async fn an_api_token_is_written_whole_or_not_at_all(store: Arc<dyn Store>) {
         10,
     );
     store
-        .create_api_token(&first, &common::audit())
+        .create_api_token(&first, &crate::common::audit())
         .await
         .expect("create");
     // Same secret digest: the insert fails, and none of its roles remain.
@@ -1955,7 +1965,7 @@ async fn an_api_token_is_written_whole_or_not_at_all(store: Arc<dyn Store>) {
     );
     clash.secret_digest = first.secret_digest;
     assert!(store
-        .create_api_token(&clash, &common::audit())
+        .create_api_token(&clash, &crate::common::audit())
         .await
         .is_err());
     assert_eq!(
@@ -1978,7 +1988,7 @@ async fn an_api_token_is_written_whole_or_not_at_all(store: Arc<dyn Store>) {
         12,
     );
     assert!(store
-        .create_api_token(&doubled, &common::audit())
+        .create_api_token(&doubled, &crate::common::audit())
         .await
         .is_err());
     assert_eq!(
@@ -1997,7 +2007,7 @@ async fn an_api_token_is_written_whole_or_not_at_all(store: Arc<dyn Store>) {
         edit: ApiTokenEdit::Roles(doubled.token.roles.clone()),
     };
     assert!(store
-        .update_api_token(&failing, &common::audit())
+        .update_api_token(&failing, &crate::common::audit())
         .await
         .is_err());
     assert_eq!(

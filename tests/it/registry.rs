@@ -1,10 +1,8 @@
 //! Organizations, workspaces and deployments: the registry agent tokens
 //! belong to.
 
-mod common;
-
+use crate::common::{str_of, TestApp};
 use axum::http::StatusCode;
-use common::{str_of, TestApp};
 use serde_json::json;
 
 async fn organizations_are_created_listed_and_fetched(app: TestApp) {

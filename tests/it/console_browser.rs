@@ -9,14 +9,12 @@
 //! Without `chromium` and `chromium-driver` the test says why it skipped;
 //! under `CI=true` it fails instead (`.ci/run` installs both).
 
-mod common;
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::Server;
+use crate::common::process::Server;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 

@@ -1,9 +1,7 @@
 //! `GET /metrics` after known traffic: the names and the values.
 
-mod common;
-
+use crate::common::{str_of, TestApp};
 use axum::http::{Method, StatusCode};
-use common::{str_of, TestApp};
 use serde_json::json;
 
 /// The value of the sample `name{labels}` in a text exposition.

@@ -1,10 +1,8 @@
 //! The four Astro v1 Agent API token endpoints through the real router.
 
-mod common;
-
+use crate::common::{str_of, TestApp, START};
 use agentkey::app::Settings;
 use axum::http::{Method, StatusCode};
-use common::{str_of, TestApp, START};
 use serde_json::{json, Value};
 
 async fn create_answers_the_astro_api_token_shape_with_the_secret_once(app: TestApp) {

@@ -4,12 +4,10 @@
 //! shutdown flushing `lastUsedAt`, `root-token --rotate` taking effect on a
 //! running server, and no secret in the logs.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::process::{root_in, Server, BIN};
+use crate::common::process::{root_in, Server, BIN};
 
 use serde_json::{json, Value};
 

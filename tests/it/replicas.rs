@@ -5,19 +5,17 @@
 //! happens when a replica loses the database and gets it back.
 //! Runs only when `AGENTKEY_TEST_DATABASE_URL` is set.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::postgres::TestDatabase;
 use agentkey::app::{AppState, Settings};
 use agentkey::bootstrap::ensure_generated_root;
 use agentkey::clock::{Clock, SystemClock};
 use agentkey::store::{self, Store};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use common::postgres::TestDatabase;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};

@@ -1,12 +1,10 @@
 //! Rotation with a grace window, on a manual clock.
 
-mod common;
-
+use crate::common::{str_of, TestApp, START};
 use axum::http::{Method, StatusCode};
-use common::{str_of, TestApp, START};
 use serde_json::{json, Value};
 
-async fn rotate(app: &TestApp, path: &str, body: Option<Value>) -> common::Reply {
+async fn rotate(app: &TestApp, path: &str, body: Option<Value>) -> crate::common::Reply {
     app.send(
         Method::POST,
         &format!("{path}/rotate"),

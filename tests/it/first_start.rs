@@ -2,12 +2,10 @@
 //! never lost to a crash (the process stopped where a `kill -9` could hit
 //! it), and the SQLite files are readable by their owner only.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::{root_in, Server, BIN};
+use crate::common::process::{root_in, Server, BIN};
 
 /// Runs `agentkey serve` on `db` with the test-only exit point set, and
 /// answers its stderr; the process must stop there (code 86) within 30 s,

@@ -4,13 +4,11 @@
 //! oversized heads get the JSON envelope. Every socket has a read timeout,
 //! so a limit that does not work fails the test instead of hanging it.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::process::Server;
+use crate::common::process::Server;
 use serde_json::Value;
 
 /// Deadlines of one second, so the tests are short.
@@ -211,7 +209,7 @@ fn too_many_or_too_large_headers_get_the_envelope() {
 #[test]
 fn refused_verifications_are_summarized_not_logged_one_by_one() {
     let dir = tempfile::tempdir().unwrap();
-    // Failures from one address are limited after a burst (tests/abuse.rs);
+    // Failures from one address are limited after a burst (tests/it/abuse.rs);
     // here every refusal must reach the log summary as a 401.
     let server = Server::start(
         &dir.path().join("a.db"),

@@ -1,10 +1,8 @@
 //! `/v1/organizations/{org}/tokens`: organization API tokens, their wire
 //! shape, their life cycle, and the refusals that keep them from escalating.
 
-mod common;
-
+use crate::common::{str_of, Reply, Tenant, TestApp, START};
 use axum::http::{Method, StatusCode};
-use common::{str_of, Reply, Tenant, TestApp, START};
 use serde_json::{json, Value};
 
 fn tokens_path(org: &str) -> String {

@@ -3,18 +3,16 @@
 //! organization, an agent token) and each status must equal its cell. The
 //! table must also cover every route of the OpenAPI document.
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 
+use crate::common::{str_of, TestApp};
 use agentkey::app::Settings;
 use agentkey::roles::Role;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use common::{str_of, TestApp};
 use serde_json::{json, Value};
 
-const DOC: &str = include_str!("../docs/permissions.md");
+const DOC: &str = include_str!("../../docs/permissions.md");
 const MISSING: &str = "c000000000000000000000000";
 
 struct Row {

@@ -3,13 +3,11 @@
 //! file). Every subcommand in table and JSON mode, and the exit codes of
 //! each way a command can fail.
 
-mod common;
-
 use std::process::Command;
 
 use serde_json::Value;
 
-use common::process::BIN;
+use crate::common::process::BIN;
 const ROOT: &str = "cli-test-root-credential-0123456789abcdef";
 
 const NOT_FOUND: i32 = 3;
@@ -22,7 +20,7 @@ const USAGE: i32 = 2;
 /// credential, on a database of its own; stopped when dropped.
 struct Server {
     // Kept for its Drop, which stops the server.
-    _process: common::process::Server,
+    _process: crate::common::process::Server,
     base: String,
     _dir: tempfile::TempDir,
 }
@@ -30,7 +28,7 @@ struct Server {
 impl Server {
     fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let process = common::process::Server::start(
+        let process = crate::common::process::Server::start(
             &dir.path().join("agentkey.db"),
             &[("AGENTKEY_ROOT_TOKEN", ROOT)],
         );

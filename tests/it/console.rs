@@ -2,15 +2,13 @@
 //! cookie's flags, session limits on a manual clock, CSRF refusals, role
 //! parity with the API, and secrets shown exactly once.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{str_of, TestApp};
 use agentkey::app::Settings;
 use agentkey::console::session::SessionSettings;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
-use common::{str_of, TestApp};
 use serde_json::json;
 
 const HOST: &str = "console.test";

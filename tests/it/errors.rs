@@ -1,13 +1,11 @@
 //! What every route shares: authentication, the `Error` envelope, request
 //! ids, unknown routes and methods, panics.
 
-mod common;
-
+use crate::common::TestApp;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use axum::routing::get;
 use axum::Router;
-use common::TestApp;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;

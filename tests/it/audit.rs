@@ -1,13 +1,11 @@
 //! The audit trail: every change appends an event in the same transaction,
 //! readable per organization.
 
-mod common;
-
+use crate::common::{str_of, TestApp, START};
 use axum::http::{Method, StatusCode};
-use common::{str_of, TestApp, START};
 use serde_json::{json, Value};
 
-fn logs(reply: &common::Reply) -> Vec<Value> {
+fn logs(reply: &crate::common::Reply) -> Vec<Value> {
     reply.body["auditLogs"]
         .as_array()
         .expect("auditLogs")
