@@ -19,7 +19,7 @@ use crate::authz::{self, Action, Resource};
 use crate::clock::rfc3339;
 use crate::model::{self, ApiTokenChange, ApiTokenEdit, NewApiToken};
 use crate::roles::{EntityType, RoleGrant};
-use crate::store::ApiTokenFilter;
+use crate::store::{ApiTokenFilter, Homes};
 use crate::token::grants::{self, RoleEntry};
 use crate::token::id::is_id;
 use crate::token::request::{end_of, parse_expiry_days, Description, Faults, FieldError, Name};
@@ -199,9 +199,50 @@ pub async fn list_api_tokens(
         (None, None) => Resource::Organization(&org),
     };
     caller.require(Action::GetApiTokens, resource)?;
+    // Without organization-wide access, only tokens created within the
+    // reach of the caller's role are listed: the rule `GET /tokens/{id}`
+    // applies to each one.
+    let homes = if authz::authorize(
+        &caller.0,
+        Action::GetApiTokens,
+        Resource::Organization(&org),
+    )
+    .is_ok()
+    {
+        None
+    } else {
+        match (&deployment, &workspace) {
+            (
+                Some(Place::Deployment {
+                    workspace,
+                    deployment,
+                    ..
+                }),
+                _,
+            ) => {
+                let in_workspace = Resource::Workspace {
+                    organization: &org,
+                    workspace,
+                };
+                Some(
+                    if authz::authorize(&caller.0, Action::GetApiTokens, in_workspace).is_ok() {
+                        Homes::Workspace(workspace.clone())
+                    } else {
+                        Homes::Deployment(deployment.clone())
+                    },
+                )
+            }
+            (_, Some(Place::Workspace { workspace, .. })) => {
+                Some(Homes::Workspace(workspace.clone()))
+            }
+            // The organization itself was required above.
+            _ => None,
+        }
+    };
     let filter = ApiTokenFilter {
         workspace: filter.workspace_id,
         deployment: filter.deployment_id,
+        homes,
     };
     let page = state
         .store

@@ -10,7 +10,7 @@ use super::backend::Backend;
 use super::db::Db;
 use super::rows::*;
 use super::sql::*;
-use super::{ApiTokenFilter, Page, PageRequest, Result};
+use super::{ApiTokenFilter, Homes, Page, PageRequest, Result};
 use crate::model::{
     ApiCredential, ApiToken, ApiTokenChange, ApiTokenEdit, AuditEvent, NewApiToken,
 };
@@ -297,6 +297,28 @@ fn push_api_token_filter<'q, DB: sqlx::Database>(
                 .push(")");
         }
     }
+    match &filter.homes {
+        None => {}
+        Some(Homes::Deployment(deployment)) => {
+            q.push(" AND scope = ")
+                .push_bind(EntityType::Deployment.as_str())
+                .push(" AND entity_id = ")
+                .push_bind(deployment.as_str());
+        }
+        Some(Homes::Workspace(workspace)) => {
+            q.push(" AND ((scope = ")
+                .push_bind(EntityType::Workspace.as_str())
+                .push(" AND entity_id = ")
+                .push_bind(workspace.as_str())
+                .push(") OR (scope = ")
+                .push_bind(EntityType::Deployment.as_str())
+                .push(" AND entity_id IN (SELECT id FROM deployments WHERE organization_id = ")
+                .push_bind(org)
+                .push(" AND workspace_id = ")
+                .push_bind(workspace.as_str())
+                .push(")))");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -308,6 +330,7 @@ mod tests {
         let filter = ApiTokenFilter {
             workspace: Some("ws' OR '1' = '1".into()),
             deployment: Some("dep-1".into()),
+            homes: None,
         };
         let mut q = QueryBuilder::<sqlx::Postgres>::new("");
         push_api_token_filter(&mut q, "org-1", &filter);

@@ -276,11 +276,23 @@ pub struct AuditQuery {
 
 /// Which API tokens a list answers: those holding a role on the workspace
 /// and/or the deployment named (all of the organization's when both are
-/// `None`).
+/// `None`), and, when `homes` is set, only those created for a place in it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApiTokenFilter {
     pub workspace: Option<String>,
     pub deployment: Option<String>,
+    pub homes: Option<Homes>,
+}
+
+/// Where listed API tokens must have been created (their scope and
+/// entity): what a caller without organization-wide access may see, the
+/// same rule as for getting one token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Homes {
+    /// Created for the workspace or for one of its deployments.
+    Workspace(String),
+    /// Created for the deployment.
+    Deployment(String),
 }
 
 /// Opens (creating if need be) and migrates the database the URL names.

@@ -681,3 +681,66 @@ async fn iam_clients_send_and_read_type() {
         .await;
     assert_eq!(iam.body["type"], "DEPLOYMENT", "{}", iam.body);
 }
+
+/// Issue 11, item 9: a list obeys the rule of a get. A deployment admin may
+/// not read an organization owner's token, not even when that token also
+/// holds a role on the admin's deployment and the list is filtered by it.
+#[tokio::test]
+async fn a_list_shows_only_tokens_their_caller_could_get() {
+    let app = TestApp::new().await;
+    let t = app.tenant().await;
+    let owner = api_token(
+        &app,
+        &t.org,
+        json!({ "name": "owner", "scope": "ORGANIZATION", "role": "ORGANIZATION_OWNER" }),
+    )
+    .await;
+    let owner_id = str_of(&owner, "id");
+    let roles = app
+        .post(
+            format!("{}/{owner_id}/roles", tokens_path(&t.org)),
+            json!({ "roles": [
+                { "entityType": "ORGANIZATION", "entityId": t.org, "role": "ORGANIZATION_OWNER" },
+                { "entityType": "DEPLOYMENT", "entityId": t.deployment, "role": "DEPLOYMENT_ADMIN" },
+            ] }),
+        )
+        .await;
+    assert_eq!(roles.status, StatusCode::OK, "{}", roles.body);
+    let admin = deployment_admin(&app, &t).await;
+    let admin_secret = str_of(&admin, "token");
+    let get = as_token(
+        &app,
+        admin_secret,
+        Method::GET,
+        &format!("{}/{owner_id}", tokens_path(&t.org)),
+        None,
+    )
+    .await;
+    get.assert_error(403);
+    let listed = as_token(
+        &app,
+        admin_secret,
+        Method::GET,
+        &format!("{}?deploymentId={}", tokens_path(&t.org), t.deployment),
+        None,
+    )
+    .await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    let names: Vec<&str> = listed.body["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ci"], "only the admin's own token");
+    assert_eq!(listed.body["totalCount"], 1);
+    // Root, with organization-wide access, sees both.
+    let all = app
+        .get(format!(
+            "{}?deploymentId={}",
+            tokens_path(&t.org),
+            t.deployment
+        ))
+        .await;
+    assert_eq!(all.body["totalCount"], 2, "{}", all.body);
+}

@@ -1694,6 +1694,7 @@ async fn api_token_lists_filter_by_role_and_page(store: Arc<dyn Store>) {
         let filter = ApiTokenFilter {
             workspace: workspace.map(str::to_string),
             deployment: deployment.map(str::to_string),
+            homes: None,
         };
         async move {
             store
@@ -1917,6 +1918,7 @@ async fn deleting_an_api_token_deletes_its_roles(store: Arc<dyn Store>) {
     let filter = ApiTokenFilter {
         workspace: Some(ws.id.clone()),
         deployment: None,
+        homes: None,
     };
     let page = store
         .list_api_tokens(&org.id, &filter, &all())
