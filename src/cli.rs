@@ -305,8 +305,9 @@ pub enum TokenCommand {
 
 #[derive(Args)]
 pub struct DatabaseArgs {
-    /// Database URL: sqlite://PATH (the file is created if missing) or
-    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE.
+    /// Database URL: sqlite://PATH or
+    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE. `serve` and
+    /// `migrate` create a missing SQLite file; `root-token` refuses one.
     #[arg(
         long,
         env = "AGENTKEY_DATABASE_URL",
@@ -467,7 +468,10 @@ pub struct RootTokenArgs {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     // Held until the end of `run`: dropping it flushes the log writer.
-    let _log_writer = init_logging(cli.log_format);
+    let _log_writer = match init_logging(cli.log_format) {
+        Ok(guard) => guard,
+        Err(message) => return fail(&message),
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => return fail(&format!("cannot start the async runtime: {err}")),
@@ -564,10 +568,16 @@ fn fail(message: &str) -> ExitCode {
 /// Logs go to stderr through a background writer thread, so a request
 /// never waits on a `write` to the terminal or file behind stderr. It is not
 /// lossy: if the queue ever fills, logging waits rather than drops lines.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+fn init_logging(format: LogFormat) -> Result<tracing_appender::non_blocking::WorkerGuard, String> {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("AGENTKEY_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    // An unset or empty AGENTKEY_LOG means the default; one that does not
+    // parse is refused, never silently replaced.
+    let filter = match std::env::var("AGENTKEY_LOG") {
+        Ok(text) if !text.trim().is_empty() => EnvFilter::try_new(&text).map_err(|e| {
+            format!("AGENTKEY_LOG={text:?} is not a log filter ({e}); try e.g. info or agentkey=debug,sqlx=warn")
+        })?,
+        _ => EnvFilter::new("info,sqlx=warn"),
+    };
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::stderr());
@@ -579,5 +589,5 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-    guard
+    Ok(guard)
 }

@@ -264,6 +264,32 @@ fn a_short_root_token_is_refused_at_start() {
     );
 }
 
+/// Issue 12, papercut 7: a log filter that does not parse is refused, not
+/// silently replaced by the default.
+#[test]
+fn an_invalid_log_filter_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("a.db").display());
+    let output = Command::new(BIN)
+        .args(["migrate", "--database-url", &url])
+        .env("AGENTKEY_LOG", "agentkey=loudest")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("AGENTKEY_LOG=\"agentkey=loudest\""),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("a.db").exists(), "nothing ran");
+    let fine = Command::new(BIN)
+        .args(["migrate", "--database-url", &url])
+        .env("AGENTKEY_LOG", "")
+        .output()
+        .unwrap();
+    assert!(fine.status.success(), "empty means the default");
+}
+
 #[test]
 fn an_unsupported_database_url_is_a_clear_error() {
     let output = Command::new(BIN)
