@@ -121,7 +121,20 @@ pub fn router(state: AppState, beside: Router) -> Router {
         router = router.nest(base, api.clone());
     }
     let metrics = state.metrics.clone();
-    with_middleware(router.with_state(state).merge(beside), metrics)
+    let router = router
+        .with_state(state)
+        .merge(api_reference())
+        .merge(beside);
+    with_middleware(router, metrics)
+}
+
+/// `GET /docs`: the API reference in the browser, Swagger UI reading
+/// `/v1/openapi.json`. Its files are embedded in the binary at build time
+/// (`utoipa-swagger-ui`'s `vendored` feature): nothing is fetched from a CDN.
+fn api_reference() -> Router {
+    utoipa_swagger_ui::SwaggerUi::new("/docs")
+        .config(utoipa_swagger_ui::Config::from("/v1/openapi.json"))
+        .into()
 }
 
 /// The API under its first base path alone, without the request context:

@@ -351,3 +351,26 @@ on_every_backend!(
     health_and_readiness,
     the_openapi_document_covers_every_route,
 );
+
+/// `GET /docs` serves Swagger UI from files embedded in the binary, reading
+/// the served OpenAPI document.
+#[tokio::test]
+async fn the_api_reference_is_served_from_the_binary() {
+    let app = TestApp::new().await;
+    let page = app.send(Method::GET, "/docs/", None, None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&page.raw).contains("swagger-ui"));
+    let init = app
+        .send(Method::GET, "/docs/swagger-initializer.js", None, None)
+        .await;
+    assert_eq!(init.status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&init.raw).contains("\"url\": \"/v1/openapi.json\""));
+    let bundle = app
+        .send(Method::GET, "/docs/swagger-ui-bundle.js", None, None)
+        .await;
+    assert_eq!(bundle.status, StatusCode::OK);
+    assert!(
+        bundle.raw.len() > 100_000,
+        "the bundle itself, not a link to a CDN"
+    );
+}
