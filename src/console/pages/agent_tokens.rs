@@ -43,16 +43,10 @@ async fn deployment_page(
     notice: Option<String>,
 ) -> Page {
     let status = failed_status(&form);
-    let organization: Organization = ctx
-        .api
-        .get(&format!("/organizations/{org}"))
-        .await
-        .map_err(|e| error_page(ctx, e))?;
+    let organization = ctx.organization(org).await?;
     let deployment: Deployment = ctx
-        .api
-        .get(&format!("/organizations/{org}/deployments/{dep}"))
-        .await
-        .map_err(|e| error_page(ctx, e))?;
+        .read(&format!("/organizations/{org}/deployments/{dep}"))
+        .await?;
     // Only sorts the table offers are passed on; anything else is ignored.
     let sort = TOKEN_SORTS
         .iter()
@@ -218,12 +212,10 @@ pub async fn rotate_agent_token_form(
 async fn rotate_page(ctx: &Ctx, org: &str, dep: &str, id: &str, form: FormState) -> Page {
     let status = failed_status(&form);
     let token: ApiToken = ctx
-        .api
-        .get(&format!(
+        .read(&format!(
             "/organizations/{org}/deployments/{dep}/agent-tokens/{id}"
         ))
-        .await
-        .map_err(|e| error_page(ctx, e))?;
+        .await?;
     let back = format!("/console/organizations/{org}/deployments/{dep}");
     Ok(render(
         RotatePage {
@@ -291,12 +283,10 @@ pub async fn delete_agent_token_form(
     Path((org, dep, id)): Path<(String, String, String)>,
 ) -> Page {
     let token: ApiToken = ctx
-        .api
-        .get(&format!(
+        .read(&format!(
             "/organizations/{org}/deployments/{dep}/agent-tokens/{id}"
         ))
-        .await
-        .map_err(|e| error_page(&ctx, e))?;
+        .await?;
     let back = format!("/console/organizations/{org}/deployments/{dep}");
     Ok(render(
         ConfirmPage {

@@ -11,18 +11,8 @@ use super::*;
 /// The roles and places an API-token form offers: only roles this
 /// credential may confer somewhere it can see.
 async fn role_choices(ctx: &Ctx, org: &str) -> (Vec<Choice>, Vec<Choice>) {
-    let workspaces = ctx
-        .api
-        .get::<WorkspacesPaginated>(&format!("/organizations/{org}/workspaces?{LIST_ALL}"))
-        .await
-        .map(|w| w.workspaces)
-        .unwrap_or_default();
-    let deployments = ctx
-        .api
-        .get::<DeploymentsPaginated>(&format!("/organizations/{org}/deployments?{LIST_ALL}"))
-        .await
-        .map(|d| d.deployments)
-        .unwrap_or_default();
+    let workspaces = ctx.workspaces(org).await;
+    let deployments = ctx.deployments(org).await;
     let mut places = vec![(
         format!("ORGANIZATION:{org}"),
         "the organization".to_string(),
@@ -89,19 +79,13 @@ async fn api_tokens_page(
     notice: Option<String>,
 ) -> Page {
     let status = failed_status(&form);
-    let organization: Organization = ctx
-        .api
-        .get(&format!("/organizations/{org}"))
-        .await
-        .map_err(|e| error_page(ctx, e))?;
+    let organization = ctx.organization(org).await?;
     let offset = offset.max(0);
     let list: ApiTokensPaginated = ctx
-        .api
-        .get(&format!(
+        .read(&format!(
             "/organizations/{org}/tokens?offset={offset}&limit={limit}"
         ))
-        .await
-        .map_err(|e| error_page(ctx, e))?;
+        .await?;
     let here = format!("/console/organizations/{org}/api-tokens");
     let pager = pager(offset, limit, list.tokens.len(), list.total_count, |o| {
         format!("{here}?offset={o}&limit={limit}")
@@ -252,16 +236,10 @@ async fn api_token_page(
     roles_form: Option<FormState>,
     notice: Option<String>,
 ) -> Page {
-    let organization: Organization = ctx
-        .api
-        .get(&format!("/organizations/{org}"))
-        .await
-        .map_err(|e| error_page(ctx, e))?;
+    let organization = ctx.organization(org).await?;
     let token: ApiToken = ctx
-        .api
-        .get(&format!("/organizations/{org}/tokens/{id}"))
-        .await
-        .map_err(|e| error_page(ctx, e))?;
+        .read(&format!("/organizations/{org}/tokens/{id}"))
+        .await?;
     let failed = form
         .as_ref()
         .or(roles_form.as_ref())
@@ -426,10 +404,8 @@ pub async fn rotate_api_token(
 
 pub async fn delete_api_token_form(ctx: Ctx, Path((org, id)): Path<(String, String)>) -> Page {
     let token: ApiToken = ctx
-        .api
-        .get(&format!("/organizations/{org}/tokens/{id}"))
-        .await
-        .map_err(|e| error_page(&ctx, e))?;
+        .read(&format!("/organizations/{org}/tokens/{id}"))
+        .await?;
     let back = format!("/console/organizations/{org}/api-tokens/{id}");
     Ok(render(
         ConfirmPage {

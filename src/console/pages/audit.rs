@@ -20,11 +20,7 @@ pub struct AuditQuery {
 }
 
 pub async fn audit_logs(ctx: Ctx, Path(org): Path<String>, Q(query): Q<AuditQuery>) -> Page {
-    let organization: Organization = ctx
-        .api
-        .get(&format!("/organizations/{org}"))
-        .await
-        .map_err(|e| error_page(&ctx, e))?;
+    let organization = ctx.organization(&org).await?;
     let offset = query.offset.max(0);
     let limit = page_size(query.limit);
     let mut filter = BTreeMap::new();

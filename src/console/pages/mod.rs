@@ -124,6 +124,41 @@ fn error_page(ctx: &Ctx, error: ApiError) -> Response {
     )
 }
 
+impl Ctx {
+    /// What the API answers at `path`, or the page of its error (the same
+    /// status and message as the API's).
+    async fn read<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, Response> {
+        self.api.get(path).await.map_err(|e| error_page(self, e))
+    }
+
+    /// The organization's workspaces by name (its first 1,000); none when
+    /// the caller may not list them, as the API answers.
+    async fn workspaces(&self, org: &str) -> Vec<Workspace> {
+        let path = format!("/organizations/{org}/workspaces?{LIST_ALL}&sorts=name:asc");
+        self.api
+            .get::<WorkspacesPaginated>(&path)
+            .await
+            .map(|w| w.workspaces)
+            .unwrap_or_default()
+    }
+
+    /// The organization's deployments by name (its first 1,000); none when
+    /// the caller may not list them.
+    async fn deployments(&self, org: &str) -> Vec<Deployment> {
+        let path = format!("/organizations/{org}/deployments?{LIST_ALL}&sorts=name:asc");
+        self.api
+            .get::<DeploymentsPaginated>(&path)
+            .await
+            .map(|d| d.deployments)
+            .unwrap_or_default()
+    }
+
+    /// The organization the path names, as the caller may see it.
+    async fn organization(&self, org: &str) -> Result<Organization, Response> {
+        self.read(&format!("/organizations/{org}")).await
+    }
+}
+
 /// A failure reading the session itself.
 pub fn store_failure(error: ApiError) -> Response {
     if let Some(detail) = &error.detail {

@@ -15,10 +15,8 @@ pub async fn home(ctx: Ctx) -> Page {
 
 async fn home_page(ctx: &Ctx, form: FormState, status: StatusCode) -> Page {
     let orgs: OrganizationsPaginated = ctx
-        .api
-        .get(&format!("/organizations?{LIST_ALL}&sorts=name:asc"))
-        .await
-        .map_err(|e| error_page(ctx, e))?;
+        .read(&format!("/organizations?{LIST_ALL}&sorts=name:asc"))
+        .await?;
     Ok(render(
         HomePage {
             layout: layout(ctx, "Organizations", Vec::new()),
@@ -70,28 +68,10 @@ async fn organization_page(
     workspace_form: FormState,
     deployment_form: FormState,
 ) -> Result<OrganizationPage, Response> {
-    let organization: Organization = ctx
-        .api
-        .get(&format!("/organizations/{org}"))
-        .await
-        .map_err(|e| error_page(ctx, e))?;
+    let organization = ctx.organization(org).await?;
     // What the caller may not list is shown as empty, as the API answers.
-    let workspaces = ctx
-        .api
-        .get::<WorkspacesPaginated>(&format!(
-            "/organizations/{org}/workspaces?{LIST_ALL}&sorts=name:asc"
-        ))
-        .await
-        .map(|w| w.workspaces)
-        .unwrap_or_default();
-    let deployments = ctx
-        .api
-        .get::<DeploymentsPaginated>(&format!(
-            "/organizations/{org}/deployments?{LIST_ALL}&sorts=name:asc"
-        ))
-        .await
-        .map(|d| d.deployments)
-        .unwrap_or_default();
+    let workspaces = ctx.workspaces(org).await;
+    let deployments = ctx.deployments(org).await;
     let deployable = workspaces
         .iter()
         .filter(|w| {
@@ -167,24 +147,13 @@ async fn workspace_page(
     ws: &str,
     notice: Option<String>,
 ) -> Result<WorkspacePage, Response> {
-    let organization: Organization = ctx
-        .api
-        .get(&format!("/organizations/{org}"))
-        .await
-        .map_err(|e| error_page(ctx, e))?;
+    let organization = ctx.organization(org).await?;
     let workspace: Workspace = ctx
-        .api
-        .get(&format!("/organizations/{org}/workspaces/{ws}"))
-        .await
-        .map_err(|e| error_page(ctx, e))?;
+        .read(&format!("/organizations/{org}/workspaces/{ws}"))
+        .await?;
     let deployments = ctx
-        .api
-        .get::<DeploymentsPaginated>(&format!(
-            "/organizations/{org}/deployments?{LIST_ALL}&sorts=name:asc"
-        ))
+        .deployments(org)
         .await
-        .map(|d| d.deployments)
-        .unwrap_or_default()
         .into_iter()
         .filter(|d| d.workspace_id == workspace.id)
         .collect();
