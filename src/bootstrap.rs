@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::clock::rfc3339;
-use crate::model::{AuditEvent, RootCredential, Subject, SubjectType};
+use crate::model::{AuditAction, AuditEvent, RootCredential, Subject, SubjectType, TargetKind};
 use crate::store::{self, redact_url, Store};
 use crate::token::{new_id, Secret, SecretKind};
 
@@ -53,7 +53,7 @@ pub async fn generate_root(
     };
     deliver(&secret);
     test_exit_point("root-delivered");
-    let audit = root_event(&credential, "rootCredential.create");
+    let audit = root_event(&credential, AuditAction::RootCredentialCreate);
     let stored = store
         .insert_root_credential_if_absent(&credential, &audit)
         .await?;
@@ -79,7 +79,7 @@ pub const TEST_EXIT_ENV: &str = "AGENTKEY_TEST_EXIT_AT";
 
 /// The audit event of a root credential change: outside any organization,
 /// made by the credential itself (the process or operator holding it).
-fn root_event(credential: &RootCredential, action: &str) -> AuditEvent {
+fn root_event(credential: &RootCredential, action: AuditAction) -> AuditEvent {
     AuditEvent {
         id: crate::token::id::new_ordered_id(),
         organization_id: None,
@@ -89,8 +89,8 @@ fn root_event(credential: &RootCredential, action: &str) -> AuditEvent {
             subject_type: SubjectType::ServiceKey,
             api_token_name: Some(crate::verify::ROOT_NAME.to_string()),
         },
-        action: action.to_string(),
-        target_type: "ROOT_CREDENTIAL".to_string(),
+        action: action.as_str().to_string(),
+        target_type: TargetKind::RootCredential.as_str().to_string(),
         target_id: credential.id.clone(),
         request_id: None,
         source_ip: None,
@@ -157,7 +157,7 @@ pub async fn root_token_command(url: &str, rotate: bool) -> Result<(), String> {
         store
             .replace_root_credential(
                 &credential,
-                &root_event(&credential, "rootCredential.rotate"),
+                &root_event(&credential, AuditAction::RootCredentialRotate),
             )
             .await
             .map_err(|e| e.to_string())?;

@@ -281,3 +281,90 @@ pub struct ConsoleSession {
     pub created_at: i64,
     pub last_seen_at: i64,
 }
+
+/// What an audit event records was done. The store and the wire keep the
+/// text (`agentToken.create`); code names the variant, so an action cannot
+/// be misspelt and every list of actions is this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditAction {
+    OrganizationCreate,
+    WorkspaceCreate,
+    DeploymentCreate,
+    DeploymentDelete,
+    AgentTokenCreate,
+    AgentTokenRotate,
+    AgentTokenDelete,
+    ApiTokenCreate,
+    ApiTokenUpdate,
+    ApiTokenUpdateRoles,
+    ApiTokenRotate,
+    ApiTokenDelete,
+    RootCredentialCreate,
+    RootCredentialRotate,
+}
+
+impl AuditAction {
+    pub const ALL: [AuditAction; 14] = [
+        AuditAction::OrganizationCreate,
+        AuditAction::WorkspaceCreate,
+        AuditAction::DeploymentCreate,
+        AuditAction::DeploymentDelete,
+        AuditAction::AgentTokenCreate,
+        AuditAction::AgentTokenRotate,
+        AuditAction::AgentTokenDelete,
+        AuditAction::ApiTokenCreate,
+        AuditAction::ApiTokenUpdate,
+        AuditAction::ApiTokenUpdateRoles,
+        AuditAction::ApiTokenRotate,
+        AuditAction::ApiTokenDelete,
+        AuditAction::RootCredentialCreate,
+        AuditAction::RootCredentialRotate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::OrganizationCreate => "organization.create",
+            AuditAction::WorkspaceCreate => "workspace.create",
+            AuditAction::DeploymentCreate => "deployment.create",
+            AuditAction::DeploymentDelete => "deployment.delete",
+            AuditAction::AgentTokenCreate => "agentToken.create",
+            AuditAction::AgentTokenRotate => "agentToken.rotate",
+            AuditAction::AgentTokenDelete => "agentToken.delete",
+            AuditAction::ApiTokenCreate => "apiToken.create",
+            AuditAction::ApiTokenUpdate => "apiToken.update",
+            AuditAction::ApiTokenUpdateRoles => "apiToken.updateRoles",
+            AuditAction::ApiTokenRotate => "apiToken.rotate",
+            AuditAction::ApiTokenDelete => "apiToken.delete",
+            AuditAction::RootCredentialCreate => "rootCredential.create",
+            AuditAction::RootCredentialRotate => "rootCredential.rotate",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<AuditAction> {
+        AuditAction::ALL.into_iter().find(|a| a.as_str() == text)
+    }
+}
+
+/// What kind of thing an audit event's target is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    Organization,
+    Workspace,
+    Deployment,
+    AgentToken,
+    ApiToken,
+    RootCredential,
+}
+
+impl TargetKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Organization => "ORGANIZATION",
+            TargetKind::Workspace => "WORKSPACE",
+            TargetKind::Deployment => "DEPLOYMENT",
+            TargetKind::AgentToken => "AGENT_TOKEN",
+            TargetKind::ApiToken => "API_TOKEN",
+            TargetKind::RootCredential => "ROOT_CREDENTIAL",
+        }
+    }
+}

@@ -15,6 +15,7 @@ use super::schema::{ApiToken, ApiTokensPaginated, SecretResponse};
 use crate::app::AppState;
 use crate::authz::{Action, Resource};
 use crate::model::{AgentToken, NewAgentToken, Rotation, AGENT_ROLE};
+use crate::model::{AuditAction, TargetKind};
 use crate::store::revocations::Revocation;
 use crate::store::SortColumn;
 use crate::token::id::is_id;
@@ -149,8 +150,8 @@ pub async fn create_agent_token(
     let audit = origin.event(
         caller.0.subject(),
         Some(&new.token.organization_id),
-        "agentToken.create",
-        Target("AGENT_TOKEN", &new.token.id),
+        AuditAction::AgentTokenCreate,
+        Target(TargetKind::AgentToken, &new.token.id),
         now,
     );
     state
@@ -209,8 +210,8 @@ pub async fn delete_agent_token(
     let audit = origin.event(
         caller.0.subject(),
         Some(&org),
-        "agentToken.delete",
-        Target("AGENT_TOKEN", &id),
+        AuditAction::AgentTokenDelete,
+        Target(TargetKind::AgentToken, &id),
         state.clock.now(),
     );
     let (o, d, t) = (org.clone(), dep.clone(), id.clone());
@@ -263,8 +264,8 @@ pub async fn rotate_agent_token(
     let audit = origin.event(
         rotation.actor.clone(),
         Some(&rotation.organization_id),
-        "agentToken.rotate",
-        Target("AGENT_TOKEN", &rotation.token_id),
+        AuditAction::AgentTokenRotate,
+        Target(TargetKind::AgentToken, &rotation.token_id),
         now,
     );
     let revocation = Revocation::Token(rotation.token_id.clone());

@@ -18,6 +18,7 @@ use crate::app::AppState;
 use crate::authz::{self, Action, Resource};
 use crate::clock::rfc3339;
 use crate::model::{self, ApiTokenChange, ApiTokenEdit, NewApiToken};
+use crate::model::{AuditAction, TargetKind};
 use crate::roles::{EntityType, RoleGrant};
 use crate::store::{ApiTokenFilter, Homes};
 use crate::token::grants::{self, RoleEntry};
@@ -345,8 +346,8 @@ pub async fn create_api_token(
     let audit = origin.event(
         caller.0.subject(),
         Some(&new.token.organization_id),
-        "apiToken.create",
-        Target("API_TOKEN", &new.token.id),
+        AuditAction::ApiTokenCreate,
+        Target(TargetKind::ApiToken, &new.token.id),
         now,
     );
     state.store.create_api_token(&new, &audit).await?;
@@ -523,8 +524,8 @@ pub async fn delete_api_token(
     let audit = origin.event(
         caller.0.subject(),
         Some(&org),
-        "apiToken.delete",
-        Target("API_TOKEN", &id),
+        AuditAction::ApiTokenDelete,
+        Target(TargetKind::ApiToken, &id),
         state.clock.now(),
     );
     if !state.store.delete_api_token(&org, &id, &audit).await? {
@@ -605,9 +606,9 @@ async fn change(
     edit: ApiTokenEdit,
 ) -> Result<model::ApiToken, ApiError> {
     let action = match edit {
-        ApiTokenEdit::Rename { .. } => "apiToken.update",
-        ApiTokenEdit::Roles(_) => "apiToken.updateRoles",
-        ApiTokenEdit::Rotate { .. } => "apiToken.rotate",
+        ApiTokenEdit::Rename { .. } => AuditAction::ApiTokenUpdate,
+        ApiTokenEdit::Roles(_) => AuditAction::ApiTokenUpdateRoles,
+        ApiTokenEdit::Rotate { .. } => AuditAction::ApiTokenRotate,
     };
     let change = ApiTokenChange {
         organization_id: org.to_string(),
@@ -620,7 +621,7 @@ async fn change(
         change.actor.clone(),
         Some(org),
         action,
-        Target("API_TOKEN", id),
+        Target(TargetKind::ApiToken, id),
         change.at,
     );
     state

@@ -17,7 +17,7 @@ use super::schema::BasicSubjectProfile;
 use crate::app::AppState;
 use crate::authz::{Action, Resource};
 use crate::clock::rfc3339;
-use crate::model::{AuditEvent, Subject};
+use crate::model::{AuditAction, AuditEvent, Subject, TargetKind};
 use crate::store::{AuditQuery, SortColumn};
 use crate::token::id::new_ordered_id;
 use crate::token::request::FieldError;
@@ -44,8 +44,8 @@ impl FromRequestParts<AppState> for Origin {
     }
 }
 
-/// What a change was done to: its kind (`AGENT_TOKEN`, …) and id.
-pub struct Target<'a>(pub &'static str, pub &'a str);
+/// What a change was done to: its kind and id.
+pub struct Target<'a>(pub TargetKind, pub &'a str);
 
 impl Origin {
     /// The audit event of `actor` doing `action` to `target` at `at`.
@@ -53,7 +53,7 @@ impl Origin {
         &self,
         actor: Subject,
         organization: Option<&str>,
-        action: &str,
+        action: AuditAction,
         target: Target<'_>,
         at: i64,
     ) -> AuditEvent {
@@ -62,8 +62,8 @@ impl Origin {
             organization_id: organization.map(str::to_string),
             occurred_at: at,
             actor,
-            action: action.to_string(),
-            target_type: target.0.to_string(),
+            action: action.as_str().to_string(),
+            target_type: target.0.as_str().to_string(),
             target_id: target.1.to_string(),
             request_id: self.request_id.clone(),
             source_ip: self.source_ip.clone(),
@@ -194,15 +194,13 @@ fn parse_window(window: AuditWindow) -> Result<AuditQuery, ApiError> {
         }
     }
     let action = match window.action {
-        Some(action) if !is_action(&action) => {
+        Some(action) if AuditAction::parse(&action).is_none() => {
+            let known: Vec<&str> = AuditAction::ALL.iter().map(|a| a.as_str()).collect();
             return Err(ApiError::invalid(vec![FieldError::new(
                 "action",
                 "invalid",
-                format!(
-                    "action must be an audit action such as agentToken.create \
-                     (letters, digits and dots, at most 64); got {action:?}"
-                ),
-            )]))
+                format!("action must be one of {}; got {action:?}", known.join(", ")),
+            )]));
         }
         action => action,
     };
@@ -211,11 +209,4 @@ fn parse_window(window: AuditWindow) -> Result<AuditQuery, ApiError> {
         until,
         action,
     })
-}
-
-/// Whether `text` is shaped like an audit action (`agentToken.create`).
-fn is_action(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 64
-        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.')
 }

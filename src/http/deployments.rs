@@ -15,6 +15,7 @@ use crate::app::AppState;
 use crate::authz::{Action, Resource};
 use crate::clock::rfc3339;
 use crate::model;
+use crate::model::{AuditAction, TargetKind};
 use crate::store::revocations::Revocation;
 use crate::store::SortColumn;
 use crate::token::id::is_id;
@@ -134,8 +135,8 @@ pub async fn create_deployment(
     let audit = origin.event(
         caller.0.subject(),
         Some(&deployment.organization_id),
-        "deployment.create",
-        Target("DEPLOYMENT", &deployment.id),
+        AuditAction::DeploymentCreate,
+        Target(TargetKind::Deployment, &deployment.id),
         now,
     );
     state.store.create_deployment(&deployment, &audit).await?;
@@ -198,8 +199,8 @@ pub async fn delete_deployment(
     let audit = origin.event(
         caller.0.subject(),
         Some(&org),
-        "deployment.delete",
-        Target("DEPLOYMENT", &id),
+        AuditAction::DeploymentDelete,
+        Target(TargetKind::Deployment, &id),
         state.clock.now(),
     );
     let (o, d) = (org.clone(), id.clone());

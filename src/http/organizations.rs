@@ -13,6 +13,7 @@ use crate::app::AppState;
 use crate::authz::{Action, Resource};
 use crate::clock::rfc3339;
 use crate::model;
+use crate::model::{AuditAction, TargetKind};
 use crate::store::{Page, SortColumn};
 use crate::token::new_id;
 use crate::token::request::{Faults, Name};
@@ -86,8 +87,8 @@ pub async fn create_organization(
     let audit = origin.event(
         caller.0.subject(),
         Some(&org.id),
-        "organization.create",
-        Target("ORGANIZATION", &org.id),
+        AuditAction::OrganizationCreate,
+        Target(TargetKind::Organization, &org.id),
         now,
     );
     state.store.create_organization(&org, &audit).await?;

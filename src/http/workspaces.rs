@@ -13,6 +13,7 @@ use crate::app::AppState;
 use crate::authz::{Action, Resource};
 use crate::clock::rfc3339;
 use crate::model;
+use crate::model::{AuditAction, TargetKind};
 use crate::store::SortColumn;
 use crate::token::new_id;
 use crate::token::request::{Description, Faults, Name};
@@ -102,8 +103,8 @@ pub async fn create_workspace(
     let audit = origin.event(
         caller.0.subject(),
         Some(&workspace.organization_id),
-        "workspace.create",
-        Target("WORKSPACE", &workspace.id),
+        AuditAction::WorkspaceCreate,
+        Target(TargetKind::Workspace, &workspace.id),
         now,
     );
     state.store.create_workspace(&workspace, &audit).await?;

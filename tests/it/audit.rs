@@ -137,9 +137,18 @@ async fn the_window_and_its_errors(app: TestApp) {
         4,
         "offsets are understood"
     );
+    assert_eq!(count("action=agentToken.create".into()).await, 1);
+    assert_eq!(count("action=workspace.create".into()).await, 1);
+    let unknown = app.get(format!("{path}?action=agentToken.explode")).await;
+    let message = unknown.assert_error(400);
+    assert!(
+        message.contains("agentToken.rotate"),
+        "names the known actions: {message}"
+    );
 
     for (query, field) in [
         ("startDate=yesterday", "startDate"),
+        ("action=", "action"),
         ("endDate=2022-13-01T00:00:00Z", "endDate"),
         (
             "startDate=2023-01-01T00:00:00Z&endDate=2022-01-01T00:00:00Z",

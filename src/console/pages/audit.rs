@@ -92,7 +92,7 @@ pub async fn audit_logs(ctx: Ctx, Path(org): Path<String>, Q(query): Q<AuditQuer
             ),
             org: organization,
             events,
-            actions: AUDIT_ACTIONS,
+            actions: crate::model::AuditAction::ALL.map(|a| a.as_str()),
             pager,
             form,
         },

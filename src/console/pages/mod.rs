@@ -38,22 +38,6 @@ fn page_size(asked: Option<i64>) -> i64 {
 /// The most workspaces or deployments a page lists (the API's own cap).
 const LIST_ALL: &str = "limit=1000";
 
-/// Every audit action, for the audit log's filter.
-pub const AUDIT_ACTIONS: &[&str] = &[
-    "agentToken.create",
-    "agentToken.delete",
-    "agentToken.rotate",
-    "apiToken.create",
-    "apiToken.delete",
-    "apiToken.rotate",
-    "apiToken.update",
-    "apiToken.updateRoles",
-    "deployment.create",
-    "deployment.delete",
-    "organization.create",
-    "workspace.create",
-];
-
 type Page = Result<Response, Response>;
 
 mod agent_tokens;
