@@ -245,12 +245,16 @@ pub enum DeploymentCommand {
         /// Deployment id.
         id: String,
     },
-    /// Delete a deployment; every agent token of it stops verifying.
+    /// Delete a deployment; every agent token of it stops verifying. On a
+    /// terminal it asks first.
     Delete {
         #[command(flatten)]
         org: OrgScope,
         /// Deployment id.
         id: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -319,7 +323,7 @@ pub struct DatabaseArgs {
 #[derive(Args)]
 pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port.
-    #[arg(long, env = "AGENTKEY_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "AGENTKEY_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub listen: SocketAddr,
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -340,7 +344,7 @@ pub struct ServeArgs {
     /// A separate address serving /metrics without a credential (for a
     /// Prometheus scraper); unset, /metrics is served only on the API
     /// listener, to the root credential.
-    #[arg(long, env = "AGENTKEY_METRICS_LISTEN")]
+    #[arg(long, env = "AGENTKEY_METRICS_LISTEN", value_parser = parse_listen)]
     pub metrics_listen: Option<SocketAddr>,
     /// Seconds a client has to send a request's head, counted from the
     /// connection's start or the first byte after an idle spell.
@@ -373,6 +377,22 @@ pub struct ServeArgs {
     pub public_url: Option<String>,
     #[command(flatten)]
     pub abuse: AbuseArgs,
+}
+
+/// A listen address: an IP address and a port, with a hint for the usual
+/// near misses (`8080`, `localhost:8080`).
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let hint = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        format!("a port alone is not an address: use 127.0.0.1:{text} (this machine only) or 0.0.0.0:{text} (every interface)")
+    } else if let Some(port) = text.strip_prefix("localhost:") {
+        format!("an address, not a host name: use 127.0.0.1:{port} (or [::1]:{port})")
+    } else {
+        "use IP:PORT, such as 127.0.0.1:8080 or [::1]:8080".to_string()
+    };
+    Err(format!("{text:?} is not an IP address and port: {hint}"))
 }
 
 /// An origin: `http(s)://host[:port]`, nothing after it.
@@ -483,6 +503,15 @@ pub fn run() -> ExitCode {
         Command::Token(a) => (a.options, ClientCommand::Token(a.command)),
         server_command => return run_server_command(&runtime, server_command),
     };
+    if let ClientCommand::Deployment(DeploymentCommand::Delete { id, yes, .. }) = &command {
+        let question = format!(
+            "Delete deployment {id}? Every agent token of it stops verifying at once. [y/N] "
+        );
+        if !confirmed(*yes, &question) {
+            eprintln!("agentkey: nothing was deleted");
+            return ExitCode::from(1);
+        }
+    }
     match runtime.block_on(crate::client::commands::run(&options, command)) {
         Ok(text) => {
             // A closed pipe (`| head`) is not a failure of the command.
@@ -558,6 +587,19 @@ fn run_server_command(runtime: &tokio::runtime::Runtime, command: Command) -> Ex
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(&message),
     }
+}
+
+/// Whether to go on with a destructive command: yes without asking when
+/// `--yes` was given or nobody is at a terminal to ask (scripts); on a
+/// terminal, only after a "y".
+fn confirmed(yes: bool, question: &str) -> bool {
+    if yes || !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        return true;
+    }
+    eprint!("{question}");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).is_ok()
+        && matches!(answer.trim(), "y" | "Y" | "yes" | "Yes")
 }
 
 fn fail(message: &str) -> ExitCode {

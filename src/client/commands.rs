@@ -107,7 +107,7 @@ pub fn plan(command: ClientCommand) -> Planned {
                 View::Deployment,
                 Some(id),
             ),
-            DeploymentCommand::Delete { org, id } => planned(
+            DeploymentCommand::Delete { org, id, .. } => planned(
                 Request::new(M::DELETE, &["organizations", &org.org, "deployments", &id]),
                 View::Deleted {
                     what: "deployment",

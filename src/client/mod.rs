@@ -179,20 +179,21 @@ impl fmt::Debug for Client {
 impl Client {
     /// A client for `server` with the credential in `AGENTKEY_TOKEN`.
     pub fn from_env(server: &str) -> Result<Client, ClientError> {
-        let token = std::env::var(TOKEN_ENV)
-            .ok()
-            .filter(|t| !t.is_empty())
-            .map(SecretString::from)
-            .ok_or_else(|| {
-                ClientError::new(
-                    ErrorKind::Usage,
-                    format!(
-                        "{TOKEN_ENV} is not set: export the credential in that environment \
-                         variable (it is never taken from a flag)"
-                    ),
-                )
-            })?;
-        Client::new(server, &token)
+        let why = match std::env::var(TOKEN_ENV) {
+            Ok(token) if !token.trim().is_empty() => {
+                return Client::new(server, &SecretString::from(token));
+            }
+            Ok(_) => "is set but empty",
+            Err(std::env::VarError::NotUnicode(_)) => "is not valid UTF-8",
+            Err(std::env::VarError::NotPresent) => "is not set",
+        };
+        Err(ClientError::new(
+            ErrorKind::Usage,
+            format!(
+                "{TOKEN_ENV} {why}: export the credential in that environment variable \
+                 (it is never taken from a flag)"
+            ),
+        ))
     }
 
     pub fn new(server: &str, token: &SecretString) -> Result<Client, ClientError> {
@@ -353,17 +354,19 @@ fn status_error(
         .then(|| serde_json::from_str::<ErrorBody>(text).ok())
         .flatten();
     let Some(body) = body else {
+        // Not agentkey's answer (a proxy's page, another server): exit 7,
+        // whatever its status says.
         let id = header_request_id
             .map(|id| format!(" (request id {id})"))
             .unwrap_or_default();
         let message = if status.is_redirection() {
             format!("HTTP {status}: redirects are not followed; check --server{id}")
         } else {
-            format!("HTTP {status} without an agentkey error body{id}")
+            format!("HTTP {status} without an agentkey error body; check --server{id}")
         };
-        return ClientError::new(kind, message);
+        return ClientError::unexpected(message);
     };
-    let mut message = body.message.clone();
+    let mut message = in_flags(&body.message);
     if let Some(id) = body.request_id.or(header_request_id) {
         message.push_str(&format!(" (request id {id})"));
     }
@@ -373,14 +376,80 @@ fn status_error(
         .into_iter()
         .filter(|f| f.message != body.message)
     {
-        message.push_str(&format!("\n  {}: {}", field.field, field.message));
+        let name = flag_of(&field.field).unwrap_or(&field.field);
+        message.push_str(&format!("\n  {name}: {}", in_flags(&field.message)));
     }
     ClientError::new(kind, message)
+}
+
+/// The server's request fields and the CLI flags that set them.
+const FIELD_FLAGS: [(&str, &str); 8] = [
+    ("tokenExpiryPeriodInDays", "--expiry-days"),
+    ("gracePeriodSeconds", "--grace-seconds"),
+    ("workspaceId", "--workspace"),
+    ("description", "--description"),
+    ("name", "--name"),
+    ("limit", "--limit"),
+    ("offset", "--offset"),
+    ("sorts", "--sort"),
+];
+
+fn flag_of(field: &str) -> Option<&'static str> {
+    FIELD_FLAGS
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map(|(_, flag)| *flag)
+}
+
+/// A server message about a field, said with the flag a CLI user typed:
+/// `tokenExpiryPeriodInDays must be …` → `--expiry-days must be …`. Only a
+/// leading field name is replaced; other words are left as the server wrote
+/// them (a sort field called `name` is not the `--name` flag).
+fn in_flags(message: &str) -> String {
+    let end = message
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(message.len());
+    match flag_of(&message[..end]) {
+        Some(flag) => format!("{flag}{}", &message[end..]),
+        None => message.to_string(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn field_errors_name_the_flags() {
+        let body = r#"{"message":"tokenExpiryPeriodInDays must be from 1 to 3650; got 0","requestId":"r1","statusCode":400,
+            "fieldErrors":[{"field":"tokenExpiryPeriodInDays","code":"invalid","message":"tokenExpiryPeriodInDays must be from 1 to 3650; got 0"},
+                           {"field":"sorts","code":"invalid","message":"invalid sort: field one of name, description"}]}"#;
+        let err = status_error(StatusCode::BAD_REQUEST, true, body, None);
+        assert!(
+            err.message.starts_with("--expiry-days must be"),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message
+                .contains("\n  --sort: invalid sort: field one of name, description"),
+            "{}",
+            err.message
+        );
+        assert!(
+            !err.message.contains("tokenExpiryPeriodInDays"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn an_answer_that_is_not_agentkeys_is_exit_7() {
+        let err = status_error(StatusCode::NOT_FOUND, false, "<html>nginx</html>", None);
+        assert_eq!(err.kind.exit_code(), 7, "{}", err.message);
+        let err = status_error(StatusCode::NOT_FOUND, true, r#"{"detail":"nope"}"#, None);
+        assert_eq!(err.kind.exit_code(), 7);
+    }
 
     #[test]
     fn statuses_map_to_kinds() {
@@ -403,7 +472,7 @@ mod tests {
         assert_eq!(err.kind.exit_code(), 6);
         assert_eq!(
             err.to_string(),
-            "rejected: invalid request: check limit (request id abc-1)\n  limit: limit must be 0..=1000"
+            "rejected: invalid request: check limit (request id abc-1)\n  --limit: --limit must be 0..=1000"
         );
     }
 
@@ -413,7 +482,7 @@ mod tests {
         assert_eq!(err.kind.exit_code(), 7);
         assert_eq!(
             err.to_string(),
-            "server error: HTTP 502 Bad Gateway without an agentkey error body (request id r-9)"
+            "server error: unexpected response: HTTP 502 Bad Gateway without an agentkey error body; check --server (request id r-9)"
         );
     }
 

@@ -274,7 +274,8 @@ fn org_list_create_get() {
     let message = cli.fails(NOT_FOUND, &["org", "get", UNKNOWN_ID]);
     assert_server_error(&message, "not found", "organization not found");
     let message = cli.fails(REJECTED, &["org", "create", "--name", &"x".repeat(256)]);
-    assert_server_error(&message, "rejected", "name");
+    // The server's field is said as the flag that set it.
+    assert_server_error(&message, "rejected", "--name must be at most 255");
     let message = cli.fails(REJECTED, &["org", "list", "--sort", "bogus:asc"]);
     assert_server_error(&message, "rejected", "invalid sort \"bogus:asc\"");
 }
@@ -340,7 +341,7 @@ fn workspace_list_create_get() {
             &"d".repeat(1001),
         ],
     );
-    assert_server_error(&message, "rejected", "description");
+    assert_server_error(&message, "rejected", "--description must be at most");
     // Without --org or AGENTKEY_ORG, clap refuses the command.
     let message = cli.fails(USAGE, &["workspace", "list"]);
     assert!(message.contains("--org"), "{message}");
@@ -421,7 +422,7 @@ fn deployment_list_create_get_delete() {
     assert_server_error(
         &message,
         "rejected",
-        &format!("workspaceId \"{UNKNOWN_ID}\" is not a workspace of this organization"),
+        &format!("--workspace \"{UNKNOWN_ID}\" is not a workspace of this organization"),
     );
     let message = in_org.fails(USAGE, &["deployment", "create", "--name", "x"]);
     assert!(message.contains("--workspace"), "{message}");
@@ -605,17 +606,17 @@ fn token_list_create_get_delete_rotate() {
     for (args, what) in [
         (
             vec!["token", "create", "--name", "x", "--expiry-days", "0"],
-            "tokenExpiryPeriodInDays",
+            "--expiry-days must",
         ),
         (
             vec!["token", "create", "--name", "x", "--expiry-days", "-5"],
-            "tokenExpiryPeriodInDays",
+            "--expiry-days must",
         ),
-        (vec!["token", "list", "--limit", "1001"], "limit"),
-        (vec!["token", "list", "--offset", "-1"], "offset"),
+        (vec!["token", "list", "--limit", "1001"], "--limit must"),
+        (vec!["token", "list", "--offset", "-1"], "--offset must"),
         (
             vec!["token", "rotate", &backfill, "--grace-seconds", "86401"],
-            "gracePeriodSeconds",
+            "--grace-seconds must",
         ),
     ] {
         let message = cli.fails(REJECTED, &args);
@@ -629,7 +630,7 @@ fn token_list_create_get_delete_rotate() {
         &["token", "list", "--limit", "1001", "--sort", "bogus"],
     );
     assert!(
-        message.contains("\n  limit: ") && message.contains("\n  sorts: "),
+        message.contains("\n  --limit: ") && message.contains("\n  --sort: "),
         "{message}"
     );
     // Without a deployment, clap refuses the command.
@@ -707,7 +708,10 @@ fn every_subcommand_maps_failures_to_exit_codes() {
             "{message}"
         );
         let message = root.token(Some("")).fails(USAGE, &args);
-        assert!(message.contains("AGENTKEY_TOKEN is not set"), "{message}");
+        assert!(
+            message.contains("AGENTKEY_TOKEN is set but empty"),
+            "{message}"
+        );
 
         // Unreachable: connection refused.
         let message = Cli::new(&dead, Some(ROOT)).fails(UNREACHABLE, &args);

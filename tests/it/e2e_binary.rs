@@ -264,6 +264,24 @@ fn a_short_root_token_is_refused_at_start() {
     );
 }
 
+/// Issue 12, papercut 7: the usual near misses of `--listen` get a hint.
+#[test]
+fn listen_addresses_that_are_not_addresses_get_a_hint() {
+    for (given, hint) in [
+        ("8080", "127.0.0.1:8080"),
+        ("localhost:8080", "127.0.0.1:8080"),
+        ("example:80", "IP:PORT"),
+    ] {
+        let output = Command::new(BIN)
+            .args(["serve", "--listen", given])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{given}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(hint), "{given}: {stderr}");
+    }
+}
+
 /// Issue 12, papercut 7: a log filter that does not parse is refused, not
 /// silently replaced by the default.
 #[test]
