@@ -107,6 +107,12 @@ pub struct ApiTokenListFilter {
     pub workspace_id: Option<String>,
     /// Only tokens holding a role on this deployment.
     pub deployment_id: Option<String>,
+    /// Only tokens created for the organization itself (`ORGANIZATION`
+    /// scope), as the Astro CLI asks on every page of its list.
+    pub include_only_organization_tokens: Option<bool>,
+    /// `STANDARD` (every token agentkey issues) or `DIRECT_ACCESS` (none:
+    /// agentkey issues no direct-access tokens).
+    pub kind: Option<String>,
 }
 
 impl From<&model::ApiToken> for ApiToken {
@@ -240,11 +246,32 @@ pub async fn list_api_tokens(
             _ => None,
         }
     };
+    let no_kind_here = match filter.kind.as_deref() {
+        None | Some("STANDARD") => false,
+        Some("DIRECT_ACCESS") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(vec![FieldError::new(
+                "kind",
+                "invalid",
+                format!("kind must be STANDARD or DIRECT_ACCESS; got {other:?}"),
+            )]))
+        }
+    };
     let filter = ApiTokenFilter {
         workspace: filter.workspace_id,
         deployment: filter.deployment_id,
         homes,
+        scope: (filter.include_only_organization_tokens == Some(true))
+            .then_some(EntityType::Organization),
     };
+    if no_kind_here {
+        return Ok(Json(ApiTokensPaginated {
+            limit: query.page.limit,
+            offset: query.page.offset,
+            tokens: Vec::new(),
+            total_count: 0,
+        }));
+    }
     let page = state
         .store
         .list_api_tokens(&org, &filter, &query.page)

@@ -297,6 +297,9 @@ fn push_api_token_filter<'q, DB: sqlx::Database>(
                 .push(")");
         }
     }
+    if let Some(scope) = filter.scope {
+        q.push(" AND scope = ").push_bind(scope.as_str());
+    }
     match &filter.homes {
         None => {}
         Some(Homes::Deployment(deployment)) => {
@@ -331,6 +334,7 @@ mod tests {
             workspace: Some("ws' OR '1' = '1".into()),
             deployment: Some("dep-1".into()),
             homes: None,
+            scope: None,
         };
         let mut q = QueryBuilder::<sqlx::Postgres>::new("");
         push_api_token_filter(&mut q, "org-1", &filter);

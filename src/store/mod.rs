@@ -282,6 +282,8 @@ pub struct ApiTokenFilter {
     pub workspace: Option<String>,
     pub deployment: Option<String>,
     pub homes: Option<Homes>,
+    /// Only tokens created for this kind of entity.
+    pub scope: Option<crate::roles::EntityType>,
 }
 
 /// Where listed API tokens must have been created (their scope and

@@ -744,3 +744,46 @@ async fn a_list_shows_only_tokens_their_caller_could_get() {
         .await;
     assert_eq!(all.body["totalCount"], 2, "{}", all.body);
 }
+
+/// Issue 13, item 2: the Astro CLI lists organization tokens with
+/// `includeOnlyOrganizationTokens=true` on every page; `kind` is honoured
+/// (agentkey issues only STANDARD tokens) or refused, never ignored.
+#[tokio::test]
+async fn list_filters_of_the_astro_cli_are_honoured() {
+    let app = TestApp::new().await;
+    let t = app.tenant().await;
+    api_token(
+        &app,
+        &t.org,
+        json!({ "name": "org", "scope": "ORGANIZATION", "role": "ORGANIZATION_MEMBER" }),
+    )
+    .await;
+    deployment_admin(&app, &t).await;
+    let path = tokens_path(&t.org);
+    let all = app.get(&path).await;
+    assert_eq!(all.body["totalCount"], 2);
+    let only = app
+        .get(format!(
+            "{path}?includeOnlyOrganizationTokens=true&limit=20&offset=0"
+        ))
+        .await;
+    assert_eq!(only.body["totalCount"], 1, "{}", only.body);
+    assert_eq!(only.body["tokens"][0]["type"], "ORGANIZATION");
+    let not_only = app
+        .get(format!("{path}?includeOnlyOrganizationTokens=false"))
+        .await;
+    assert_eq!(not_only.body["totalCount"], 2);
+    let standard = app.get(format!("{path}?kind=STANDARD")).await;
+    assert_eq!(standard.body["totalCount"], 2);
+    let direct = app.get(format!("{path}?kind=DIRECT_ACCESS")).await;
+    assert_eq!(direct.status, StatusCode::OK);
+    assert_eq!(direct.body["totalCount"], 0);
+    let bogus = app.get(format!("{path}?kind=SUPER")).await;
+    assert!(bogus
+        .assert_error(400)
+        .contains("STANDARD or DIRECT_ACCESS"));
+    let not_a_bool = app
+        .get(format!("{path}?includeOnlyOrganizationTokens=yes"))
+        .await;
+    not_a_bool.assert_error(400);
+}

@@ -1695,6 +1695,7 @@ async fn api_token_lists_filter_by_role_and_page(store: Arc<dyn Store>) {
             workspace: workspace.map(str::to_string),
             deployment: deployment.map(str::to_string),
             homes: None,
+            scope: None,
         };
         async move {
             store
@@ -1919,6 +1920,7 @@ async fn deleting_an_api_token_deletes_its_roles(store: Arc<dyn Store>) {
         workspace: Some(ws.id.clone()),
         deployment: None,
         homes: None,
+        scope: None,
     };
     let page = store
         .list_api_tokens(&org.id, &filter, &all())
