@@ -1,7 +1,7 @@
 //! `/organizations/{org}/deployments`: create, list, get and delete
 //! deployments. Deleting a deployment revokes every agent token of it.
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -10,14 +10,14 @@ use utoipa::ToSchema;
 use super::audit::{Origin, Target};
 use super::auth::Caller;
 use super::error::ApiError;
-use super::extract::{ListQuery, PathParams, Sortable, ValidJson};
+use super::extract::{list_values, ListQuery, PathParams, Sortable, ValidJson};
 use crate::app::AppState;
-use crate::authz::{Action, Resource};
+use crate::authz::{self, Action, Resource};
 use crate::clock::rfc3339;
 use crate::model;
 use crate::model::{AuditAction, TargetKind};
 use crate::store::revocations::Revocation;
-use crate::store::SortColumn;
+use crate::store::{PlaceFilter, SortColumn};
 use crate::token::id::is_id;
 use crate::token::new_id;
 use crate::token::request::{parse_reference, Description, Faults, FieldError, Name};
@@ -144,8 +144,16 @@ pub async fn create_deployment(
 }
 
 /// List the deployments of an organization.
+///
+/// `workspaceIds`, `deploymentIds` and `names` (repeated or comma-separated)
+/// narrow the list. A caller without organization-wide access lists the
+/// deployments of the workspaces (or the deployments) it names, where its
+/// role reaches.
 #[utoipa::path(get, path = "/organizations/{organizationId}/deployments", tag = "Deployment",
     params(("organizationId" = String, Path),
+           ("workspaceIds" = Option<Vec<String>>, Query, description = "Only deployments of these workspaces"),
+           ("deploymentIds" = Option<Vec<String>>, Query, description = "Only these deployments"),
+           ("names" = Option<Vec<String>>, Query, description = "Only deployments with one of these names (exact)"),
            ("offset" = Option<i64>, Query, description = "Results to skip, >= 0 (default 0)"),
            ("limit" = Option<i64>, Query, description = "Results per page, 0..=1000 (default 20)"),
            ("sorts" = Option<Vec<String>>, Query, description = "`name`, `description`, `createdAt`, `updatedAt` with `:asc` or `:desc`")),
@@ -154,12 +162,52 @@ pub async fn list_deployments(
     State(state): State<AppState>,
     caller: Caller,
     PathParams(org): PathParams<String>,
+    RawQuery(raw): RawQuery,
     query: ListQuery<Deployment>,
 ) -> Result<Json<DeploymentsPaginated>, ApiError> {
-    caller
-        .organization(&state, Action::ListDeployments, &org)
+    let filter = PlaceFilter {
+        workspaces: list_values(raw.as_deref(), "workspaceIds")?,
+        ids: list_values(raw.as_deref(), "deploymentIds")?,
+        names: list_values(raw.as_deref(), "names")?,
+    };
+    caller.inside(&state, Action::GetDeployment, &org).await?;
+    if authz::authorize(
+        &caller.0,
+        Action::ListDeployments,
+        Resource::Organization(&org),
+    )
+    .is_err()
+    {
+        // Without the organization's list, the caller lists what it may
+        // get: the deployments of each workspace it names, or each
+        // deployment it names, where its role reaches (403 otherwise).
+        if !filter.workspaces.is_empty() {
+            for ws in &filter.workspaces {
+                let workspace = caller
+                    .workspace(&state, Action::GetWorkspace, &org, ws)
+                    .await?;
+                caller.require(
+                    Action::GetDeployment,
+                    Resource::Workspace {
+                        organization: &org,
+                        workspace: &workspace.id,
+                    },
+                )?;
+            }
+        } else if !filter.ids.is_empty() {
+            for id in &filter.ids {
+                caller
+                    .deployment(&state, Action::GetDeployment, &org, id)
+                    .await?;
+            }
+        } else {
+            caller.require(Action::ListDeployments, Resource::Organization(&org))?;
+        }
+    }
+    let page = state
+        .store
+        .list_deployments(&org, &filter, &query.page)
         .await?;
-    let page = state.store.list_deployments(&org, &query.page).await?;
     Ok(Json(DeploymentsPaginated {
         limit: query.page.limit,
         offset: query.page.offset,

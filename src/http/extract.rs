@@ -292,6 +292,35 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathPar
     }
 }
 
+/// Every value of a list filter in a query string (`names=a&names=b` or
+/// `names=a,b`, as Astro's clients send them), in order; an empty item is
+/// a 400 naming the parameter.
+pub fn list_values(query: Option<&str>, key: &str) -> Result<Vec<String>, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|_| ApiError::bad_request("invalid query string"))?;
+    let mut values = Vec::new();
+    for (_, value) in pairs.iter().filter(|(k, _)| k == key) {
+        for item in value.split(',') {
+            if item.trim().is_empty() {
+                return Err(ApiError::invalid(vec![FieldError::new(
+                    key,
+                    "invalid",
+                    format!("{key} must not hold an empty value"),
+                )]));
+            }
+            if values.len() >= MAX_LIMIT as usize {
+                return Err(ApiError::invalid(vec![FieldError::new(
+                    key,
+                    "invalid",
+                    format!("{key} holds more than {MAX_LIMIT} values"),
+                )]));
+            }
+            values.push(item.trim().to_string());
+        }
+    }
+    Ok(values)
+}
+
 /// Query parameters deserialized into `T`, with a bad query a 400 in the envelope.
 pub struct QueryParams<T>(pub T);
 

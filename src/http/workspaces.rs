@@ -1,6 +1,6 @@
 //! `/organizations/{org}/workspaces`: create, list and get workspaces.
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -8,13 +8,13 @@ use utoipa::ToSchema;
 use super::audit::{Origin, Target};
 use super::auth::Caller;
 use super::error::ApiError;
-use super::extract::{ListQuery, PathParams, Sortable, ValidJson};
+use super::extract::{list_values, ListQuery, PathParams, Sortable, ValidJson};
 use crate::app::AppState;
-use crate::authz::{Action, Resource};
+use crate::authz::{self, Action, Resource};
 use crate::clock::rfc3339;
 use crate::model;
 use crate::model::{AuditAction, TargetKind};
-use crate::store::SortColumn;
+use crate::store::{PlaceFilter, SortColumn};
 use crate::token::new_id;
 use crate::token::request::{Description, Faults, Name};
 
@@ -112,8 +112,14 @@ pub async fn create_workspace(
 }
 
 /// List the workspaces of an organization.
+///
+/// `workspaceIds` and `names` (repeated or comma-separated) narrow the list.
+/// A caller without organization-wide access lists the workspaces it names,
+/// where its role reaches.
 #[utoipa::path(get, path = "/organizations/{organizationId}/workspaces", tag = "Workspace",
     params(("organizationId" = String, Path),
+           ("workspaceIds" = Option<Vec<String>>, Query, description = "Only these workspaces"),
+           ("names" = Option<Vec<String>>, Query, description = "Only workspaces with one of these names (exact)"),
            ("offset" = Option<i64>, Query, description = "Results to skip, >= 0 (default 0)"),
            ("limit" = Option<i64>, Query, description = "Results per page, 0..=1000 (default 20)"),
            ("sorts" = Option<Vec<String>>, Query, description = "`name`, `description`, `createdAt`, `updatedAt` with `:asc` or `:desc`")),
@@ -122,12 +128,35 @@ pub async fn list_workspaces(
     State(state): State<AppState>,
     caller: Caller,
     PathParams(org): PathParams<String>,
+    RawQuery(raw): RawQuery,
     query: ListQuery<Workspace>,
 ) -> Result<Json<WorkspacesPaginated>, ApiError> {
-    caller
-        .organization(&state, Action::ListWorkspaces, &org)
+    let filter = PlaceFilter {
+        ids: list_values(raw.as_deref(), "workspaceIds")?,
+        names: list_values(raw.as_deref(), "names")?,
+        workspaces: Vec::new(),
+    };
+    caller.inside(&state, Action::GetWorkspace, &org).await?;
+    if authz::authorize(
+        &caller.0,
+        Action::ListWorkspaces,
+        Resource::Organization(&org),
+    )
+    .is_err()
+    {
+        if filter.ids.is_empty() {
+            caller.require(Action::ListWorkspaces, Resource::Organization(&org))?;
+        }
+        for ws in &filter.ids {
+            caller
+                .workspace(&state, Action::GetWorkspace, &org, ws)
+                .await?;
+        }
+    }
+    let page = state
+        .store
+        .list_workspaces(&org, &filter, &query.page)
         .await?;
-    let page = state.store.list_workspaces(&org, &query.page).await?;
     Ok(Json(WorkspacesPaginated {
         limit: query.page.limit,
         offset: query.page.offset,

@@ -14,7 +14,7 @@ use super::api_tokens::ApiTokens;
 use super::db::Db;
 use super::revocations::{Revocation, RevocationSink};
 use super::sessions::{SessionCutoffs, Sessions};
-use super::{ApiTokenFilter, AuditQuery, Page, PageRequest, Result, Store};
+use super::{ApiTokenFilter, AuditQuery, Page, PageRequest, PlaceFilter, Result, Store};
 use crate::model::{
     AgentCredential, AgentToken, ApiCredential, ApiToken, ApiTokenChange, AuditEvent,
     ConsoleSession, Deployment, NewAgentToken, NewApiToken, Organization, RootCredential, Rotation,
@@ -112,8 +112,13 @@ where
         Db(&self.pool).create_workspace(ws, audit).await
     }
 
-    async fn list_workspaces(&self, org: &str, page: &PageRequest) -> Result<Page<Workspace>> {
-        Db(&self.pool).list_workspaces(org, page).await
+    async fn list_workspaces(
+        &self,
+        org: &str,
+        filter: &PlaceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Workspace>> {
+        Db(&self.pool).list_workspaces(org, filter, page).await
     }
 
     async fn get_workspace(&self, org: &str, id: &str) -> Result<Option<Workspace>> {
@@ -124,8 +129,13 @@ where
         Db(&self.pool).create_deployment(dep, audit).await
     }
 
-    async fn list_deployments(&self, org: &str, page: &PageRequest) -> Result<Page<Deployment>> {
-        Db(&self.pool).list_deployments(org, page).await
+    async fn list_deployments(
+        &self,
+        org: &str,
+        filter: &PlaceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Deployment>> {
+        Db(&self.pool).list_deployments(org, filter, page).await
     }
 
     async fn get_deployment(&self, org: &str, id: &str) -> Result<Option<Deployment>> {

@@ -10,7 +10,7 @@ use super::backend::Backend;
 use super::revocations::Revocation;
 use super::rows::*;
 use super::sql::*;
-use super::{AuditQuery, Page, PageRequest, Result};
+use super::{AuditQuery, Page, PageRequest, PlaceFilter, Result};
 use crate::model::{AuditEvent, Deployment, Organization, RootCredential, Workspace};
 use crate::token::Digest;
 
@@ -159,13 +159,16 @@ where
         Ok(())
     }
 
-    pub async fn list_workspaces(&self, org: &str, page: &PageRequest) -> Result<Page<Workspace>> {
+    pub async fn list_workspaces(
+        &self,
+        org: &str,
+        filter: &PlaceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Workspace>> {
         self.page::<WorkspaceRow, _, _>(
             WORKSPACE_COLUMNS,
             "workspaces",
-            |q| {
-                q.push("organization_id = ").push_bind(org);
-            },
+            |q| push_place_filter(q, org, filter),
             page,
         )
         .await
@@ -200,14 +203,13 @@ where
     pub async fn list_deployments(
         &self,
         org: &str,
+        filter: &PlaceFilter,
         page: &PageRequest,
     ) -> Result<Page<Deployment>> {
         self.page::<DeploymentRow, _, _>(
             DEPLOYMENT_COLUMNS,
             "deployments",
-            |q| {
-                q.push("organization_id = ").push_bind(org);
-            },
+            |q| push_place_filter(q, org, filter),
             page,
         )
         .await
@@ -356,6 +358,33 @@ fn push_audit_filter<'q, DB: sqlx::Database>(
     }
     if let Some(action) = &window.action {
         q.push(" AND action = ").push_bind(action.as_str());
+    }
+}
+
+/// The condition of a workspace or deployment list: the organization, and
+/// each non-empty list of the filter as an `IN`, every value bound.
+fn push_place_filter<'q, DB: sqlx::Database>(
+    q: &mut QueryBuilder<'q, DB>,
+    org: &'q str,
+    filter: &'q PlaceFilter,
+) where
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    q.push("organization_id = ").push_bind(org);
+    for (column, values) in [
+        ("id", &filter.ids),
+        ("name", &filter.names),
+        ("workspace_id", &filter.workspaces),
+    ] {
+        if values.is_empty() {
+            continue;
+        }
+        q.push(" AND ").push(column).push(" IN (");
+        let mut each = q.separated(", ");
+        for value in values {
+            each.push_bind(value.as_str());
+        }
+        q.push(")");
     }
 }
 

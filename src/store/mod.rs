@@ -127,11 +127,21 @@ pub trait Store: Send + Sync + 'static {
     async fn get_organization(&self, id: &str) -> Result<Option<Organization>>;
 
     async fn create_workspace(&self, ws: &Workspace, audit: &AuditEvent) -> Result<()>;
-    async fn list_workspaces(&self, org: &str, page: &PageRequest) -> Result<Page<Workspace>>;
+    async fn list_workspaces(
+        &self,
+        org: &str,
+        filter: &PlaceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Workspace>>;
     async fn get_workspace(&self, org: &str, id: &str) -> Result<Option<Workspace>>;
 
     async fn create_deployment(&self, dep: &Deployment, audit: &AuditEvent) -> Result<()>;
-    async fn list_deployments(&self, org: &str, page: &PageRequest) -> Result<Page<Deployment>>;
+    async fn list_deployments(
+        &self,
+        org: &str,
+        filter: &PlaceFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Deployment>>;
     async fn get_deployment(&self, org: &str, id: &str) -> Result<Option<Deployment>>;
     /// Deletes the deployment and every agent token of it, in one
     /// transaction. Answers the deleted tokens' digests (empty if none), or
@@ -272,6 +282,16 @@ pub struct AuditQuery {
     pub from: Option<i64>,
     pub until: Option<i64>,
     pub action: Option<String>,
+}
+
+/// Which workspaces or deployments a list answers: the organization's,
+/// narrowed by each list that is not empty (ids, names and, for
+/// deployments, their workspaces); a value matches exactly.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlaceFilter {
+    pub ids: Vec<String>,
+    pub names: Vec<String>,
+    pub workspaces: Vec<String>,
 }
 
 /// Which API tokens a list answers: those holding a role on the workspace

@@ -2,7 +2,7 @@
 //! belong to.
 
 use crate::common::{str_of, TestApp};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use serde_json::json;
 
 async fn organizations_are_created_listed_and_fetched(app: TestApp) {
@@ -195,7 +195,89 @@ async fn registry_lists_paginate_and_sort(app: TestApp) {
         .assert_error(400);
 }
 
+/// Issue 13, items 2 and 3: the list filters Astro documents, as its
+/// clients send them (repeated keys, comma lists), and a workspace owner
+/// listing the deployments of its workspace.
+async fn list_filters_and_a_workspace_owners_deployments(app: TestApp) {
+    let org = app.org("acme").await;
+    let path = |p: &str| format!("/v1/organizations/{org}/{p}");
+    let ws = |name: &str| {
+        let app = &app;
+        let url = path("workspaces");
+        let body = json!({ "name": name });
+        async move { str_of(&app.post(url, body).await.body, "id").to_string() }
+    };
+    let (data, ml) = (ws("data").await, ws("ml").await);
+    let mut deployments = Vec::new();
+    for (name, w) in [("prod", &data), ("dev", &data), ("prod", &ml)] {
+        let reply = app
+            .post(
+                path("deployments"),
+                json!({ "name": name, "workspaceId": w }),
+            )
+            .await;
+        deployments.push(str_of(&reply.body, "id").to_string());
+    }
+    let count = |query: String| {
+        let app = &app;
+        let url = format!("{}?{query}", path("deployments"));
+        async move {
+            let reply = app.get(url).await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+            reply.body["totalCount"].as_i64().unwrap()
+        }
+    };
+    assert_eq!(count(format!("workspaceIds={data}")).await, 2);
+    assert_eq!(
+        count(format!("workspaceIds={data}&workspaceIds={ml}")).await,
+        3
+    );
+    assert_eq!(
+        count(format!("workspaceIds={data},{ml}&names=prod")).await,
+        2
+    );
+    assert_eq!(count("names=prod,dev".to_string()).await, 3);
+    assert_eq!(count(format!("deploymentIds={}", deployments[2])).await, 1);
+    assert_eq!(count(format!("workspaceIds={ml}&names=dev")).await, 0);
+    let workspaces = app
+        .get(format!(
+            "{}?names=ml&sorts=name%3Aasc&sorts=createdAt%3Adesc",
+            path("workspaces")
+        ))
+        .await;
+    assert_eq!(workspaces.body["totalCount"], 1, "{}", workspaces.body);
+    app.get(format!("{}?names=", path("deployments")))
+        .await
+        .assert_error(400);
+
+    // A workspace owner: not the organization's list, but its workspace's.
+    let owner = app
+        .post(
+            path("tokens"),
+            json!({ "name": "o", "scope": "WORKSPACE", "entityId": data, "role": "WORKSPACE_OWNER" }),
+        )
+        .await;
+    let owner = str_of(&owner.body, "token").to_string();
+    let as_owner = |query: String| {
+        let app = &app;
+        let owner = owner.clone();
+        let url = format!("{}?{query}", path("deployments"));
+        async move { app.send(Method::GET, &url, Some(&owner), None).await }
+    };
+    as_owner(String::new()).await.assert_error(403);
+    let own = as_owner(format!("workspaceIds={data}")).await;
+    assert_eq!(own.status, StatusCode::OK, "{}", own.body);
+    assert_eq!(own.body["totalCount"], 2);
+    as_owner(format!("workspaceIds={ml}"))
+        .await
+        .assert_error(403);
+    as_owner(format!("workspaceIds={data},{ml}"))
+        .await
+        .assert_error(403);
+}
+
 on_every_backend!(
+    list_filters_and_a_workspace_owners_deployments,
     organizations_are_created_listed_and_fetched,
     workspaces_belong_to_one_organization,
     deployments_need_a_workspace_of_the_same_organization,

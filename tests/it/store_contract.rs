@@ -481,12 +481,18 @@ async fn workspaces_belong_to_their_organization(store: Arc<dyn Store>) {
             .expect("create workspace");
     }
 
-    let page = store.list_workspaces(&a.id, &all()).await.expect("list");
+    let page = store
+        .list_workspaces(&a.id, &store::PlaceFilter::default(), &all())
+        .await
+        .expect("list");
     assert_eq!((page.total, page.items), (2, vec![a1.clone(), a2.clone()]));
-    let page = store.list_workspaces(&b.id, &all()).await.expect("list");
+    let page = store
+        .list_workspaces(&b.id, &store::PlaceFilter::default(), &all())
+        .await
+        .expect("list");
     assert_eq!((page.total, page.items), (1, vec![b1.clone()]));
     let page = store
-        .list_workspaces(&new_id(), &all())
+        .list_workspaces(&new_id(), &store::PlaceFilter::default(), &all())
         .await
         .expect("list");
     assert_eq!((page.total, page.items), (0, vec![]));
@@ -531,12 +537,18 @@ async fn deployments_belong_to_their_organization(store: Arc<dyn Store>) {
             .expect("create deployment");
     }
 
-    let page = store.list_deployments(&a.id, &all()).await.expect("list");
+    let page = store
+        .list_deployments(&a.id, &store::PlaceFilter::default(), &all())
+        .await
+        .expect("list");
     assert_eq!((page.total, page.items), (2, vec![a1.clone(), a2.clone()]));
-    let page = store.list_deployments(&b.id, &all()).await.expect("list");
+    let page = store
+        .list_deployments(&b.id, &store::PlaceFilter::default(), &all())
+        .await
+        .expect("list");
     assert_eq!((page.total, page.items), (1, vec![b1.clone()]));
     let page = store
-        .list_deployments(&new_id(), &all())
+        .list_deployments(&new_id(), &store::PlaceFilter::default(), &all())
         .await
         .expect("list");
     assert_eq!((page.total, page.items), (0, vec![]));
@@ -598,7 +610,7 @@ async fn paging_counts_every_row(store: Arc<dyn Store>) {
             (5, orgs[range.clone()].to_vec())
         );
         let page = store
-            .list_workspaces(&org.id, &window(offset, 2))
+            .list_workspaces(&org.id, &store::PlaceFilter::default(), &window(offset, 2))
             .await
             .expect("list");
         assert_eq!(
@@ -696,7 +708,7 @@ async fn sorting_follows_byte_order(store: Arc<dyn Store>) {
     }
     for sort in single_sorts(&[Name, Description, CreatedAt, UpdatedAt]) {
         let page = store
-            .list_workspaces(&org.id, &sorted_by(&[sort]))
+            .list_workspaces(&org.id, &store::PlaceFilter::default(), &sorted_by(&[sort]))
             .await
             .expect("list");
         assert_eq!(
@@ -705,7 +717,7 @@ async fn sorting_follows_byte_order(store: Arc<dyn Store>) {
             "workspaces by {sort:?}"
         );
         let page = store
-            .list_deployments(&org.id, &sorted_by(&[sort]))
+            .list_deployments(&org.id, &store::PlaceFilter::default(), &sorted_by(&[sort]))
             .await
             .expect("list");
         assert_eq!(

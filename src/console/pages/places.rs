@@ -151,12 +151,15 @@ async fn workspace_page(
     let workspace: Workspace = ctx
         .read(&format!("/organizations/{org}/workspaces/{ws}"))
         .await?;
+    // Only this workspace's, which a workspace role may list too.
     let deployments = ctx
-        .deployments(org)
+        .api
+        .get::<DeploymentsPaginated>(&format!(
+            "/organizations/{org}/deployments?workspaceIds={ws}&{LIST_ALL}&sorts=name:asc"
+        ))
         .await
-        .into_iter()
-        .filter(|d| d.workspace_id == workspace.id)
-        .collect();
+        .map(|d| d.deployments)
+        .unwrap_or_default();
     let mut layout = layout(
         ctx,
         workspace.name.clone(),
