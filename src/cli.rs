@@ -351,24 +351,29 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "AGENTKEY_HEADER_READ_TIMEOUT_SECONDS",
-        default_value_t = 10
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     pub header_read_timeout_seconds: u64,
     /// Longest wait, in seconds, for the next chunk of a request body.
-    #[arg(long, env = "AGENTKEY_BODY_TIMEOUT_SECONDS", default_value_t = 10)]
+    #[arg(long, env = "AGENTKEY_BODY_TIMEOUT_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub body_timeout_seconds: u64,
     /// Seconds a keep-alive connection may sit idle between requests.
-    #[arg(long, env = "AGENTKEY_IDLE_TIMEOUT_SECONDS", default_value_t = 60)]
+    #[arg(long, env = "AGENTKEY_IDLE_TIMEOUT_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub idle_timeout_seconds: u64,
     /// Connections served at once (per listener); more wait in the kernel's
     /// backlog. Lowered at start if the open-file limit is smaller.
     #[arg(long, env = "AGENTKEY_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
     /// Minutes a web console session may sit unused before it ends.
-    #[arg(long, env = "AGENTKEY_CONSOLE_IDLE_MINUTES", default_value_t = 30)]
+    #[arg(long, env = "AGENTKEY_CONSOLE_IDLE_MINUTES", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=10_080))]
     pub console_idle_minutes: u64,
     /// Hours a web console session lasts at most, however busy.
-    #[arg(long, env = "AGENTKEY_CONSOLE_SESSION_HOURS", default_value_t = 12)]
+    #[arg(long, env = "AGENTKEY_CONSOLE_SESSION_HOURS", default_value_t = 12,
+          value_parser = clap::value_parser!(u64).range(1..=8_760))]
     pub console_session_hours: u64,
     /// The origin people reach the console at when it is behind a proxy
     /// (https://keys.example.com): forms must come from it, and an https

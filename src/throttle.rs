@@ -28,6 +28,8 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 /// How often tracked addresses are swept, at most.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// How often a full table may be swept to make room.
+const FULL_SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// The key of requests whose address is not known (in-process calls).
 const UNKNOWN: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 /// The key every new address shares while the table is full.
@@ -95,7 +97,9 @@ impl FailureLimiter {
         self.sweep_if_due();
         let mut key = key_of(client);
         if self.limiter.len() >= self.max_clients {
-            self.sweep();
+            // Full: sweep at most once a second (a sweep walks every
+            // entry), and meanwhile count new clients in the overflow.
+            self.sweep_if_due_within(FULL_SWEEP_EVERY);
             if self.limiter.len() >= self.max_clients {
                 key = OVERFLOW;
             }
@@ -145,9 +149,14 @@ impl FailureLimiter {
     }
 
     fn sweep_if_due(&self) {
+        self.sweep_if_due_within(SWEEP_EVERY);
+    }
+
+    /// Sweeps if the last sweep is at least `every` ago.
+    fn sweep_if_due_within(&self, every: Duration) {
         let now = self.started.elapsed().as_millis() as u64;
         let last = self.last_sweep.load(Ordering::Relaxed);
-        let due = now.saturating_sub(last) >= SWEEP_EVERY.as_millis() as u64;
+        let due = now.saturating_sub(last) >= every.as_millis() as u64;
         // One caller wins the sweep; the others go on.
         if due
             && self

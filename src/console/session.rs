@@ -124,6 +124,14 @@ impl FromRequestParts<Console> for SignedIn {
         let Some(id) = session_cookie(&parts.headers, settings.cookie_name()) else {
             return Err(refuse(false).into_response());
         };
+        // A cookie that names no session is a failed credential check
+        // like any other: counted per address, and over the limit not even
+        // looked up (a flood of made-up cookies costs no database reads).
+        let client = crate::http::client_ip::of(parts, &console.state);
+        let failures = &console.state.auth_failures;
+        if let Err(retry) = failures.check(client) {
+            return Err(super::pages::too_many(retry));
+        }
         let id_digest = Digest::of(id.expose_secret());
         let store = &console.state.store;
         let now = console.state.clock.now();
@@ -132,7 +140,10 @@ impl FromRequestParts<Console> for SignedIn {
             .await
             .map_err(|e| super::pages::store_failure(e.into()))?;
         let Some(session) = session else {
-            return Err(refuse(true).into_response());
+            return Err(match failures.failed(client) {
+                Ok(()) => refuse(true).into_response(),
+                Err(retry) => super::pages::too_many(retry),
+            });
         };
         let cutoffs = settings.cutoffs(now);
         if session.created_at <= cutoffs.created_before
@@ -159,7 +170,10 @@ impl FromRequestParts<Console> for SignedIn {
                 return Err(super::pages::busy());
             }
         };
-        if now - session.last_seen_at >= TOUCH_EVERY_SECONDS {
+        // Often enough that idleness is measured to within half the idle
+        // timeout, however short that is set.
+        let touch_every = TOUCH_EVERY_SECONDS.min(settings.idle_timeout.as_secs() as i64 / 2);
+        if now - session.last_seen_at >= touch_every {
             store
                 .touch_console_session(&id_digest, now)
                 .await

@@ -843,3 +843,26 @@ async fn failed_sign_ins_are_limited_like_failed_api_calls() {
     assert_eq!(right.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(browser.cookie.is_none());
 }
+
+/// A cookie that names no session is a failed credential check: a flood
+/// of made-up cookies is limited like a flood of made-up tokens.
+#[tokio::test]
+async fn made_up_session_cookies_are_limited() {
+    let app = TestApp::sqlite(Settings::default()).await;
+    let burst = Settings::default().auth_failures.burst;
+    let mut browser = Browser::new(&app);
+    for i in 0..burst {
+        browser.cookie = Some(format!("agentkey_session={:064x}", i + 1));
+        let page = browser.get("/console/").await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "round {i}");
+    }
+    browser.cookie = Some(format!("agentkey_session={:064x}", 999));
+    let limited = browser.get("/console/").await;
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.html
+    );
+    assert!(limited.headers.contains_key("retry-after"));
+}

@@ -176,6 +176,18 @@ pub fn forbidden_form() -> Response {
     )
 }
 
+/// Too many failed credential checks from this address: the console's page
+/// for the API's 429, with its `Retry-After`.
+pub fn too_many(retry: crate::throttle::RetryAfter) -> Response {
+    let error = ApiError::too_many_failures(retry);
+    let mut page = plain_error(error.status, "Too many attempts", &error.message);
+    if let Some(seconds) = error.retry_after {
+        page.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, seconds.into());
+    }
+    page
+}
+
 /// Credential checks are queued up: try again in a moment.
 pub fn busy() -> Response {
     let mut page = plain_error(

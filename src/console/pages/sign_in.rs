@@ -134,6 +134,7 @@ pub async fn sign_out(
     _: Posted<Nothing>,
 ) -> Response {
     let cookie = session::end(&console, &headers).await;
+    tracing::info!("console sign-out");
     let mut response = see_other("/console/sign-in");
     response.headers_mut().insert(header::SET_COOKIE, cookie);
     response
