@@ -129,9 +129,29 @@ fn sqlite_path(url: &str) -> Option<&str> {
     (!path.is_empty() && path != ":memory:").then_some(path)
 }
 
-/// `agentkey root-token [--rotate]`. Unlike `serve`, it never creates a
+/// On a terminal (stdin and stderr), asks whether to rotate; elsewhere
+/// nothing is asked and the answer is yes.
+fn confirm_rotation() -> Result<bool, String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Ok(true);
+    }
+    eprint!(
+        "Replace the root credential? The current one stops working at once, \
+         on every replica. [y/N] "
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| format!("cannot read the answer: {e}"))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
+
+/// `agentkey root-token [--rotate [--yes]]`. Unlike `serve`, it never creates a
 /// database: a mistyped path must not yield a credential for nothing.
-pub async fn root_token_command(url: &str, rotate: bool) -> Result<(), String> {
+pub async fn root_token_command(url: &str, rotate: bool, yes: bool) -> Result<(), String> {
     if let Some(path) = sqlite_path(url) {
         if !std::path::Path::new(path).exists() {
             return Err(format!(
@@ -145,6 +165,9 @@ pub async fn root_token_command(url: &str, rotate: bool) -> Result<(), String> {
             "Note: AGENTKEY_ROOT_TOKEN is set here. While it is set for `agentkey serve`, \
              that value is the only root credential and the stored one is not accepted."
         );
+    }
+    if rotate && !yes && !confirm_rotation()? {
+        return Err("not rotated: the root credential is unchanged".to_string());
     }
     let store = open(url).await?;
     let result = if rotate {
@@ -161,9 +184,12 @@ pub async fn root_token_command(url: &str, rotate: bool) -> Result<(), String> {
             )
             .await
             .map_err(|e| e.to_string())?;
-        announce_root_secret(
-            &secret,
-            "New root credential (the previous one no longer works)",
+        // The secret alone on stdout, for `NEW=$(agentkey root-token --rotate)`;
+        // the words around it on stderr.
+        println!("{}", secret.expose());
+        eprintln!(
+            "agentkey: new root credential printed on stdout; the previous one no longer \
+             works. It will not be shown again."
         );
         Ok(())
     } else {

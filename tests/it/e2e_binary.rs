@@ -181,7 +181,15 @@ async fn full_lifecycle_across_restarts() {
         .output()
         .unwrap();
     assert!(output.status.success());
-    let new_root = root_in(&String::from_utf8_lossy(&output.stderr)).expect("new root printed");
+    // The credential alone on stdout (for `NEW=$(...)`), never on stderr;
+    // no terminal here, so no question was asked.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let new_root = stdout.trim().to_string();
+    assert_eq!(root_in(&stdout).as_deref(), Some(new_root.as_str()));
+    assert!(!stderr.contains("akroot_"), "{stderr}");
+    assert!(stderr.contains("printed on stdout"), "{stderr}");
+    assert!(!stderr.contains("[y/N]"), "{stderr}");
     assert_ne!(new_root, root);
     let (status, _) = api
         .call(reqwest::Method::GET, "/v1/organizations", &root, None)
