@@ -317,6 +317,40 @@ fn an_unsupported_database_url_is_a_clear_error() {
     );
 }
 
+/// A PostgreSQL nothing listens for is named at once, not after the pool's
+/// 5 s acquire timeout as "pool timed out".
+#[test]
+fn an_unreachable_postgres_is_named_at_once() {
+    // A loopback port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let output = Command::new(BIN)
+        .arg("serve")
+        .env("AGENTKEY_LISTEN", "127.0.0.1:0")
+        .env(
+            "AGENTKEY_DATABASE_URL",
+            format!("postgres://postgres:hunter2@127.0.0.1:{port}/test"),
+        )
+        .env_remove("AGENTKEY_ROOT_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("connection refused at 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("pool timed out"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(took < Duration::from_secs(3), "took {took:?}: {stderr}");
+}
+
 #[test]
 fn migrate_and_root_token_work_without_a_server() {
     let dir = tempfile::tempdir().unwrap();
