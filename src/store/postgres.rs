@@ -102,7 +102,7 @@ impl SqlStore<Postgres> {
             }
             Ok(Err(err)) => return Err(unreachable(&options, err)),
             Err(_) => {
-                return Err(StoreError::Unreachable(format!(
+                return Err(StoreError::Open(format!(
                     "no answer from {} within {} s",
                     address(&options),
                     ACQUIRE_TIMEOUT.as_secs()
@@ -138,10 +138,10 @@ fn address(options: &PgConnectOptions) -> String {
 fn unreachable(options: &PgConnectOptions, err: sqlx::Error) -> StoreError {
     match err {
         sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-            StoreError::Unreachable(format!("connection refused at {}", address(options)))
+            StoreError::Open(format!("connection refused at {}", address(options)))
         }
         sqlx::Error::Io(io) => {
-            StoreError::Unreachable(format!("cannot connect to {}: {io}", address(options)))
+            StoreError::Open(format!("cannot connect to {}: {io}", address(options)))
         }
         other => StoreError::Database(other),
     }
