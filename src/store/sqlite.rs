@@ -198,7 +198,11 @@ impl SqlStore<Sqlite> {
 
     async fn try_open(url: &str) -> Result<SqliteStore> {
         let options = SqliteConnectOptions::from_str(url)?;
-        if !url.contains("mode=ro") {
+        // Read-only and in-memory databases have no file to write.
+        if !["mode=ro", ":memory:", "mode=memory"]
+            .iter()
+            .any(|sign| url.contains(sign))
+        {
             check_writable(options.get_filename())?;
         }
         create_private(options.get_filename());
