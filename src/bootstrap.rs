@@ -5,6 +5,7 @@
 //! nothing is stored. Without it, the first start generates one, stores its
 //! digest and prints it once; `agentkey root-token --rotate` replaces it.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::clock::rfc3339;
@@ -17,9 +18,9 @@ use crate::token::{new_id, Secret, SecretKind};
 /// another replica stored one first). The secret is shown only after it is
 /// stored: for tests and tools; `serve` uses [`generate_root`].
 pub async fn ensure_generated_root(store: &dyn Store, now: i64) -> store::Result<Option<Secret>> {
-    match generate_root(store, now, |_| {}).await? {
+    match generate_root(store, now, |_| Ok::<(), store::StoreError>(())).await? {
         Generated::Stored(secret) => Ok(Some(secret)),
-        Generated::Existing | Generated::Lost => Ok(None),
+        Generated::Existing | Generated::Lost(_) => Ok(None),
     }
 }
 
@@ -30,18 +31,19 @@ pub enum Generated {
     /// The delivered secret is now the root credential.
     Stored(Secret),
     /// Another process stored its own first; the delivered one is void.
-    Lost,
+    Lost(Secret),
 }
 
 /// Generates a root credential if the database has none, hands the secret
 /// to `deliver` (which shows or writes it), and only then stores its
 /// digest. A process killed in between leaves no root credential, and the
 /// next start generates one; a stored credential has always been shown.
-pub async fn generate_root(
+/// If `deliver` fails, nothing is stored.
+pub async fn generate_root<E: From<store::StoreError>>(
     store: &dyn Store,
     now: i64,
-    deliver: impl FnOnce(&Secret),
-) -> store::Result<Generated> {
+    deliver: impl FnOnce(&Secret) -> Result<(), E>,
+) -> Result<Generated, E> {
     if store.root_credential().await?.is_some() {
         return Ok(Generated::Existing);
     }
@@ -51,7 +53,7 @@ pub async fn generate_root(
         secret_digest: secret.digest(),
         created_at: now,
     };
-    deliver(&secret);
+    deliver(&secret)?;
     test_exit_point("root-delivered");
     let audit = root_event(&credential, AuditAction::RootCredentialCreate);
     let stored = store
@@ -61,7 +63,7 @@ pub async fn generate_root(
     Ok(if stored {
         Generated::Stored(secret)
     } else {
-        Generated::Lost
+        Generated::Lost(secret)
     })
 }
 
@@ -106,6 +108,42 @@ pub fn announce_root_secret(secret: &Secret, what: &str) {
     );
 }
 
+/// Where `serve` writes a generated root credential when stderr is not a
+/// terminal: next to a SQLite file (`PATH.root-credential`), otherwise
+/// `agentkey-root-credential` in the working directory.
+pub fn root_file_path(url: &str) -> PathBuf {
+    match sqlite_path(url) {
+        Some(db) => PathBuf::from(format!("{db}{ROOT_FILE_SUFFIX}")),
+        None => PathBuf::from("agentkey-root-credential"),
+    }
+}
+
+pub const ROOT_FILE_SUFFIX: &str = ".root-credential";
+
+/// Writes the secret (one line) to `path`, readable and writable by its
+/// owner only (mode 0600, also when the file existed), and syncs it.
+pub fn write_root_file(path: &Path, secret: &Secret) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    writeln!(file, "{}", secret.expose())?;
+    file.sync_all()
+}
+
+/// Whether the file at `path` holds `secret` (as [`write_root_file`]
+/// wrote it).
+pub fn root_file_holds(path: &Path, secret: &Secret) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|text| text.trim() == secret.expose())
+}
+
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, String> {
     store::open(url)
         .await
@@ -129,9 +167,29 @@ fn sqlite_path(url: &str) -> Option<&str> {
     (!path.is_empty() && path != ":memory:").then_some(path)
 }
 
-/// `agentkey root-token [--rotate]`. Unlike `serve`, it never creates a
+/// On a terminal (stdin and stderr), asks whether to rotate; elsewhere
+/// nothing is asked and the answer is yes.
+fn confirm_rotation() -> Result<bool, String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Ok(true);
+    }
+    eprint!(
+        "Replace the root credential? The current one stops working at once, \
+         on every replica. [y/N] "
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| format!("cannot read the answer: {e}"))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
+
+/// `agentkey root-token [--rotate [--yes]]`. Unlike `serve`, it never creates a
 /// database: a mistyped path must not yield a credential for nothing.
-pub async fn root_token_command(url: &str, rotate: bool) -> Result<(), String> {
+pub async fn root_token_command(url: &str, rotate: bool, yes: bool) -> Result<(), String> {
     if let Some(path) = sqlite_path(url) {
         if !std::path::Path::new(path).exists() {
             return Err(format!(
@@ -145,6 +203,9 @@ pub async fn root_token_command(url: &str, rotate: bool) -> Result<(), String> {
             "Note: AGENTKEY_ROOT_TOKEN is set here. While it is set for `agentkey serve`, \
              that value is the only root credential and the stored one is not accepted."
         );
+    }
+    if rotate && !yes && !confirm_rotation()? {
+        return Err("not rotated: the root credential is unchanged".to_string());
     }
     let store = open(url).await?;
     let result = if rotate {
@@ -161,9 +222,12 @@ pub async fn root_token_command(url: &str, rotate: bool) -> Result<(), String> {
             )
             .await
             .map_err(|e| e.to_string())?;
-        announce_root_secret(
-            &secret,
-            "New root credential (the previous one no longer works)",
+        // The secret alone on stdout, for `NEW=$(agentkey root-token --rotate)`;
+        // the words around it on stderr.
+        println!("{}", secret.expose());
+        eprintln!(
+            "agentkey: new root credential printed on stdout; the previous one no longer \
+             works. It will not be shown again."
         );
         Ok(())
     } else {

@@ -484,9 +484,14 @@ impl AbuseArgs {
 pub struct RootTokenArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
-    /// Replace the generated root credential and print the new one once.
+    /// Replace the generated root credential and print the new one once, on
+    /// stdout (`NEW=$(agentkey root-token --rotate --yes)`). On a terminal
+    /// it asks first.
     #[arg(long)]
     pub rotate: bool,
+    /// Rotate without asking for confirmation.
+    #[arg(long, requires = "rotate")]
+    pub yes: bool,
 }
 
 /// Parses the command line and runs it; the process exit code.
@@ -578,7 +583,12 @@ fn run_server_command(runtime: &tokio::runtime::Runtime, command: Command) -> Ex
             }
             Command::Migrate(args) => crate::bootstrap::migrate(&args.database_url).await,
             Command::RootToken(args) => {
-                crate::bootstrap::root_token_command(&args.database.database_url, args.rotate).await
+                crate::bootstrap::root_token_command(
+                    &args.database.database_url,
+                    args.rotate,
+                    args.yes,
+                )
+                .await
             }
             Command::Org(_)
             | Command::Workspace(_)

@@ -5,7 +5,10 @@
 use std::sync::Arc;
 
 use crate::app::AppState;
-use crate::bootstrap::{announce_root_secret, generate_root, open, Generated};
+use crate::bootstrap::{
+    announce_root_secret, generate_root, open, root_file_holds, root_file_path, write_root_file,
+    Generated,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::store::redact_url;
@@ -27,14 +30,37 @@ pub async fn serve(config: Config) -> Result<(), String> {
         Some(_) => tracing::info!("root credential: AGENTKEY_ROOT_TOKEN"),
         None => {
             // Shown first, stored second: a crash in between leaves no root
-            // credential, and the next start makes another.
+            // credential, and the next start makes another. A secret never
+            // goes into a log stream: with stderr not a terminal (a pipe,
+            // a file, a log collector) it goes to an owner-only file.
+            let to_file = (!std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .then(|| root_file_path(&config.database_url));
             let generated = generate_root(store.as_ref(), clock.now(), |secret| {
-                announce_root_secret(secret, "Generated the root credential")
+                match &to_file {
+                    None => announce_root_secret(secret, "Generated the root credential"),
+                    Some(path) => {
+                        write_root_file(path, secret).map_err(|e| {
+                            format!(
+                                "cannot write the generated root credential to {}: {e}",
+                                path.display()
+                            )
+                        })?;
+                        tracing::warn!(
+                            path = %path.display(),
+                            "generated the root credential and wrote it to this file \
+                             (mode 0600, owner only) because stderr is not a terminal; \
+                             read it (`cat {0}`), keep it safe, then delete the file \
+                             (`rm {0}`); it is not shown again",
+                            path.display()
+                        );
+                    }
+                }
+                Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
             })
             .await
             .map_err(|e| {
                 format!(
-                    "cannot store the root credential (the one printed above, if any, \
+                    "no root credential was stored (one shown or written above, if any, \
                      does not work): {e}"
                 )
             })?;
@@ -43,10 +69,26 @@ pub async fn serve(config: Config) -> Result<(), String> {
                     tracing::info!("root credential: the one stored in the database")
                 }
                 Generated::Stored(_) => tracing::info!("root credential: generated and stored"),
-                Generated::Lost => eprintln!(
-                    "The credential printed above was NOT stored and does not work: another \
-                     process stored its own first. Use the one that process printed.\n"
-                ),
+                Generated::Lost(secret) => match &to_file {
+                    None => eprintln!(
+                        "The credential printed above was NOT stored and does not work: another \
+                         process stored its own first. Use the one that process printed.\n"
+                    ),
+                    Some(path) => {
+                        // Remove only our own void credential, never the
+                        // one the other process wrote.
+                        let removed =
+                            root_file_holds(path, &secret) && std::fs::remove_file(path).is_ok();
+                        tracing::warn!(
+                            path = %path.display(),
+                            removed,
+                            "the root credential this process wrote was NOT stored: another \
+                             process stored its own first; use the one that process showed or \
+                             wrote (if it wrote to this same file, it was overwritten: run \
+                             `agentkey root-token --rotate`)"
+                        );
+                    }
+                },
             }
         }
     }

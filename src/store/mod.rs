@@ -43,6 +43,9 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// The database cannot be opened or used; the text says which and why.
+    #[error("{0}")]
+    Open(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

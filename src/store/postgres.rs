@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{FromRow, PgConnection, PgPool, Postgres, QueryBuilder};
+use sqlx::{ConnectOptions, Connection, FromRow, PgConnection, PgPool, Postgres, QueryBuilder};
 
 use super::backend::{Backend, SqlStore};
 use super::revocations::{self, Revocation, RevocationSink};
-use super::Result;
+use super::{Result, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -93,6 +93,22 @@ impl SqlStore<Postgres> {
     /// migration runs in its own transaction.
     pub async fn open(url: &str) -> Result<PostgresStore> {
         let options = PgConnectOptions::from_str(url)?;
+        // One direct connection first: the pool would retry a refused
+        // connection until its acquire timeout and then say only "pool
+        // timed out".
+        match tokio::time::timeout(ACQUIRE_TIMEOUT, options.connect()).await {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+            }
+            Ok(Err(err)) => return Err(unreachable(&options, err)),
+            Err(_) => {
+                return Err(StoreError::Open(format!(
+                    "no answer from {} within {} s",
+                    address(&options),
+                    ACQUIRE_TIMEOUT.as_secs()
+                )))
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -105,5 +121,42 @@ impl SqlStore<Postgres> {
             return Err(err.into());
         }
         Ok(SqlStore { pool })
+    }
+}
+
+/// Where the options point: `HOST:PORT` (or the Unix socket's path).
+fn address(options: &PgConnectOptions) -> String {
+    match options.get_socket() {
+        Some(socket) => socket.display().to_string(),
+        None => format!("{}:{}", options.get_host(), options.get_port()),
+    }
+}
+
+/// The first connection's failure, saying where when nothing answered;
+/// what the server itself answered (bad password, no such database) stays
+/// a database error with the server's words.
+fn unreachable(options: &PgConnectOptions, err: sqlx::Error) -> StoreError {
+    match err {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            StoreError::Open(format!("connection refused at {}", address(options)))
+        }
+        sqlx::Error::Io(io) => {
+            StoreError::Open(format!("cannot connect to {}: {io}", address(options)))
+        }
+        other => StoreError::Database(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_address_is_host_and_port() {
+        let options = PgConnectOptions::from_str("postgres://u:secret@127.0.0.1:6543/db").unwrap();
+        assert_eq!(address(&options), "127.0.0.1:6543");
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let message = unreachable(&options, sqlx::Error::Io(refused)).to_string();
+        assert_eq!(message, "connection refused at 127.0.0.1:6543");
     }
 }

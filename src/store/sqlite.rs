@@ -98,6 +98,84 @@ fn create_private(path: &std::path::Path) {
     let _ = options.open(path);
 }
 
+/// Refuses a database that this process could open but not write to
+/// (SQLite would open it read-only, and every write would fail later): a
+/// missing directory, a path through a file, a directory it cannot create
+/// files in (SQLite creates `-wal` and `-shm` there), a database file it
+/// cannot open for writing. Each is tried with the process's own rights,
+/// the kernel's answer, not computed from permission bits.
+fn check_writable(path: &std::path::Path) -> Result<()> {
+    let name = path.to_string_lossy();
+    if name.is_empty() || name == ":memory:" {
+        return Ok(());
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StoreError::Open(format!(
+                "the directory {} does not exist",
+                dir.display()
+            )))
+        }
+        Err(err) => {
+            return Err(StoreError::Open(format!(
+                "cannot use the directory {}: {err}",
+                dir.display()
+            )))
+        }
+        Ok(meta) if !meta.is_dir() => {
+            return Err(StoreError::Open(format!(
+                "{} is not a directory",
+                dir.display()
+            )))
+        }
+        Ok(_) => {}
+    }
+    if path.exists() {
+        if let Err(err) = std::fs::OpenOptions::new().write(true).open(path) {
+            return Err(StoreError::Open(read_only_file(path, &err)));
+        }
+    }
+    // A file created and removed at once: can this process create files
+    // (the database, its -wal and -shm) in the directory?
+    let probe = dir.join(format!(
+        ".{}.agentkey-probe-{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(err) => Err(StoreError::Open(read_only_dir(dir, path, &err))),
+    }
+}
+
+fn read_only_file(path: &std::path::Path, err: &std::io::Error) -> String {
+    format!(
+        "the database file {} cannot be opened for writing ({err}): this user needs read and \
+         write permission on it",
+        path.display()
+    )
+}
+
+fn read_only_dir(dir: &std::path::Path, path: &std::path::Path, err: &std::io::Error) -> String {
+    format!(
+        "cannot create files in the directory {} ({err}): this user needs write permission \
+         there for {} and its -wal and -shm files",
+        dir.display(),
+        path.display()
+    )
+}
+
 /// The store on a SQLite file.
 pub type SqliteStore = SqlStore<Sqlite>;
 
@@ -120,6 +198,13 @@ impl SqlStore<Sqlite> {
 
     async fn try_open(url: &str) -> Result<SqliteStore> {
         let options = SqliteConnectOptions::from_str(url)?;
+        // Read-only and in-memory databases have no file to write.
+        if !["mode=ro", ":memory:", "mode=memory"]
+            .iter()
+            .any(|sign| url.contains(sign))
+        {
+            check_writable(options.get_filename())?;
+        }
         create_private(options.get_filename());
         let options = options
             .create_if_missing(true)
@@ -136,5 +221,46 @@ impl SqlStore<Sqlite> {
             return Err(err.into());
         }
         Ok(SqlStore { pool })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_messages_name_the_file_or_directory_and_the_permission() {
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let file = read_only_file(std::path::Path::new("/data/a.db"), &denied);
+        assert!(file.contains("database file /data/a.db"), "{file}");
+        assert!(file.contains("read and write permission"), "{file}");
+        let dir = read_only_dir(
+            std::path::Path::new("/data"),
+            std::path::Path::new("/data/a.db"),
+            &denied,
+        );
+        assert!(dir.contains("directory /data"), "{dir}");
+        assert!(dir.contains("write permission"), "{dir}");
+    }
+
+    #[test]
+    fn a_missing_directory_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("missing").join("a.db");
+        let err = check_writable(&db).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "the directory {} does not exist",
+                db.parent().unwrap().display()
+            )
+        );
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let err = check_writable(&file.join("a.db")).unwrap_err().to_string();
+        assert_eq!(err, format!("{} is not a directory", file.display()));
+        // A writable directory leaves no probe behind.
+        check_writable(&dir.path().join("a.db")).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -5,11 +5,12 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::process::{root_in, Server, BIN};
+use crate::common::process::{root_file, root_in, take_root_file, Server, BIN};
 
 /// Runs `agentkey serve` on `db` with the test-only exit point set, and
-/// answers its stderr; the process must stop there (code 86) within 30 s,
-/// or it is killed and the test fails.
+/// answers the root credential it wrote to its file (stderr is a pipe); the
+/// process must stop there (code 86) within 30 s, or it is killed and the
+/// test fails.
 fn serve_until_exit_point(db: &std::path::Path, point: &str) -> String {
     let mut child = Command::new(BIN)
         .arg("serve")
@@ -41,7 +42,12 @@ fn serve_until_exit_point(db: &std::path::Path, point: &str) -> String {
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(86), "stopped at {point}: {stderr}");
-    stderr
+    assert_eq!(
+        root_in(&stderr),
+        None,
+        "never printed into a pipe: {stderr}"
+    );
+    take_root_file(db).expect("the credential was written before it was stored")
 }
 
 /// The status of `GET /v1/organizations` with `credential`.
@@ -67,8 +73,7 @@ fn status_with(server: &Server, credential: &str) -> u16 {
 fn a_crash_right_after_the_root_credential_is_stored_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("a.db");
-    let stderr = serve_until_exit_point(&db, "root-stored");
-    let root = root_in(&stderr).expect("the credential was shown before it was stored");
+    let root = serve_until_exit_point(&db, "root-stored");
 
     let server = Server::start(&db, &[]);
     assert_eq!(server.printed_root(), None, "the stored one is kept");
@@ -80,8 +85,7 @@ fn a_crash_right_after_the_root_credential_is_stored_loses_nothing() {
 fn a_crash_before_the_root_credential_is_stored_gets_a_new_one_at_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("a.db");
-    let stderr = serve_until_exit_point(&db, "root-delivered");
-    let shown = root_in(&stderr).expect("shown");
+    let shown = serve_until_exit_point(&db, "root-delivered");
 
     let server = Server::start(&db, &[]);
     let root = server
@@ -95,6 +99,39 @@ fn a_crash_before_the_root_credential_is_stored_gets_a_new_one_at_the_next_start
         "the one never stored is nothing"
     );
     server.stop();
+}
+
+/// With stderr not a terminal (here a pipe, as under systemd or a log
+/// collector), the generated root credential goes to an owner-only file next
+/// to the database; the log names the file and says how to read and delete
+/// it, and never holds the secret.
+#[test]
+fn without_a_terminal_the_root_credential_goes_to_a_file_not_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    let server = Server::start(&db, &[]);
+    // `printed_root` took the file (mode 0600, checked) and deleted it.
+    let root = server.printed_root().expect("written to the file");
+    assert!(!root_file(&db).exists());
+    assert_eq!(status_with(&server, &root), 200);
+    let log = server.stop();
+    assert!(!log.contains("akroot_"), "no secret in the log: {log}");
+    let path = root_file(&db).display().to_string();
+    let line = log
+        .lines()
+        .find(|line| line.contains("wrote it to this file"))
+        .unwrap_or_else(|| panic!("the file is logged: {log}"));
+    let event: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(event["path"], path.as_str());
+    let message = event["message"].as_str().unwrap();
+    assert!(message.contains(&format!("cat {path}")), "{message}");
+    assert!(message.contains(&format!("rm {path}")), "{message}");
+
+    // The next start finds the stored credential: no new file.
+    let again = Server::start(&db, &[]);
+    assert_eq!(again.printed_root(), None);
+    assert!(!root_file(&db).exists());
+    again.stop();
 }
 
 #[cfg(unix)]
@@ -143,4 +180,142 @@ fn set_umask(mask: u32) {
     unsafe {
         umask(mask);
     }
+}
+
+/// A database this process could open but not write is refused at start,
+/// naming the file or directory and the permission, rather than reported
+/// ready with every write failing. Root passes every permission check, so
+/// when the tests run as root the binary runs as `nobody` (uid 65534), for
+/// whom the root-owned file and directory below really are read-only.
+#[cfg(unix)]
+#[test]
+fn serve_refuses_a_database_it_cannot_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    let migrate = Command::new(BIN)
+        .args([
+            "migrate",
+            "--database-url",
+            &format!("sqlite://{}", db.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(migrate.status.success(), "{migrate:?}");
+
+    // A read-only database file in a writable directory.
+    mode(dir.path(), 0o777);
+    mode(&db, 0o444);
+    let stderr = serve_refused(&db);
+    assert!(
+        stderr.contains(&format!(
+            "the database file {} cannot be opened for writing",
+            db.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Permission denied"), "{stderr}");
+    assert!(stderr.contains("read and write permission"), "{stderr}");
+
+    // A writable file in a directory where no file can be created (SQLite
+    // needs its -wal and -shm there).
+    mode(&db, 0o666);
+    mode(dir.path(), 0o555);
+    let stderr = serve_refused(&db);
+    assert!(
+        stderr.contains(&format!(
+            "cannot create files in the directory {}",
+            dir.path().display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Permission denied"), "{stderr}");
+    mode(dir.path(), 0o755);
+
+    // A directory that does not exist.
+    let nowhere = dir.path().join("missing").join("a.db");
+    let stderr = serve_refused(&nowhere);
+    assert!(
+        stderr.contains(&format!(
+            "the directory {} does not exist",
+            nowhere.parent().unwrap().display()
+        )),
+        "{stderr}"
+    );
+}
+
+/// Runs `agentkey serve` on `db` (as `nobody` when this process is root),
+/// which must fail within 30 s; answers its stderr.
+#[cfg(unix)]
+fn serve_refused(db: &std::path::Path) -> String {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(BIN);
+    command
+        .arg("serve")
+        .env("AGENTKEY_LISTEN", "127.0.0.1:0")
+        .env(
+            "AGENTKEY_DATABASE_URL",
+            format!("sqlite://{}", db.display()),
+        )
+        .env_remove("AGENTKEY_ROOT_TOKEN")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if is_root() {
+        // SAFETY: setgroups, setgid and setuid are async-signal-safe.
+        unsafe {
+            command.pre_exec(become_nobody);
+        }
+    }
+    let mut child = command.spawn().expect("run agentkey");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "agentkey started on {} instead of refusing it",
+                db.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert_eq!(root_in(&stderr), None, "{stderr}");
+    stderr
+}
+
+#[cfg(unix)]
+extern "C" {
+    fn geteuid() -> u32;
+    fn setgroups(size: usize, list: *const u32) -> i32;
+    fn setgid(gid: u32) -> i32;
+    fn setuid(uid: u32) -> i32;
+}
+
+#[cfg(unix)]
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { geteuid() == 0 }
+}
+
+/// Drops root for `nobody` (uid and gid 65534, no supplementary groups).
+#[cfg(unix)]
+fn become_nobody() -> std::io::Result<()> {
+    // SAFETY: plain system calls on this (child) process's credentials.
+    let failed =
+        unsafe { setgroups(0, std::ptr::null()) != 0 || setgid(65534) != 0 || setuid(65534) != 0 };
+    if failed {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

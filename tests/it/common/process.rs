@@ -16,6 +16,9 @@ pub struct Server {
     pub child: Child,
     pub base: String,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The root credential this start generated, taken from the file it
+    /// wrote (stderr is a pipe here, so it is never printed).
+    root: Option<String>,
     /// The thread copying stderr into `log`; it ends when the process does.
     reader: Option<std::thread::JoinHandle<()>>,
 }
@@ -45,6 +48,11 @@ impl Server {
             .env("AGENTKEY_LOG_FORMAT", "json")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // With a PostgreSQL URL the root credential file goes to the
+        // working directory: the test's own, not the repository.
+        if let Some(dir) = db.parent() {
+            command.current_dir(dir);
+        }
         for (key, value) in env {
             command.env(key, value);
         }
@@ -70,6 +78,7 @@ impl Server {
                     child,
                     base: format!("http://{addr}"),
                     log,
+                    root: take_root_file(db),
                     reader: Some(reader),
                 };
             }
@@ -89,9 +98,18 @@ impl Server {
         self.log.lock().unwrap().join("\n")
     }
 
-    /// The root credential printed at first start, if any.
+    /// The root credential generated at this start, if any: read from the
+    /// owner-only file `serve` writes next to the database when stderr is
+    /// not a terminal (the file is deleted once read, as an operator
+    /// would). It never appears in the log.
     pub fn printed_root(&self) -> Option<String> {
-        root_in(&self.log_text())
+        if let Some(root) = &self.root {
+            assert!(
+                !self.log_text().contains(root.as_str()),
+                "the root credential is not in the log"
+            );
+        }
+        self.root.clone()
     }
 
     pub fn signal_term(&self) {
@@ -138,4 +156,32 @@ pub fn root_in(text: &str) -> Option<String> {
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
             .collect(),
     )
+}
+
+/// The file `serve` writes a generated root credential to, next to `db`.
+pub fn root_file(db: &Path) -> std::path::PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(agentkey::bootstrap::ROOT_FILE_SUFFIX);
+    name.into()
+}
+
+/// Reads and deletes the root credential file next to `db`, if there is
+/// one; it must be readable by its owner only.
+pub fn take_root_file(db: &Path) -> Option<String> {
+    // Next to a SQLite file, or in the working directory (the database's
+    // directory, see `start_with`) for PostgreSQL.
+    let path = [root_file(db), db.with_file_name("agentkey-root-credential")]
+        .into_iter()
+        .find(|path| path.exists())?;
+    let text = std::fs::read_to_string(&path).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{} has mode {mode:o}", path.display());
+    }
+    std::fs::remove_file(&path).unwrap();
+    let root = text.trim().to_string();
+    assert_eq!(root_in(&root).as_deref(), Some(root.as_str()), "{text:?}");
+    Some(root)
 }
