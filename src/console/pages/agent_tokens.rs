@@ -164,11 +164,7 @@ pub async fn create_agent_token(
         ("tokenExpiryPeriodInDays", &form.expiry_days),
     ];
     let fail = |e: ApiError| form_state(&values, Some(e));
-    match first_use(&ctx, &form.nonce).await {
-        Ok(true) => {}
-        Ok(false) => return Ok(see_other(&format!("{here}?notice=already-done"))),
-        Err(e) => return Err(error_page(&ctx, e)),
-    }
+    spend_nonce(&ctx, &form.nonce, &here).await?;
     let created = async {
         let days = number(
             "tokenExpiryPeriodInDays",
@@ -248,11 +244,7 @@ pub async fn rotate_agent_token(
     Posted { ctx, form }: Posted<RotateForm>,
 ) -> Page {
     let here = format!("/console/organizations/{org}/deployments/{dep}");
-    match first_use(&ctx, &form.nonce).await {
-        Ok(true) => {}
-        Ok(false) => return Ok(see_other(&format!("{here}?notice=already-done"))),
-        Err(e) => return Err(error_page(&ctx, e)),
-    }
+    spend_nonce(&ctx, &form.nonce, &here).await?;
     let rotated = async {
         let grace = number("gracePeriodSeconds", &form.grace, "Grace period (seconds)")?;
         ctx.api

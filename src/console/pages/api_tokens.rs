@@ -166,11 +166,7 @@ pub async fn create_api_token(
     Posted { ctx, form }: Posted<ApiTokenForm>,
 ) -> Page {
     let here = format!("/console/organizations/{org}/api-tokens");
-    match first_use(&ctx, &form.nonce).await {
-        Ok(true) => {}
-        Ok(false) => return Ok(see_other(&format!("{here}?notice=already-done"))),
-        Err(e) => return Err(error_page(&ctx, e)),
-    }
+    spend_nonce(&ctx, &form.nonce, &here).await?;
     let created = async {
         let days = number(
             "tokenExpiryPeriodInDays",
@@ -380,11 +376,7 @@ pub async fn rotate_api_token(
     Posted { ctx, form }: Posted<NonceForm>,
 ) -> Page {
     let here = format!("/console/organizations/{org}/api-tokens/{id}");
-    match first_use(&ctx, &form.nonce).await {
-        Ok(true) => {}
-        Ok(false) => return Ok(see_other(&format!("{here}?notice=already-done"))),
-        Err(e) => return Err(error_page(&ctx, e)),
-    }
+    spend_nonce(&ctx, &form.nonce, &here).await?;
     let token = ctx
         .api
         .post::<ApiToken>(

@@ -323,6 +323,17 @@ fn nonce_tag(ctx: &Ctx, random: &str) -> String {
     session::hex(&hash.finalize()[..16])
 }
 
+/// Spends a secret-revealing form's nonce before the form does anything;
+/// a nonce already spent (a reload, a second submission) or not this
+/// session's sends the browser back to `here` with a notice instead.
+async fn spend_nonce(ctx: &Ctx, nonce: &str, here: &str) -> Result<(), Response> {
+    match first_use(ctx, nonce).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(see_other(&format!("{here}?notice=already-done"))),
+        Err(e) => Err(error_page(ctx, e)),
+    }
+}
+
 /// Marks the form's nonce used; `false` if it was used before (a reload
 /// or a second submission), or is not one this session was given.
 async fn first_use(ctx: &Ctx, nonce: &str) -> Result<bool, ApiError> {
