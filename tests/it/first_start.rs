@@ -251,8 +251,17 @@ fn serve_refuses_a_database_it_cannot_write() {
 /// which must fail within 30 s; answers its stderr.
 #[cfg(unix)]
 fn serve_refused(db: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    let mut command = Command::new(BIN);
+    // `nobody` must be able to run the binary, wherever the checkout is
+    // (a clone under a 0700 directory is not): a copy in a 0755 directory.
+    let runnable = tempfile::tempdir().unwrap();
+    let bin = runnable.path().join("agentkey");
+    std::fs::copy(BIN, &bin).expect("copy the binary");
+    for (path, mode) in [(runnable.path(), 0o755), (bin.as_path(), 0o755)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let mut command = Command::new(&bin);
     command
         .arg("serve")
         .env("AGENTKEY_LISTEN", "127.0.0.1:0")
