@@ -28,11 +28,14 @@ use crate::token::{new_id, Secret, SecretKind};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateAgentTokenRequest {
-    /// 1 to 255 characters.
+    /// 1 to 255 characters, at least one visible.
+    #[schema(value_type = String, min_length = 1, max_length = 255)]
     pub name: Option<String>,
-    /// Up to 1,000 characters.
+    /// Up to 1,000 characters; absent or `null` is the empty string.
+    #[schema(max_length = 1000)]
     pub description: Option<String>,
-    /// 1 to 3650; absent means the token never expires.
+    /// Absent or `null` means the token never expires.
+    #[schema(minimum = 1, maximum = 3650)]
     pub token_expiry_period_in_days: Option<i64>,
 }
 
@@ -40,7 +43,8 @@ pub struct CreateAgentTokenRequest {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RotateAgentTokenRequest {
-    /// 0 to 86400 (default 0): how long the replaced secret keeps verifying.
+    /// Seconds the replaced secret keeps verifying (default 0).
+    #[schema(minimum = 0, maximum = 86400)]
     pub grace_period_seconds: Option<i64>,
 }
 
@@ -62,10 +66,7 @@ impl Sortable for ApiToken {
 /// by id, so pages are stable.
 #[utoipa::path(get, path = "/organizations/{organizationId}/deployments/{deploymentId}/agent-tokens",
     tag = "Agent Token", operation_id = "ListAgentTokens",
-    params(("organizationId" = String, Path), ("deploymentId" = String, Path),
-           ("offset" = Option<i64>, Query, description = "Results to skip, >= 0 (default 0)"),
-           ("limit" = Option<i64>, Query, description = "Results per page, 0..=1000 (default 20)"),
-           ("sorts" = Option<Vec<String>>, Query, description = "`name`, `description`, `createdAt`, `updatedAt`, `createdById`, `updatedById`, `tokenStartAt` with `:asc` or `:desc`")),
+    params(("organizationId" = String, Path), ("deploymentId" = String, Path), ListQuery<ApiToken>),
     responses((status = 200, description = "A page of agent tokens, without secrets", body = ApiTokensPaginated)))]
 pub async fn list_agent_tokens(
     State(state): State<AppState>,

@@ -13,7 +13,10 @@ use super::audit::{Origin, Target};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{ListQuery, PathParams, QueryParams, ValidJson};
-use super::schema::{ApiToken, ApiTokenRole, ApiTokensPaginated, SecretResponse};
+use super::schema::{
+    ApiToken, ApiTokenKind, ApiTokenRole, ApiTokenScope, ApiTokensPaginated, ListedKind, RoleName,
+    SecretResponse,
+};
 use crate::app::AppState;
 use crate::authz::{self, Action, Resource};
 use crate::clock::rfc3339;
@@ -30,21 +33,28 @@ use crate::token::{new_id, Secret, SecretKind};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateApiTokenRequest {
-    /// 1 to 255 characters.
+    /// 1 to 255 characters, at least one visible.
+    #[schema(value_type = String, min_length = 1, max_length = 255)]
     pub name: Option<String>,
-    /// Up to 1,000 characters.
+    /// Up to 1,000 characters; absent or `null` is the empty string.
+    #[schema(max_length = 1000)]
     pub description: Option<String>,
     /// The token's role on the entity it is created for; it must be a role
     /// of the token's scope (`WORKSPACE_OWNER` for a `WORKSPACE` token, ...).
+    #[schema(value_type = RoleName)]
     pub role: Option<String>,
-    /// `ORGANIZATION`, `WORKSPACE` or `DEPLOYMENT` (`type` is accepted too).
+    /// What the token is created for, sent as `scope` or as `type` (the
+    /// `/iam/v1beta1` name): exactly one of the two.
     #[serde(alias = "type")]
+    #[schema(value_type = ApiTokenScope, required = false)]
     pub scope: Option<String>,
     /// The workspace or deployment; optional for an `ORGANIZATION` token.
     pub entity_id: Option<String>,
     /// `STANDARD`, the default and the only kind agentkey issues.
+    #[schema(value_type = Option<ApiTokenKind>)]
     pub kind: Option<String>,
-    /// 1 to 3650; absent means the token never expires.
+    /// Absent or `null` means the token never expires.
+    #[schema(minimum = 1, maximum = 3650)]
     pub token_expiry_period_in_days: Option<i64>,
 }
 
@@ -52,9 +62,11 @@ pub struct CreateApiTokenRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateApiTokenRequest {
-    /// 1 to 255 characters.
+    /// 1 to 255 characters, at least one visible.
+    #[schema(value_type = String, min_length = 1, max_length = 255)]
     pub name: Option<String>,
     /// Up to 1,000 characters; absent keeps the current description.
+    #[schema(max_length = 1000)]
     pub description: Option<String>,
 }
 
@@ -62,9 +74,12 @@ pub struct UpdateApiTokenRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiTokenRoleRequest {
+    #[schema(value_type = String, min_length = 1)]
     pub entity_id: Option<String>,
-    /// `ORGANIZATION`, `WORKSPACE` or `DEPLOYMENT`.
+    #[schema(value_type = ApiTokenScope)]
     pub entity_type: Option<String>,
+    /// A role of `entityType`'s scope.
+    #[schema(value_type = RoleName)]
     pub role: Option<String>,
 }
 
@@ -72,6 +87,7 @@ pub struct ApiTokenRoleRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateApiTokenRolesRequest {
+    #[schema(value_type = Vec<ApiTokenRoleRequest>)]
     pub roles: Option<Vec<ApiTokenRoleRequest>>,
 }
 
@@ -79,6 +95,7 @@ pub struct UpdateApiTokenRolesRequest {
 #[serde(rename_all = "camelCase")]
 pub struct WorkspaceRole {
     pub workspace_id: String,
+    #[schema(value_type = RoleName)]
     pub role: String,
 }
 
@@ -86,6 +103,7 @@ pub struct WorkspaceRole {
 #[serde(rename_all = "camelCase")]
 pub struct DeploymentRole {
     pub deployment_id: String,
+    #[schema(value_type = RoleName)]
     pub role: String,
 }
 
@@ -94,6 +112,7 @@ pub struct DeploymentRole {
 #[serde(rename_all = "camelCase")]
 pub struct SubjectRoles {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = RoleName, required = false)]
     pub organization_role: Option<String>,
     pub workspace_roles: Vec<WorkspaceRole>,
     pub deployment_roles: Vec<DeploymentRole>,
@@ -112,6 +131,7 @@ pub struct ApiTokenListFilter {
     pub include_only_organization_tokens: Option<bool>,
     /// `STANDARD` (every token agentkey issues) or `DIRECT_ACCESS` (none:
     /// agentkey issues no direct-access tokens).
+    #[param(value_type = Option<ListedKind>, inline)]
     pub kind: Option<String>,
 }
 
@@ -180,10 +200,7 @@ impl From<&[RoleGrant]> for SubjectRoles {
 /// role there, and then only need permission there.
 #[utoipa::path(get, path = "/organizations/{organizationId}/tokens",
     tag = "API Token", operation_id = "ListApiTokens",
-    params(("organizationId" = String, Path), ApiTokenListFilter,
-           ("offset" = Option<i64>, Query, description = "Results to skip, >= 0 (default 0)"),
-           ("limit" = Option<i64>, Query, description = "Results per page, 0..=1000 (default 20)"),
-           ("sorts" = Option<Vec<String>>, Query, description = "`name`, `description`, `createdAt`, `updatedAt`, `createdById`, `updatedById`, `tokenStartAt` with `:asc` or `:desc`")),
+    params(("organizationId" = String, Path), ApiTokenListFilter, ListQuery<ApiToken>),
     responses((status = 200, description = "A page of API tokens, without secrets", body = ApiTokensPaginated)))]
 pub async fn list_api_tokens(
     State(state): State<AppState>,

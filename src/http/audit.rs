@@ -76,8 +76,13 @@ impl Origin {
 #[serde(rename_all = "camelCase")]
 pub struct AuditLog {
     pub id: String,
+    /// The organization; absent for changes outside any (the root
+    /// credential's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub organization_id: Option<String>,
-    /// When it happened, RFC 3339.
+    /// When it happened.
+    #[schema(format = DateTime)]
     pub created_at: String,
     pub actor: BasicSubjectProfile,
     /// e.g. `agentToken.create`, `agentToken.rotate`, `deployment.delete`.
@@ -86,7 +91,14 @@ pub struct AuditLog {
     /// (or `ROOT_CREDENTIAL`, outside organizations).
     pub target_type: String,
     pub target_id: String,
+    /// The request that made the change; absent for changes made outside
+    /// a request (the command line's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub request_id: Option<String>,
+    /// The client's address, where known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub source_ip: Option<String>,
 }
 
@@ -109,7 +121,9 @@ impl From<&AuditEvent> for AuditLog {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditLogsPaginated {
+    #[schema(minimum = 0, maximum = 1000)]
     pub limit: i64,
+    #[schema(minimum = 0)]
     pub offset: i64,
     pub audit_logs: Vec<AuditLog>,
     pub total_count: i64,
@@ -134,10 +148,9 @@ impl Sortable for AuditLog {
 }
 
 /// List an organization's audit logs, oldest first.
-#[utoipa::path(get, path = "/organizations/{organizationId}/audit-logs", tag = "Audit",
+#[utoipa::path(get, path = "/organizations/{organizationId}/audit-logs", tag = "Audit", operation_id = "GetOrganizationAuditLogs",
     params(("organizationId" = String, Path), AuditWindow,
-           ("offset" = Option<i64>, Query, description = "Results to skip, >= 0 (default 0)"),
-           ("limit" = Option<i64>, Query, description = "Results per page, 0..=1000 (default 20)")),
+           ListQuery<AuditLog>),
     responses((status = 200, description = "A page of audit events", body = AuditLogsPaginated)))]
 pub async fn list_audit_logs(
     State(state): State<AppState>,

@@ -12,6 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::{failed, PresentedToken};
 use super::client_ip::ClientIp;
 use super::error::ApiError;
+use super::schema::ApiTokenScope;
 use crate::app::AppState;
 use crate::clock::rfc3339;
 use crate::metrics::Check;
@@ -39,14 +40,17 @@ pub struct Authorization {
     pub organization_id: String,
     pub deployment_id: String,
     /// Always `DEPLOYMENT` for an agent token.
+    #[schema(value_type = ApiTokenScope)]
     pub scope: String,
     /// When this secret stops verifying (its `endAt`, or the end of its grace
-    /// window after a rotation); `null` if never.
+    /// window after a rotation); absent if never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, format = DateTime)]
     pub expires_at: Option<String>,
 }
 
 /// Verify an agent token (forward auth).
-#[utoipa::path(get, path = "/authorize", tag = "Verification",
+#[utoipa::path(get, path = "/authorize", tag = "Verification", operation_id = "AuthorizeAgentToken",
     params(AuthorizeQuery),
     responses((status = 200, description = "Valid; the ids are also in X-Agentkey-* headers", body = Authorization),
               (status = 401, description = "Missing, malformed, unknown, revoked or expired token", body = super::error::ErrorBody),

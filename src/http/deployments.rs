@@ -30,7 +30,9 @@ pub struct Deployment {
     pub workspace_id: String,
     pub name: String,
     pub description: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 
@@ -51,7 +53,9 @@ impl From<&model::Deployment> for Deployment {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeploymentsPaginated {
+    #[schema(minimum = 0, maximum = 1000)]
     pub limit: i64,
+    #[schema(minimum = 0)]
     pub offset: i64,
     pub deployments: Vec<Deployment>,
     pub total_count: i64,
@@ -62,11 +66,14 @@ pub struct DeploymentsPaginated {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateDeploymentRequest {
-    /// 1 to 255 characters.
+    /// 1 to 255 characters, at least one visible.
+    #[schema(value_type = String, min_length = 1, max_length = 255)]
     pub name: Option<String>,
     /// A workspace of the same organization.
+    #[schema(value_type = String)]
     pub workspace_id: Option<String>,
-    /// Up to 1,000 characters.
+    /// Up to 1,000 characters; absent or `null` is the empty string.
+    #[schema(max_length = 1000)]
     pub description: Option<String>,
 }
 
@@ -80,7 +87,7 @@ impl Sortable for Deployment {
 }
 
 /// Create a deployment.
-#[utoipa::path(post, path = "/organizations/{organizationId}/deployments", tag = "Deployment",
+#[utoipa::path(post, path = "/organizations/{organizationId}/deployments", tag = "Deployment", operation_id = "CreateDeployment",
     params(("organizationId" = String, Path)),
     request_body = CreateDeploymentRequest,
     responses((status = 200, description = "The new deployment", body = Deployment)))]
@@ -149,14 +156,12 @@ pub async fn create_deployment(
 /// narrow the list. A caller without organization-wide access lists the
 /// deployments of the workspaces (or the deployments) it names, where its
 /// role reaches.
-#[utoipa::path(get, path = "/organizations/{organizationId}/deployments", tag = "Deployment",
+#[utoipa::path(get, path = "/organizations/{organizationId}/deployments", tag = "Deployment", operation_id = "ListDeployments",
     params(("organizationId" = String, Path),
            ("workspaceIds" = Option<Vec<String>>, Query, description = "Only deployments of these workspaces"),
            ("deploymentIds" = Option<Vec<String>>, Query, description = "Only these deployments"),
            ("names" = Option<Vec<String>>, Query, description = "Only deployments with one of these names (exact)"),
-           ("offset" = Option<i64>, Query, description = "Results to skip, >= 0 (default 0)"),
-           ("limit" = Option<i64>, Query, description = "Results per page, 0..=1000 (default 20)"),
-           ("sorts" = Option<Vec<String>>, Query, description = "`name`, `description`, `createdAt`, `updatedAt` with `:asc` or `:desc`")),
+           ListQuery<Deployment>),
     responses((status = 200, description = "A page of deployments", body = DeploymentsPaginated)))]
 pub async fn list_deployments(
     State(state): State<AppState>,
@@ -217,7 +222,7 @@ pub async fn list_deployments(
 }
 
 /// Get a deployment.
-#[utoipa::path(get, path = "/organizations/{organizationId}/deployments/{deploymentId}", tag = "Deployment",
+#[utoipa::path(get, path = "/organizations/{organizationId}/deployments/{deploymentId}", tag = "Deployment", operation_id = "GetDeployment",
     params(("organizationId" = String, Path), ("deploymentId" = String, Path)),
     responses((status = 200, description = "The deployment", body = Deployment)))]
 pub async fn get_deployment(
@@ -232,7 +237,7 @@ pub async fn get_deployment(
 }
 
 /// Delete a deployment and revoke every agent token of it.
-#[utoipa::path(delete, path = "/organizations/{organizationId}/deployments/{deploymentId}", tag = "Deployment",
+#[utoipa::path(delete, path = "/organizations/{organizationId}/deployments/{deploymentId}", tag = "Deployment", operation_id = "DeleteDeployment",
     params(("organizationId" = String, Path), ("deploymentId" = String, Path)),
     responses((status = 204, description = "Deleted; its agent tokens no longer verify")))]
 pub async fn delete_deployment(

@@ -9,6 +9,11 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn, ParameterStyle};
+use utoipa::openapi::schema::{
+    ArrayBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
+};
+use utoipa::openapi::{RefOr, Required};
 
 use super::error::ApiError;
 use crate::store::{PageRequest, Sort, SortColumn};
@@ -200,6 +205,57 @@ impl<S: Send + Sync, R: Sortable> FromRequestParts<S> for ListQuery<R> {
             page,
             _resource: PhantomData,
         })
+    }
+}
+
+/// The document's parameters for what [`ListQuery`] parses: the bounds and
+/// the `sorts` values come from the same constants and fields.
+impl<R: Sortable> utoipa::IntoParams for ListQuery<R> {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let integer = |minimum: i64, maximum: Option<i64>, default: i64| {
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+                .minimum(Some(minimum))
+                .maximum(maximum)
+                .default(Some(default.into()))
+        };
+        let sorts: Vec<String> = R::SORT_FIELDS
+            .iter()
+            .flat_map(|(field, _)| [format!("{field}:asc"), format!("{field}:desc")])
+            .collect();
+        let parameter = |name: &str, description: &str, schema: RefOr<Schema>| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(description))
+                .schema(Some(schema))
+        };
+        vec![
+            parameter("offset", "Results to skip", integer(0, None, 0).into()).build(),
+            parameter(
+                "limit",
+                "Results per page",
+                integer(0, Some(MAX_LIMIT), DEFAULT_LIMIT).into(),
+            )
+            .build(),
+            parameter(
+                "sorts",
+                "`<field>:asc` or `<field>:desc`, repeated or comma-separated; \
+                 earlier entries take precedence, a field named again is ignored",
+                ArrayBuilder::new()
+                    .items(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .enum_values(Some(sorts)),
+                    )
+                    .into(),
+            )
+            .style(Some(ParameterStyle::Form))
+            .explode(Some(true))
+            .build(),
+        ]
     }
 }
 

@@ -16,7 +16,7 @@ pub struct Health {
 }
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "Health",
+#[utoipa::path(get, path = "/healthz", tag = "Health", operation_id = "GetHealth", security(()),
     responses((status = 200, description = "Up", body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
@@ -27,7 +27,7 @@ pub async fn healthz() -> Json<Health> {
 const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Readiness: the database answers.
-#[utoipa::path(get, path = "/readyz", tag = "Health",
+#[utoipa::path(get, path = "/readyz", tag = "Health", operation_id = "GetReadiness", security(()),
     responses((status = 200, description = "Ready", body = Health),
               (status = 503, description = "The database is unreachable", body = super::error::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {

@@ -27,6 +27,7 @@ use crate::verify::VerifyError;
 #[derive(Deserialize, ToSchema)]
 pub struct IntrospectionRequest {
     /// The token to ask about.
+    #[schema(value_type = String, min_length = 1)]
     pub token: Option<String>,
     /// Accepted and ignored: agentkey knows one kind of token to introspect.
     pub token_type_hint: Option<String>,
@@ -38,30 +39,38 @@ pub struct Introspection {
     pub active: bool,
     /// The agent token's id.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub sub: Option<String>,
     /// The deployment the token belongs to (its OAuth client).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub client_id: Option<String>,
     /// Always `DEPLOYMENT` for an agent token.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub scope: Option<String>,
     /// When this secret stops verifying (expiry or end of a rotation's grace
     /// window), in Unix seconds; absent if never.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub exp: Option<i64>,
     /// When this secret was issued (created or rotated), in Unix seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub iat: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub token_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub organization_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub deployment_id: Option<String>,
 }
 
 /// Introspect a token (RFC 7662).
-#[utoipa::path(post, path = "/introspect", tag = "Verification",
+#[utoipa::path(post, path = "/introspect", tag = "Verification", operation_id = "IntrospectToken",
     request_body(content = IntrospectionRequest, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, description = "Whether the token is active, and if so what it is", body = Introspection),
                (status = 429, description = "The client failed too many checks; see Retry-After", body = super::error::ErrorBody)))]

@@ -15,7 +15,7 @@ use crate::app::AppState;
 use crate::authz::{Action, Resource};
 
 /// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", tag = "Meta",
+#[utoipa::path(get, path = "/metrics", tag = "Meta", operation_id = "GetMetrics",
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain; version=0.0.4")))]
 pub async fn metrics(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(Action::ReadMetrics, Resource::Global)?;

@@ -3,6 +3,7 @@
 
 use axum::http::header;
 use axum::response::IntoResponse;
+use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Schema};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDoc, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -26,6 +27,42 @@ pub struct ApiDoc;
 pub fn finish(doc: &mut OpenApiDoc) {
     BearerAuth.modify(doc);
     StandardErrors.modify(doc);
+    ScopeOrType.modify(doc);
+}
+
+/// `CreateApiTokenRequest` takes what the token is for as `scope` or as
+/// `type` (the `/iam/v1beta1` name), exactly one of them (serde's alias
+/// refuses both). The derive sees `scope` only: this adds `type` beside it
+/// and says "exactly one" with a `oneOf`.
+struct ScopeOrType;
+
+impl Modify for ScopeOrType {
+    fn modify(&self, openapi: &mut OpenApiDoc) {
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let Some(RefOr::T(Schema::Object(request))) =
+            components.schemas.get("CreateApiTokenRequest").cloned()
+        else {
+            return;
+        };
+        let mut request = request;
+        if let Some(scope) = request.properties.get("scope").cloned() {
+            request.properties.insert("type".to_string(), scope);
+        }
+        let description = request.description.take();
+        let exactly_one = OneOfBuilder::new()
+            .item(ObjectBuilder::new().required("scope"))
+            .item(ObjectBuilder::new().required("type"));
+        components.schemas.insert(
+            "CreateApiTokenRequest".to_string(),
+            AllOfBuilder::new()
+                .description(description)
+                .item(Schema::Object(request))
+                .item(exactly_one)
+                .into(),
+        );
+    }
 }
 
 struct BearerAuth;
@@ -41,7 +78,9 @@ impl Modify for BearerAuth {
 }
 
 /// Every operation may answer 400, 401, 403, 404 and 500 with an `Error`
-/// body; this says so once instead of on each handler.
+/// body; this says so once instead of on each handler. An operation that
+/// takes no credential (`security(())`: health, readiness, this document)
+/// can only fail inside, with a 500.
 struct StandardErrors;
 
 impl Modify for StandardErrors {
@@ -67,7 +106,14 @@ impl Modify for StandardErrors {
             .into_iter()
             .flatten()
             {
+                let open = operation
+                    .security
+                    .as_ref()
+                    .is_some_and(|s| s.iter().all(|r| *r == Default::default()));
                 for (status, description) in errors {
+                    if open && status != "500" {
+                        continue;
+                    }
                     operation
                         .responses
                         .responses
@@ -94,7 +140,7 @@ impl Modify for StandardErrors {
 }
 
 /// The OpenAPI document of every route.
-#[utoipa::path(get, path = "/openapi.json", tag = "Meta", security(()),
+#[utoipa::path(get, path = "/openapi.json", tag = "Meta", operation_id = "GetOpenApiDocument", security(()),
     responses((status = 200, description = "This document", content_type = "application/json")))]
 pub async fn openapi_json() -> impl IntoResponse {
     (

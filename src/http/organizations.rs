@@ -24,7 +24,9 @@ use crate::verify::Principal;
 pub struct Organization {
     pub id: String,
     pub name: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 
@@ -42,7 +44,9 @@ impl From<&model::Organization> for Organization {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrganizationsPaginated {
+    #[schema(minimum = 0, maximum = 1000)]
     pub limit: i64,
+    #[schema(minimum = 0)]
     pub offset: i64,
     pub organizations: Vec<Organization>,
     pub total_count: i64,
@@ -51,7 +55,8 @@ pub struct OrganizationsPaginated {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateOrganizationRequest {
-    /// 1 to 255 characters.
+    /// 1 to 255 characters, at least one visible.
+    #[schema(value_type = String, min_length = 1, max_length = 255)]
     pub name: Option<String>,
 }
 
@@ -64,7 +69,7 @@ impl Sortable for Organization {
 }
 
 /// Create an organization.
-#[utoipa::path(post, path = "/organizations", tag = "Organization",
+#[utoipa::path(post, path = "/organizations", tag = "Organization", operation_id = "CreateOrganization",
     request_body = CreateOrganizationRequest,
     responses((status = 200, description = "The new organization", body = Organization)))]
 pub async fn create_organization(
@@ -97,9 +102,7 @@ pub async fn create_organization(
 
 /// List organizations.
 #[utoipa::path(get, path = "/organizations", tag = "Organization",
-    params(("offset" = Option<i64>, Query, description = "Results to skip, >= 0 (default 0)"),
-           ("limit" = Option<i64>, Query, description = "Results per page, 0..=1000 (default 20)"),
-           ("sorts" = Option<Vec<String>>, Query, description = "`name`, `createdAt`, `updatedAt` with `:asc` or `:desc`")),
+    operation_id = "ListOrganizations", params(ListQuery<Organization>),
     responses((status = 200, description = "A page of organizations", body = OrganizationsPaginated)))]
 pub async fn list_organizations(
     State(state): State<AppState>,
@@ -129,7 +132,7 @@ pub async fn list_organizations(
 }
 
 /// Get an organization.
-#[utoipa::path(get, path = "/organizations/{organizationId}", tag = "Organization",
+#[utoipa::path(get, path = "/organizations/{organizationId}", tag = "Organization", operation_id = "GetOrganization",
     params(("organizationId" = String, Path, description = "The organization's id")),
     responses((status = 200, description = "The organization", body = Organization)))]
 pub async fn get_organization(

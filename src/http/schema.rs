@@ -1,23 +1,111 @@
 //! Wire shapes shared by several resources, with Astro's field names:
-//! `ApiToken`, `BasicSubjectProfile`, `ApiTokenRole`.
+//! `ApiToken`, `BasicSubjectProfile`, `ApiTokenRole`; and the enums of the
+//! OpenAPI document (`ApiTokenScope`, `RoleName`, ...), built from the same
+//! lists the server parses and answers with, so the document cannot drift.
+
+use std::borrow::Cow;
 
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::clock::rfc3339;
 use crate::model::{self, AgentToken};
+use crate::roles::{EntityType, Role};
+
+/// A string schema allowing exactly `values`.
+pub fn string_enum<'a>(
+    description: &str,
+    values: impl IntoIterator<Item = &'a str>,
+) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .enum_values(Some(values))
+        .into()
+}
+
+/// Declares a schema-only type: a named string enum of the OpenAPI
+/// document, whose values come from the code's own list.
+macro_rules! string_enum_schema {
+    ($(#[$doc:meta])* $name:ident, $description:expr, $values:expr) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                string_enum($description, $values)
+            }
+        }
+
+        impl ToSchema for $name {
+            fn name() -> Cow<'static, str> {
+                Cow::Borrowed(stringify!($name))
+            }
+        }
+    };
+}
+
+string_enum_schema!(
+    /// `scope` (and `type`) of an API token, `entityType` of a role.
+    ApiTokenScope,
+    "The kind of entity a token is created for or a role is held on.",
+    EntityType::ALL.map(EntityType::as_str)
+);
+
+string_enum_schema!(
+    /// `kind` of a token: agentkey issues standard tokens only.
+    ApiTokenKind,
+    "The kind of token; agentkey issues `STANDARD` tokens only.",
+    ["STANDARD"]
+);
+
+string_enum_schema!(
+    /// The `kind` filter of the API-token list.
+    ListedKind,
+    "`STANDARD` lists every token; `DIRECT_ACCESS` none (agentkey issues none).",
+    ["STANDARD", "DIRECT_ACCESS"]
+);
+
+string_enum_schema!(
+    /// A role a request may name.
+    RoleName,
+    "A role of one scope (see the API reference for which).",
+    Role::ALL.map(Role::as_str)
+);
+
+string_enum_schema!(
+    /// A role a response may name: the roles of API tokens and the one role
+    /// of every agent token.
+    GrantedRole,
+    "A role of an API token, or `DEPLOYMENT_AGENT`, the role of every agent token.",
+    Role::ALL
+        .map(Role::as_str)
+        .into_iter()
+        .chain([model::AGENT_ROLE])
+);
+
+string_enum_schema!(
+    /// `subjectType` of a `BasicSubjectProfile`.
+    SubjectType,
+    "`SERVICEKEY` for an API token or the root credential.",
+    [model::SubjectType::User, model::SubjectType::ServiceKey].map(model::SubjectType::as_str)
+);
 
 /// Astro's `BasicSubjectProfile`: who created or last changed something.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BasicSubjectProfile {
     pub id: String,
-    /// `USER` or `SERVICEKEY`.
+    #[schema(value_type = SubjectType)]
     pub subject_type: String,
+    /// For an API token (or the root credential, `root`): its name.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub api_token_name: Option<String>,
 }
 
@@ -36,10 +124,13 @@ impl From<&model::Subject> for BasicSubjectProfile {
 #[serde(rename_all = "camelCase")]
 pub struct ApiTokenRole {
     pub entity_id: String,
-    /// `ORGANIZATION`, `WORKSPACE`, `DEPLOYMENT`, `DAG` or `DAG_TAG`.
+    #[schema(value_type = ApiTokenScope)]
     pub entity_type: String,
+    #[schema(value_type = GrantedRole)]
     pub role: String,
+    /// The deployment, for a role on a deployment.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub deployment_id: Option<String>,
 }
 
@@ -53,39 +144,53 @@ pub struct ApiToken {
     pub description: String,
     /// A non-secret fragment of the token, to recognise it by.
     pub short_token: String,
-    /// `STANDARD` or `DIRECT_ACCESS`.
+    #[schema(value_type = ApiTokenKind)]
     pub kind: String,
-    /// `DEPLOYMENT`, `WORKSPACE` or `ORGANIZATION`.
+    #[schema(value_type = ApiTokenScope)]
     pub scope: String,
     /// The same as `scope`, under the name the `/iam/v1beta1` clients (the
     /// Astro Terraform provider's `ApiToken.type`) read. Sent on every base
     /// path.
     #[serde(rename = "type")]
+    #[schema(value_type = ApiTokenScope)]
     pub token_type: String,
+    #[schema(format = DateTime)]
     pub start_at: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub created_by: Option<BasicSubjectProfile>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub updated_by: Option<BasicSubjectProfile>,
+    /// When the token expires; absent if never.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, format = DateTime)]
     pub end_at: Option<String>,
+    /// Absent if the token never expires.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 1, maximum = 3650)]
     pub expiry_period_in_days: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, format = DateTime)]
     pub last_rotated_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, format = DateTime)]
     pub last_used_at: Option<String>,
     /// agentkey's own, agent tokens only: while a rotation's grace window
     /// is open, when the replaced secret stops verifying. Absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, format = DateTime)]
     pub previous_secret_valid_until: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub roles: Option<Vec<ApiTokenRole>>,
     /// The secret. Present only in the response that created or rotated it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String, required = false)]
     pub token: Option<RevealedSecret>,
 }
 
@@ -193,7 +298,9 @@ impl From<&AgentToken> for ApiToken {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiTokensPaginated {
+    #[schema(minimum = 0, maximum = 1000)]
     pub limit: i64,
+    #[schema(minimum = 0)]
     pub offset: i64,
     pub tokens: Vec<ApiToken>,
     pub total_count: i64,

@@ -25,7 +25,9 @@ pub struct Workspace {
     pub organization_id: String,
     pub name: String,
     pub description: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 
@@ -45,7 +47,9 @@ impl From<&model::Workspace> for Workspace {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkspacesPaginated {
+    #[schema(minimum = 0, maximum = 1000)]
     pub limit: i64,
+    #[schema(minimum = 0)]
     pub offset: i64,
     pub workspaces: Vec<Workspace>,
     pub total_count: i64,
@@ -54,9 +58,11 @@ pub struct WorkspacesPaginated {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateWorkspaceRequest {
-    /// 1 to 255 characters.
+    /// 1 to 255 characters, at least one visible.
+    #[schema(value_type = String, min_length = 1, max_length = 255)]
     pub name: Option<String>,
-    /// Up to 1,000 characters.
+    /// Up to 1,000 characters; absent or `null` is the empty string.
+    #[schema(max_length = 1000)]
     pub description: Option<String>,
 }
 
@@ -70,7 +76,7 @@ impl Sortable for Workspace {
 }
 
 /// Create a workspace.
-#[utoipa::path(post, path = "/organizations/{organizationId}/workspaces", tag = "Workspace",
+#[utoipa::path(post, path = "/organizations/{organizationId}/workspaces", tag = "Workspace", operation_id = "CreateWorkspace",
     params(("organizationId" = String, Path)),
     request_body = CreateWorkspaceRequest,
     responses((status = 200, description = "The new workspace", body = Workspace)))]
@@ -116,13 +122,11 @@ pub async fn create_workspace(
 /// `workspaceIds` and `names` (repeated or comma-separated) narrow the list.
 /// A caller without organization-wide access lists the workspaces it names,
 /// where its role reaches.
-#[utoipa::path(get, path = "/organizations/{organizationId}/workspaces", tag = "Workspace",
+#[utoipa::path(get, path = "/organizations/{organizationId}/workspaces", tag = "Workspace", operation_id = "ListWorkspaces",
     params(("organizationId" = String, Path),
            ("workspaceIds" = Option<Vec<String>>, Query, description = "Only these workspaces"),
            ("names" = Option<Vec<String>>, Query, description = "Only workspaces with one of these names (exact)"),
-           ("offset" = Option<i64>, Query, description = "Results to skip, >= 0 (default 0)"),
-           ("limit" = Option<i64>, Query, description = "Results per page, 0..=1000 (default 20)"),
-           ("sorts" = Option<Vec<String>>, Query, description = "`name`, `description`, `createdAt`, `updatedAt` with `:asc` or `:desc`")),
+           ListQuery<Workspace>),
     responses((status = 200, description = "A page of workspaces", body = WorkspacesPaginated)))]
 pub async fn list_workspaces(
     State(state): State<AppState>,
@@ -166,7 +170,7 @@ pub async fn list_workspaces(
 }
 
 /// Get a workspace.
-#[utoipa::path(get, path = "/organizations/{organizationId}/workspaces/{workspaceId}", tag = "Workspace",
+#[utoipa::path(get, path = "/organizations/{organizationId}/workspaces/{workspaceId}", tag = "Workspace", operation_id = "GetWorkspace",
     params(("organizationId" = String, Path), ("workspaceId" = String, Path)),
     responses((status = 200, description = "The workspace", body = Workspace)))]
 pub async fn get_workspace(
