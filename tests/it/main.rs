@@ -22,6 +22,7 @@ mod errors;
 mod first_start;
 mod introspect;
 mod metrics;
+mod openapi;
 mod permissions;
 mod registry;
 mod replicas;
