@@ -13,7 +13,7 @@ use super::auth::Caller;
 use super::context::incoming_request_id_in;
 use super::error::ApiError;
 use super::extract::{ListQuery, PathParams, QueryParams, Sortable};
-use super::schema::BasicSubjectProfile;
+use super::schema::{AuditActionName, BasicSubjectProfile};
 use crate::app::AppState;
 use crate::authz::{Action, Resource};
 use crate::clock::rfc3339;
@@ -86,6 +86,7 @@ pub struct AuditLog {
     pub created_at: String,
     pub actor: BasicSubjectProfile,
     /// e.g. `agentToken.create`, `agentToken.rotate`, `deployment.delete`.
+    #[schema(value_type = AuditActionName)]
     pub action: String,
     /// `ORGANIZATION`, `WORKSPACE`, `DEPLOYMENT`, `AGENT_TOKEN`, `API_TOKEN`
     /// (or `ROOT_CREDENTIAL`, outside organizations).
@@ -135,10 +136,13 @@ pub struct AuditLogsPaginated {
 #[into_params(parameter_in = Query)]
 pub struct AuditWindow {
     /// RFC 3339; events at or after it.
+    #[param(format = DateTime)]
     pub start_date: Option<String>,
     /// RFC 3339; events before it.
+    #[param(format = DateTime)]
     pub end_date: Option<String>,
     /// Only events of this action, e.g. `agentToken.create`.
+    #[param(value_type = Option<AuditActionName>, inline)]
     pub action: Option<String>,
 }
 

@@ -30,6 +30,7 @@ pub struct IntrospectionRequest {
     #[schema(value_type = String, min_length = 1)]
     pub token: Option<String>,
     /// Accepted and ignored: agentkey knows one kind of token to introspect.
+    #[schema(nullable = false)]
     pub token_type_hint: Option<String>,
 }
 

@@ -90,6 +90,13 @@ string_enum_schema!(
 );
 
 string_enum_schema!(
+    /// What an audit event records was done.
+    AuditActionName,
+    "What was done, e.g. `agentToken.create`.",
+    model::AuditAction::ALL.map(model::AuditAction::as_str)
+);
+
+string_enum_schema!(
     /// `subjectType` of a `BasicSubjectProfile`.
     SubjectType,
     "`SERVICEKEY` for an API token or the root credential.",

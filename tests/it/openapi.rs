@@ -503,6 +503,25 @@ async fn the_document_says_what_the_server_enforces(app: TestApp) {
     );
     assert_eq!(enum_of("ApiTokenKind"), set(&["STANDARD"]));
     assert_eq!(enum_of("SubjectType"), set(&["USER", "SERVICEKEY"]));
+    assert!(enum_of("AuditActionName").contains("agentToken.create"));
+    assert_eq!(
+        schemas["AuditLog"]["properties"]["action"]["$ref"],
+        "#/components/schemas/AuditActionName"
+    );
+    let audit = doc.operation(
+        &Method::GET,
+        "/v1/organizations/{organizationId}/audit-logs",
+    );
+    for p in audit["parameters"].as_array().unwrap() {
+        match p["name"].as_str().unwrap() {
+            "startDate" | "endDate" => assert_eq!(p["schema"]["format"], "date-time", "{p}"),
+            "action" => assert_eq!(
+                p["schema"]["enum"].as_array().map(Vec::len),
+                schemas["AuditActionName"]["enum"].as_array().map(Vec::len)
+            ),
+            _ => {}
+        }
+    }
     let roles = enum_of("RoleName");
     assert!(roles.contains("ORGANIZATION_OWNER") && roles.contains("DEPLOYMENT_ADMIN"));
     assert_eq!(
