@@ -1052,6 +1052,20 @@ async fn real_answers_match_their_schemas(app: TestApp) {
     )
     .await;
 
+    // The same answers under `/iam/v1beta1`, where the Terraform provider
+    // reads `type`: the document's `/v1` schemas hold for them too.
+    for (template, ids) in [
+        (API_TOKEN, vec![org.as_str(), api.as_str()]),
+        (AGENT_TOKENS, vec![org.as_str(), dep.as_str()]),
+        (DEPLOYMENT, vec![org.as_str(), dep.as_str()]),
+        (WORKSPACES, vec![org.as_str()]),
+    ] {
+        let path = fill(template, &ids).replacen("/v1/", "/iam/v1beta1/", 1);
+        let reply = app.get(&path).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.body);
+        doc.answer(Method::GET, template, &reply);
+    }
+
     // The audit trail, with events of the root credential and a token.
     let trail = c(
         Method::GET,
