@@ -111,7 +111,10 @@ contract! {
         deleting_an_api_token_deletes_its_roles,
         an_api_token_is_written_whole_or_not_at_all,
     ],
-    urls: [concurrent_creates_through_two_pools_hold_the_limit],
+    urls: [
+        concurrent_creates_through_two_pools_hold_the_limit,
+        unknown_stored_names_are_refused_where_read,
+    ],
 }
 
 #[tokio::test]
@@ -1401,6 +1404,52 @@ async fn concurrent_creates_through_two_pools_hold_the_limit(url: String) {
     }
     a.close().await;
     b.close().await;
+}
+
+/// Runs one statement on the database at `url` behind the store's back, as
+/// an older or newer agentkey, or a hand edit, could have left it.
+async fn execute_raw(url: &str, statement: &str) {
+    use sqlx::{Connection, Executor};
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.expect("connect");
+        conn.execute(statement).await.expect("run the statement");
+        conn.close().await.expect("close");
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+        conn.execute(statement).await.expect("run the statement");
+        conn.close().await.expect("close");
+    }
+}
+
+/// A stored name agentkey does not know (here a subject type) is an error
+/// that names the value when the record is read, one by one or in a list;
+/// it is never taken for another name.
+async fn unknown_stored_names_are_refused_where_read(url: String) {
+    let store = store::open(&url).await.expect("open the store");
+    let (org, _, dep) = scaffold(store.as_ref()).await;
+    let t = token_in(&dep, "t", 10);
+    store
+        .create_agent_token(&t, 5, &crate::common::audit())
+        .await
+        .expect("create");
+    execute_raw(&url, "UPDATE agent_tokens SET created_by_type = 'ROBOT'").await;
+
+    let one = store
+        .get_agent_token(&org.id, &dep.id, &t.token.id)
+        .await
+        .expect_err("a subject type agentkey does not know is refused");
+    let listed = store
+        .list_agent_tokens(&org.id, &dep.id, &all())
+        .await
+        .expect_err("a list holding it is refused too");
+    for err in [one, listed] {
+        let text = err.to_string();
+        assert!(
+            text.contains("created_by_type") && text.contains(r#"unknown subject type "ROBOT""#),
+            "the error names the column and the value: {text}"
+        );
+    }
+    store.close().await;
 }
 
 /// sqlx's migration lock does nothing on SQLite: stores opening one new file
