@@ -83,7 +83,7 @@ impl Subject {
 }
 
 /// The role every agent token carries on its deployment.
-pub const AGENT_ROLE: &str = "DEPLOYMENT_AGENT";
+pub const AGENT_ROLE: crate::roles::AgentRole = crate::roles::AgentRole::DeploymentAgent;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentToken {
@@ -93,7 +93,7 @@ pub struct AgentToken {
     pub name: String,
     pub description: String,
     pub short_token: String,
-    pub role: String,
+    pub role: crate::roles::AgentRole,
     pub expiry_period_in_days: Option<i64>,
     pub start_at: i64,
     pub end_at: Option<i64>,

@@ -131,7 +131,7 @@ pub async fn create_agent_token(
         name: name.into_inner(),
         description: description.into_inner(),
         short_token: secret.short_token(),
-        role: AGENT_ROLE.to_string(),
+        role: AGENT_ROLE,
         expiry_period_in_days: expiry_days,
         start_at: now,
         end_at: end_of(now, expiry_days),

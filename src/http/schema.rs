@@ -180,8 +180,8 @@ impl From<&AgentToken> for ApiToken {
             previous_secret_valid_until: None,
             roles: Some(vec![ApiTokenRole {
                 entity_id: t.deployment_id.clone(),
-                entity_type: "DEPLOYMENT".into(),
-                role: t.role.clone(),
+                entity_type: t.role.entity_type().as_str().into(),
+                role: t.role.as_str().into(),
                 deployment_id: Some(t.deployment_id.clone()),
             }]),
             token: None,

@@ -8,7 +8,7 @@ use sqlx::{Database, Decode, FromRow, Type};
 
 use crate::model::ApiToken;
 use crate::model::{AgentCredential, AgentToken, Deployment, Subject, SubjectType, Workspace};
-use crate::roles::{EntityType, Role, RoleGrant};
+use crate::roles::{AgentRole, EntityType, Role, RoleGrant};
 use crate::token::Digest;
 
 /// A column that holds one of a closed set of names: read as text, then
@@ -44,6 +44,7 @@ macro_rules! name_column {
 }
 
 name_column!(SubjectType, "subject type");
+name_column!(AgentRole, "agent token role");
 
 #[derive(FromRow)]
 pub struct OrganizationRow {
@@ -120,7 +121,7 @@ pub struct AgentTokenRow {
     pub name: String,
     pub description: String,
     pub short_token: String,
-    pub role: String,
+    pub role: AgentRole,
     pub expiry_period_in_days: Option<i64>,
     pub start_at: i64,
     pub end_at: Option<i64>,

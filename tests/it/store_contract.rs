@@ -229,7 +229,7 @@ fn token_in(dep: &Deployment, name: &str, at: i64) -> NewAgentToken {
             name: name.into(),
             description: String::new(),
             short_token: "akagt_abcd".into(),
-            role: AGENT_ROLE.into(),
+            role: AGENT_ROLE,
             expiry_period_in_days: None,
             start_at: at,
             end_at: None,
@@ -1421,9 +1421,9 @@ async fn execute_raw(url: &str, statement: &str) {
     }
 }
 
-/// A stored name agentkey does not know (here a subject type) is an error
-/// that names the value when the record is read, one by one or in a list;
-/// it is never taken for another name.
+/// A stored name agentkey does not know (a subject type, an agent token's
+/// role) is an error that names the column and the value when the record is
+/// read, one by one or in a list; it is never taken for another name.
 async fn unknown_stored_names_are_refused_where_read(url: String) {
     let store = store::open(&url).await.expect("open the store");
     let (org, _, dep) = scaffold(store.as_ref()).await;
@@ -1432,22 +1432,54 @@ async fn unknown_stored_names_are_refused_where_read(url: String) {
         .create_agent_token(&t, 5, &crate::common::audit())
         .await
         .expect("create");
-    execute_raw(&url, "UPDATE agent_tokens SET created_by_type = 'ROBOT'").await;
-
-    let one = store
-        .get_agent_token(&org.id, &dep.id, &t.token.id)
-        .await
-        .expect_err("a subject type agentkey does not know is refused");
-    let listed = store
-        .list_agent_tokens(&org.id, &dep.id, &all())
-        .await
-        .expect_err("a list holding it is refused too");
-    for err in [one, listed] {
-        let text = err.to_string();
-        assert!(
-            text.contains("created_by_type") && text.contains(r#"unknown subject type "ROBOT""#),
-            "the error names the column and the value: {text}"
-        );
+    let cases = [
+        (
+            "created_by_type",
+            "ROBOT",
+            r#"unknown subject type "ROBOT""#,
+        ),
+        (
+            "role",
+            "DEPLOYMENT_ADMIN",
+            r#"unknown agent token role "DEPLOYMENT_ADMIN""#,
+        ),
+    ];
+    for (column, value, said) in cases {
+        let good: String = match column {
+            "role" => AGENT_ROLE.as_str().into(),
+            _ => SubjectType::User.as_str().into(),
+        };
+        execute_raw(
+            &url,
+            &format!("UPDATE agent_tokens SET {column} = '{value}'"),
+        )
+        .await;
+        let one = store
+            .get_agent_token(&org.id, &dep.id, &t.token.id)
+            .await
+            .expect_err("a name agentkey does not know is refused");
+        let listed = store
+            .list_agent_tokens(&org.id, &dep.id, &all())
+            .await
+            .expect_err("a list holding it is refused too");
+        for err in [one, listed] {
+            let text = err.to_string();
+            assert!(
+                text.contains(column) && text.contains(said),
+                "the error names the column and the value: {text}"
+            );
+        }
+        execute_raw(
+            &url,
+            &format!("UPDATE agent_tokens SET {column} = '{good}'"),
+        )
+        .await;
+        let back = store
+            .get_agent_token(&org.id, &dep.id, &t.token.id)
+            .await
+            .expect("read once the name is known again")
+            .expect("found");
+        assert_eq!(back, t.token, "the stored names read back as written");
     }
     store.close().await;
 }
