@@ -4,12 +4,12 @@
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
-use super::output::{self, View};
-use super::{Client, ClientError, Request};
-use crate::cli::{
+use super::args::{
     ClientCommand, ClientOptions, DeploymentCommand, ListOptions, OrgCommand, TokenCommand,
     WorkspaceCommand,
 };
+use super::output::{self, View};
+use super::{Client, ClientError, Request};
 
 /// Runs one client command; the text for stdout, or why it failed.
 pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<String, ClientError> {
@@ -208,7 +208,7 @@ fn object<const N: usize>(fields: [(&str, Option<Value>); N]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{DeploymentScope, OrgScope};
+    use crate::client::args::{DeploymentScope, OrgScope};
 
     fn scope() -> DeploymentScope {
         DeploymentScope {

@@ -1,7 +1,7 @@
 //! The CLI's HTTP client: sends one request to an agentkey server and turns
 //! every way it can fail into a [`ClientError`] with a distinct exit code.
 //!
-//! A command flows one way: `cli` (flags) → `commands` (which request, which
+//! A command flows one way: `cli` (parses the flags of `args`) → `commands` (which request, which
 //! view) → this module (HTTP, status → error) → `output` (table or JSON).
 //!
 //! The credential comes only from `AGENTKEY_TOKEN`, is held as a
@@ -9,6 +9,7 @@
 //! in the `Authorization` header, marked sensitive. Redirects are not
 //! followed, so the header is never replayed to another address.
 
+pub mod args;
 pub mod commands;
 pub mod output;
 
