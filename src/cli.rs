@@ -8,6 +8,7 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use anyhow::{anyhow, Context};
 use clap::{Args, Parser, Subcommand};
 
 use std::time::Duration;
@@ -251,14 +252,14 @@ pub struct AbuseArgs {
 
 impl AbuseArgs {
     /// The settings these flags describe, on top of `settings`.
-    fn apply(self, settings: Settings) -> Result<Settings, String> {
+    fn apply(self, settings: Settings) -> anyhow::Result<Settings> {
         let networks = self
             .trusted_proxies
             .split(',')
             .filter(|entry| !entry.trim().is_empty())
             .map(crate::http::client_ip::parse_network)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("AGENTKEY_TRUSTED_PROXIES: {e}"))?;
+            .map_err(|e| anyhow!("AGENTKEY_TRUSTED_PROXIES: {e}"))?;
         Ok(Settings {
             trusted_proxies: crate::http::client_ip::TrustedProxies::new(networks),
             auth_failures: crate::throttle::FailureLimits {
@@ -297,11 +298,11 @@ pub fn run() -> ExitCode {
     // Held until the end of `run`: dropping it flushes the log writer.
     let _log_writer = match init_logging(cli.log_format) {
         Ok(guard) => guard,
-        Err(message) => return fail(&message),
+        Err(err) => return fail(&err),
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match tokio::runtime::Runtime::new().context("cannot start the async runtime") {
         Ok(runtime) => runtime,
-        Err(err) => return fail(&format!("cannot start the async runtime: {err}")),
+        Err(err) => return fail(&err),
     };
     let (options, command) = match cli.command {
         Command::Org(a) => (a.options, ClientCommand::Org(a.command)),
@@ -340,7 +341,7 @@ fn run_server_command(runtime: &tokio::runtime::Runtime, command: Command) -> Ex
                     Ok(token) => Some(token),
                     Err(std::env::VarError::NotPresent) => None,
                     Err(std::env::VarError::NotUnicode(_)) => {
-                        return Err(format!("{ROOT_TOKEN_ENV} is not valid UTF-8"));
+                        anyhow::bail!("{ROOT_TOKEN_ENV} is not valid UTF-8");
                     }
                 };
                 let settings = Settings {
@@ -363,8 +364,7 @@ fn run_server_command(runtime: &tokio::runtime::Runtime, command: Command) -> Ex
                     args.database.database_url,
                     root_token,
                     settings,
-                )
-                .map_err(|e| e.to_string())?;
+                )?;
                 let config = Config {
                     metrics_listen: args.metrics_listen,
                     ..config
@@ -374,8 +374,7 @@ fn run_server_command(runtime: &tokio::runtime::Runtime, command: Command) -> Ex
                     body_timeout: Duration::from_secs(args.body_timeout_seconds),
                     idle_timeout: Duration::from_secs(args.idle_timeout_seconds),
                     max_connections: args.max_connections,
-                })
-                .map_err(|e| e.to_string())?;
+                })?;
                 crate::serve::serve(config).await
             }
             Command::Migrate(args) => crate::bootstrap::migrate(&args.database_url).await,
@@ -397,7 +396,7 @@ fn run_server_command(runtime: &tokio::runtime::Runtime, command: Command) -> Ex
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => fail(&message),
+        Err(err) => fail(&err),
     }
 }
 
@@ -414,21 +413,41 @@ fn confirmed(yes: bool, question: &str) -> bool {
         && matches!(answer.trim(), "y" | "Y" | "yes" | "Yes")
 }
 
-fn fail(message: &str) -> ExitCode {
-    eprintln!("agentkey: error: {message}");
+/// Prints why the command failed, with every cause, and answers exit 1.
+fn fail(err: &anyhow::Error) -> ExitCode {
+    eprintln!("agentkey: error: {}", with_causes(err));
     ExitCode::FAILURE
+}
+
+/// An error and its causes, outermost first, joined by ": " (anyhow's
+/// `{:#}`), except that a cause whose text the line already holds is left
+/// out: many errors (thiserror's `{0}` with `#[from]`, sqlx's) print their
+/// source themselves and also hand it on as the source.
+fn with_causes(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Logs go to stderr through a background writer thread, so a request
 /// never waits on a `write` to the terminal or file behind stderr. It is not
 /// lossy: if the queue ever fills, logging waits rather than drops lines.
-fn init_logging(format: LogFormat) -> Result<tracing_appender::non_blocking::WorkerGuard, String> {
+fn init_logging(format: LogFormat) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
     use tracing_subscriber::EnvFilter;
     // An unset or empty AGENTKEY_LOG means the default; one that does not
     // parse is refused, never silently replaced.
     let filter = match std::env::var("AGENTKEY_LOG") {
         Ok(text) if !text.trim().is_empty() => EnvFilter::try_new(&text).map_err(|e| {
-            format!("AGENTKEY_LOG={text:?} is not a log filter ({e}); try e.g. info or agentkey=debug,sqlx=warn")
+            anyhow!("AGENTKEY_LOG={text:?} is not a log filter ({e}); try e.g. info or agentkey=debug,sqlx=warn")
         })?,
         _ => EnvFilter::new("info,sqlx=warn"),
     };
@@ -444,4 +463,37 @@ fn init_logging(format: LogFormat) -> Result<tracing_appender::non_blocking::Wor
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
     Ok(guard)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_prints_its_wording_then_each_new_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "Permission denied");
+        let err = anyhow::Error::new(io)
+            .context("cannot write the generated root credential to /x")
+            .context("no root credential was stored");
+        assert_eq!(
+            with_causes(&err),
+            "no root credential was stored: cannot write the generated root credential to /x: \
+             Permission denied"
+        );
+    }
+
+    #[test]
+    fn a_cause_the_line_already_holds_is_not_repeated() {
+        // As thiserror's `#[error("database error: {0}")]` with `#[from]`:
+        // the outer text holds the source's, which is also its source.
+        #[derive(Debug, thiserror::Error)]
+        #[error("database error: {0}")]
+        struct Outer(#[from] std::io::Error);
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let err = anyhow::Error::new(Outer(io)).context("cannot open the database x.db");
+        assert_eq!(
+            with_causes(&err),
+            "cannot open the database x.db: database error: refused"
+        );
+    }
 }
