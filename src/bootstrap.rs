@@ -191,11 +191,18 @@ fn confirm_rotation() -> anyhow::Result<bool> {
 
 /// `agentkey root-token [--rotate [--yes]]`. Unlike `serve`, it never creates a
 /// database: a mistyped path must not yield a credential for nothing.
-pub async fn root_token_command(url: &str, rotate: bool, yes: bool) -> anyhow::Result<()> {
+/// `url_given_as` names where the URL came from (`--database-url` or
+/// `AGENTKEY_DATABASE_URL`), for the error that says to check it.
+pub async fn root_token_command(
+    url: &str,
+    url_given_as: &str,
+    rotate: bool,
+    yes: bool,
+) -> anyhow::Result<()> {
     if let Some(path) = sqlite_path(url) {
         if !std::path::Path::new(path).exists() {
             anyhow::bail!(
-                "no database at {path}; check --database-url / AGENTKEY_DATABASE_URL \
+                "no database at {path}; check {url_given_as} \
                  (`agentkey serve` creates the database on first start)"
             );
         }

@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Context};
-use clap::{Args, Parser, Subcommand};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use std::time::Duration;
 
@@ -18,7 +20,7 @@ use crate::cache::CacheLimits;
 use crate::client::args::{
     ClientArgs, ClientCommand, DeploymentCommand, OrgCommand, TokenCommand, WorkspaceCommand,
 };
-use crate::config::{Config, LogFormat, ROOT_TOKEN_ENV};
+use crate::config::{Config, ConfigError, LogFormat, ROOT_TOKEN_ENV};
 use crate::console::session::SessionSettings;
 
 const ENVIRONMENT_HELP: &str = "\
@@ -252,14 +254,14 @@ pub struct AbuseArgs {
 
 impl AbuseArgs {
     /// The settings these flags describe, on top of `settings`.
-    fn apply(self, settings: Settings) -> anyhow::Result<Settings> {
+    fn apply(self, settings: Settings, given: &Given) -> anyhow::Result<Settings> {
         let networks = self
             .trusted_proxies
             .split(',')
             .filter(|entry| !entry.trim().is_empty())
             .map(crate::http::client_ip::parse_network)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| anyhow!("AGENTKEY_TRUSTED_PROXIES: {e}"))?;
+            .map_err(|e| anyhow!("{}: {e}", given.name("AGENTKEY_TRUSTED_PROXIES")))?;
         Ok(Settings {
             trusted_proxies: crate::http::client_ip::TrustedProxies::new(networks),
             auth_failures: crate::throttle::FailureLimits {
@@ -294,7 +296,12 @@ pub struct RootTokenArgs {
 
 /// Parses the command line and runs it; the process exit code.
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = match Cli::command().try_get_matches() {
+        Ok(matches) => matches,
+        Err(err) => return usage_error(err),
+    };
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    let given = Given::of(&matches);
     // Held until the end of `run`: dropping it flushes the log writer.
     let _log_writer = match init_logging(cli.log_format) {
         Ok(guard) => guard,
@@ -309,7 +316,7 @@ pub fn run() -> ExitCode {
         Command::Workspace(a) => (a.options, ClientCommand::Workspace(a.command)),
         Command::Deployment(a) => (a.options, ClientCommand::Deployment(a.command)),
         Command::Token(a) => (a.options, ClientCommand::Token(a.command)),
-        server_command => return run_server_command(&runtime, server_command),
+        server_command => return run_server_command(&runtime, server_command, &given),
     };
     if let ClientCommand::Deployment(DeploymentCommand::Delete { id, yes, .. }) = &command {
         let question = format!(
@@ -333,7 +340,11 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn run_server_command(runtime: &tokio::runtime::Runtime, command: Command) -> ExitCode {
+fn run_server_command(
+    runtime: &tokio::runtime::Runtime,
+    command: Command,
+    given: &Given,
+) -> ExitCode {
     let result = runtime.block_on(async move {
         match command {
             Command::Serve(args) => {
@@ -358,13 +369,14 @@ fn run_server_command(runtime: &tokio::runtime::Runtime, command: Command) -> Ex
                     },
                     ..Settings::default()
                 };
-                let settings = args.abuse.apply(settings)?;
+                let settings = args.abuse.apply(settings, given)?;
                 let config = Config::new(
                     args.listen,
                     args.database.database_url,
                     root_token,
                     settings,
-                )?;
+                )
+                .map_err(|e| given.config_error(e))?;
                 let config = Config {
                     metrics_listen: args.metrics_listen,
                     ..config
@@ -374,13 +386,15 @@ fn run_server_command(runtime: &tokio::runtime::Runtime, command: Command) -> Ex
                     body_timeout: Duration::from_secs(args.body_timeout_seconds),
                     idle_timeout: Duration::from_secs(args.idle_timeout_seconds),
                     max_connections: args.max_connections,
-                })?;
+                })
+                .map_err(|e| given.config_error(e))?;
                 crate::serve::serve(config).await
             }
             Command::Migrate(args) => crate::bootstrap::migrate(&args.database_url).await,
             Command::RootToken(args) => {
                 crate::bootstrap::root_token_command(
                     &args.database.database_url,
+                    &given.name("AGENTKEY_DATABASE_URL"),
                     args.rotate,
                     args.yes,
                 )
@@ -398,6 +412,118 @@ fn run_server_command(runtime: &tokio::runtime::Runtime, command: Command) -> Ex
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail(&err),
     }
+}
+
+/// The subcommand as given: which of its settings came from the command
+/// line, so that an error names the flag that was typed, and the
+/// environment variable otherwise (clap's `ArgMatches::value_source`).
+pub struct Given {
+    command: clap::Command,
+    matches: ArgMatches,
+}
+
+impl Given {
+    /// The deepest subcommand of `matches` and its matches.
+    fn of(matches: &ArgMatches) -> Given {
+        let mut command = Cli::command();
+        command.build();
+        let mut matches = matches.clone();
+        while let Some((name, sub)) = matches.subcommand() {
+            let (name, sub) = (name.to_string(), sub.clone());
+            command = match command.find_subcommand(&name) {
+                Some(found) => found.clone(),
+                None => break,
+            };
+            matches = sub;
+        }
+        Given { command, matches }
+    }
+
+    /// The setting read from the environment variable `env`, named as it
+    /// was given: `--flag` if the command line set it, else `env`.
+    pub fn name(&self, env: &str) -> String {
+        let arg = self
+            .command
+            .get_arguments()
+            .find(|arg| arg.get_env().is_some_and(|e| e == env));
+        match arg {
+            Some(arg) if self.source(arg) == Some(ValueSource::CommandLine) => {
+                format!("--{}", arg.get_long().unwrap_or(arg.get_id().as_str()))
+            }
+            _ => env.to_string(),
+        }
+    }
+
+    fn source(&self, arg: &clap::Arg) -> Option<ValueSource> {
+        self.matches
+            .try_contains_id(arg.get_id().as_str())
+            .ok()
+            .and_then(|_| self.matches.value_source(arg.get_id().as_str()))
+    }
+
+    /// A configuration error, naming its setting as it was given.
+    fn config_error(&self, err: ConfigError) -> ConfigError {
+        match err {
+            ConfigError::NotPositive(env) => ConfigError::NotPositive(self.name(&env)),
+            other => other,
+        }
+    }
+}
+
+/// Prints a usage error and answers its exit code (2; 0 for `--help`).
+/// clap names a value that does not parse by its flag (`--listen
+/// <LISTEN>`) even when it came from the environment; then the error names
+/// the variable instead.
+fn usage_error(err: clap::Error) -> ExitCode {
+    if matches!(
+        err.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        if let Some(text) = name_the_variable(&err) {
+            eprint!("{text}");
+            return ExitCode::from(2);
+        }
+    }
+    err.exit()
+}
+
+/// The text of `err`, a bad value, with its flag replaced by the
+/// environment variable it came from; `None` if it came from the command
+/// line (or cannot be told).
+fn name_the_variable(err: &clap::Error) -> Option<String> {
+    let Some(ContextValue::String(flag)) = err.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = flag.strip_prefix("--")?.split([' ', '=']).next()?;
+    // Parse the same command line again with every value taken as text,
+    // which cannot fail on a value, to learn where the bad one came from.
+    let lenient = lenient(Cli::command());
+    let matches = lenient.try_get_matches().ok()?;
+    let given = Given::of(&matches);
+    let arg = given
+        .command
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some(long))?;
+    if given.source(arg) != Some(ValueSource::EnvVariable) {
+        return None;
+    }
+    let env = arg.get_env()?.to_str()?;
+    let text = err.render().to_string();
+    Some(text.replacen(&format!("'{flag}'"), &format!("'{env}'"), 1))
+}
+
+/// `command` with every value parser replaced by plain text, in every
+/// subcommand.
+fn lenient(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| {
+            if arg.get_action().takes_values() {
+                arg.value_parser(clap::builder::ValueParser::string())
+            } else {
+                arg
+            }
+        })
+        .mut_subcommands(lenient)
 }
 
 /// Whether to go on with a destructive command: yes without asking when
