@@ -156,8 +156,9 @@ impl Request {
         self
     }
 
-    pub fn body(mut self, body: Value) -> Request {
-        self.body = Some(body);
+    /// The JSON body: one of the server's request types.
+    pub fn body(mut self, body: &impl serde::Serialize) -> Request {
+        self.body = Some(serde_json::to_value(body).expect("a request type serializes to JSON"));
         self
     }
 }

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::audit::{Origin, Target};
@@ -25,22 +25,26 @@ use crate::token::request::{
 use crate::token::{new_id, Secret, SecretKind};
 
 /// Astro's `CreateAgentTokenRequest`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateAgentTokenRequest {
     /// 1 to 255 characters.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Up to 1,000 characters.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// 1 to 3650; absent means the token never expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token_expiry_period_in_days: Option<i64>,
 }
 
 /// agentkey's rotation request (Astro has no rotation for agent tokens).
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RotateAgentTokenRequest {
     /// 0 to 86400 (default 0): how long the replaced secret keeps verifying.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub grace_period_seconds: Option<i64>,
 }
 

@@ -59,14 +59,17 @@ pub struct DeploymentsPaginated {
 
 /// The fields agentkey uses of Astro's `CreateDeploymentRequest`; the many
 /// cluster fields Astro clients also send are accepted and ignored.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateDeploymentRequest {
     /// 1 to 255 characters.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// A workspace of the same organization.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub workspace_id: Option<String>,
     /// Up to 1,000 characters.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
 
