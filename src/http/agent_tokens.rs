@@ -14,14 +14,14 @@ use super::extract::{ListQuery, OptionalJson, PathParams, Sortable, ValidJson};
 use super::schema::{ApiToken, ApiTokensPaginated, SecretResponse};
 use crate::app::AppState;
 use crate::authz::{Action, Resource};
+use crate::http::request::{
+    end_of, parse_expiry_days, parse_grace_seconds, Description, Faults, Name,
+};
 use crate::model::{AgentToken, NewAgentToken, Rotation, AGENT_ROLE};
 use crate::model::{AuditAction, TargetKind};
 use crate::store::revocations::Revocation;
 use crate::store::SortColumn;
 use crate::token::id::is_id;
-use crate::token::request::{
-    end_of, parse_expiry_days, parse_grace_seconds, Description, Faults, Name,
-};
 use crate::token::{new_id, Secret, SecretKind};
 
 /// Astro's `CreateAgentTokenRequest`.

@@ -14,13 +14,13 @@ use super::extract::{list_values, ListQuery, PathParams, Sortable, ValidJson};
 use crate::app::AppState;
 use crate::authz::{self, Action, Resource};
 use crate::clock::rfc3339;
+use crate::http::request::{parse_reference, Description, Faults, FieldError, Name};
 use crate::model;
 use crate::model::{AuditAction, TargetKind};
 use crate::store::revocations::Revocation;
 use crate::store::{PlaceFilter, SortColumn};
 use crate::token::id::is_id;
 use crate::token::new_id;
-use crate::token::request::{parse_reference, Description, Faults, FieldError, Name};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

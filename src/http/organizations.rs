@@ -12,11 +12,11 @@ use super::extract::{ListQuery, PathParams, Sortable, ValidJson};
 use crate::app::AppState;
 use crate::authz::{Action, Resource};
 use crate::clock::rfc3339;
+use crate::http::request::{Faults, Name};
 use crate::model;
 use crate::model::{AuditAction, TargetKind};
 use crate::store::{Page, SortColumn};
 use crate::token::new_id;
-use crate::token::request::{Faults, Name};
 use crate::verify::Principal;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -12,11 +12,11 @@ use super::extract::{list_values, ListQuery, PathParams, Sortable, ValidJson};
 use crate::app::AppState;
 use crate::authz::{self, Action, Resource};
 use crate::clock::rfc3339;
+use crate::http::request::{Description, Faults, Name};
 use crate::model;
 use crate::model::{AuditAction, TargetKind};
 use crate::store::{PlaceFilter, SortColumn};
 use crate::token::new_id;
-use crate::token::request::{Description, Faults, Name};
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
