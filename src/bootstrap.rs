@@ -8,6 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use anyhow::Context;
+
 use crate::clock::rfc3339;
 use crate::model::{AuditAction, AuditEvent, RootCredential, Subject, SubjectType, TargetKind};
 use crate::store::{self, redact_url, Store};
@@ -144,14 +146,14 @@ pub fn root_file_holds(path: &Path, secret: &Secret) -> bool {
     std::fs::read_to_string(path).is_ok_and(|text| text.trim() == secret.expose())
 }
 
-pub async fn open(url: &str) -> Result<Arc<dyn Store>, String> {
+pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     store::open(url)
         .await
-        .map_err(|e| format!("cannot open the database {}: {e}", redact_url(url)))
+        .with_context(|| format!("cannot open the database {}", redact_url(url)))
 }
 
 /// `agentkey migrate`.
-pub async fn migrate(url: &str) -> Result<(), String> {
+pub async fn migrate(url: &str) -> anyhow::Result<()> {
     let store = open(url).await?;
     store.close().await;
     eprintln!("agentkey: migrations applied to {}", redact_url(url));
@@ -169,7 +171,7 @@ fn sqlite_path(url: &str) -> Option<&str> {
 
 /// On a terminal (stdin and stderr), asks whether to rotate; elsewhere
 /// nothing is asked and the answer is yes.
-fn confirm_rotation() -> Result<bool, String> {
+fn confirm_rotation() -> anyhow::Result<bool> {
     use std::io::{BufRead, IsTerminal, Write};
     if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
         return Ok(true);
@@ -183,19 +185,26 @@ fn confirm_rotation() -> Result<bool, String> {
     std::io::stdin()
         .lock()
         .read_line(&mut answer)
-        .map_err(|e| format!("cannot read the answer: {e}"))?;
+        .context("cannot read the answer")?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }
 
 /// `agentkey root-token [--rotate [--yes]]`. Unlike `serve`, it never creates a
 /// database: a mistyped path must not yield a credential for nothing.
-pub async fn root_token_command(url: &str, rotate: bool, yes: bool) -> Result<(), String> {
+/// `url_given_as` names where the URL came from (`--database-url` or
+/// `AGENTKEY_DATABASE_URL`), for the error that says to check it.
+pub async fn root_token_command(
+    url: &str,
+    url_given_as: &str,
+    rotate: bool,
+    yes: bool,
+) -> anyhow::Result<()> {
     if let Some(path) = sqlite_path(url) {
         if !std::path::Path::new(path).exists() {
-            return Err(format!(
-                "no database at {path}; check --database-url / AGENTKEY_DATABASE_URL \
+            anyhow::bail!(
+                "no database at {path}; check {url_given_as} \
                  (`agentkey serve` creates the database on first start)"
-            ));
+            );
         }
     }
     if std::env::var_os(crate::config::ROOT_TOKEN_ENV).is_some_and(|v| !v.is_empty()) {
@@ -205,7 +214,7 @@ pub async fn root_token_command(url: &str, rotate: bool, yes: bool) -> Result<()
         );
     }
     if rotate && !yes && !confirm_rotation()? {
-        return Err("not rotated: the root credential is unchanged".to_string());
+        anyhow::bail!("not rotated: the root credential is unchanged");
     }
     let store = open(url).await?;
     let result = if rotate {
@@ -220,8 +229,7 @@ pub async fn root_token_command(url: &str, rotate: bool, yes: bool) -> Result<()
                 &credential,
                 &root_event(&credential, AuditAction::RootCredentialRotate),
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         // The secret alone on stdout, for `NEW=$(agentkey root-token --rotate)`;
         // the words around it on stderr.
         println!("{}", secret.expose());
@@ -231,7 +239,7 @@ pub async fn root_token_command(url: &str, rotate: bool, yes: bool) -> Result<()
         );
         Ok(())
     } else {
-        match store.root_credential().await.map_err(|e| e.to_string())? {
+        match store.root_credential().await? {
             Some(root) => {
                 eprintln!(
                     "A generated root credential exists (id {}, created {}). Its secret cannot be \

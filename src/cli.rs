@@ -8,14 +8,19 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use anyhow::{anyhow, Context};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use std::time::Duration;
 
 use crate::app::Settings;
 use crate::cache::CacheLimits;
-use crate::client::output::Format;
-use crate::config::{Config, LogFormat, ROOT_TOKEN_ENV};
+use crate::client::args::{
+    ClientArgs, ClientCommand, DeploymentCommand, OrgCommand, TokenCommand, WorkspaceCommand,
+};
+use crate::config::{Config, ConfigError, LogFormat, ROOT_TOKEN_ENV};
 use crate::console::session::SessionSettings;
 
 const ENVIRONMENT_HELP: &str = "\
@@ -100,211 +105,6 @@ pub enum Command {
     /// Client: list, create, show, delete and rotate agent tokens.
     #[command(after_help = CLIENT_HELP)]
     Token(ClientArgs<TokenCommand>),
-}
-
-/// A client command group: the options every client command takes, and
-/// the command.
-#[derive(Debug, Args)]
-pub struct ClientArgs<C: Subcommand> {
-    #[command(flatten)]
-    pub options: ClientOptions,
-    #[command(subcommand)]
-    pub command: C,
-}
-
-/// Where to send requests and how to print answers. The credential is not
-/// here: it comes only from `AGENTKEY_TOKEN`.
-#[derive(Debug, Args)]
-pub struct ClientOptions {
-    /// URL of the agentkey server.
-    #[arg(
-        long,
-        env = "AGENTKEY_SERVER",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
-    pub server: String,
-    /// Output: tables for people, or the server's JSON for scripts.
-    #[arg(long, short = 'o', value_enum, default_value = "table", global = true)]
-    pub output: Format,
-}
-
-/// A client command, after its group was chosen.
-#[derive(Debug)]
-pub enum ClientCommand {
-    Org(OrgCommand),
-    Workspace(WorkspaceCommand),
-    Deployment(DeploymentCommand),
-    Token(TokenCommand),
-}
-
-/// The page of a list command.
-#[derive(Debug, Args)]
-pub struct ListOptions {
-    /// Results per page, 0 to 1000 (server default 20).
-    #[arg(long, allow_negative_numbers = true)]
-    pub limit: Option<i64>,
-    /// Results to skip (default 0).
-    #[arg(long, allow_negative_numbers = true)]
-    pub offset: Option<i64>,
-    /// Sort order, FIELD:asc or FIELD:desc; repeat for ties (e.g. --sort name:asc --sort createdAt:desc).
-    #[arg(long, value_name = "FIELD:DIRECTION")]
-    pub sort: Vec<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct OrgScope {
-    /// Organization id.
-    #[arg(long, env = "AGENTKEY_ORG")]
-    pub org: String,
-}
-
-#[derive(Debug, Args)]
-pub struct DeploymentScope {
-    /// Organization id.
-    #[arg(long, env = "AGENTKEY_ORG")]
-    pub org: String,
-    /// Deployment id.
-    #[arg(long, env = "AGENTKEY_DEPLOYMENT")]
-    pub deployment: String,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum OrgCommand {
-    /// List organizations.
-    List(ListOptions),
-    /// Create an organization.
-    Create {
-        /// 1 to 255 characters.
-        #[arg(long)]
-        name: String,
-    },
-    /// Show an organization.
-    Get {
-        /// Organization id.
-        id: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum WorkspaceCommand {
-    /// List the workspaces of an organization.
-    List {
-        #[command(flatten)]
-        org: OrgScope,
-        #[command(flatten)]
-        list: ListOptions,
-    },
-    /// Create a workspace.
-    Create {
-        #[command(flatten)]
-        org: OrgScope,
-        /// 1 to 255 characters.
-        #[arg(long)]
-        name: String,
-        /// Up to 1,000 characters.
-        #[arg(long)]
-        description: Option<String>,
-    },
-    /// Show a workspace.
-    Get {
-        #[command(flatten)]
-        org: OrgScope,
-        /// Workspace id.
-        id: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum DeploymentCommand {
-    /// List the deployments of an organization.
-    List {
-        #[command(flatten)]
-        org: OrgScope,
-        #[command(flatten)]
-        list: ListOptions,
-    },
-    /// Create a deployment in a workspace.
-    Create {
-        #[command(flatten)]
-        org: OrgScope,
-        /// Id of a workspace of the same organization.
-        #[arg(long)]
-        workspace: String,
-        /// 1 to 255 characters.
-        #[arg(long)]
-        name: String,
-        /// Up to 1,000 characters.
-        #[arg(long)]
-        description: Option<String>,
-    },
-    /// Show a deployment.
-    Get {
-        #[command(flatten)]
-        org: OrgScope,
-        /// Deployment id.
-        id: String,
-    },
-    /// Delete a deployment; every agent token of it stops verifying. On a
-    /// terminal it asks first.
-    Delete {
-        #[command(flatten)]
-        org: OrgScope,
-        /// Deployment id.
-        id: String,
-        /// Do not ask for confirmation.
-        #[arg(long)]
-        yes: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum TokenCommand {
-    /// List the agent tokens of a deployment (never their secrets).
-    List {
-        #[command(flatten)]
-        scope: DeploymentScope,
-        #[command(flatten)]
-        list: ListOptions,
-    },
-    /// Create an agent token; its secret is printed this once.
-    Create {
-        #[command(flatten)]
-        scope: DeploymentScope,
-        /// 1 to 255 characters.
-        #[arg(long)]
-        name: String,
-        /// Up to 1,000 characters.
-        #[arg(long)]
-        description: Option<String>,
-        /// Days until it expires, 1 to 3650; without it, it never expires.
-        #[arg(long, allow_negative_numbers = true)]
-        expiry_days: Option<i64>,
-    },
-    /// Show an agent token (never its secret).
-    Get {
-        #[command(flatten)]
-        scope: DeploymentScope,
-        /// Agent token id.
-        id: String,
-    },
-    /// Delete (revoke) an agent token; it stops verifying at once.
-    Delete {
-        #[command(flatten)]
-        scope: DeploymentScope,
-        /// Agent token id.
-        id: String,
-    },
-    /// Give an agent token a new secret, printed this once.
-    Rotate {
-        #[command(flatten)]
-        scope: DeploymentScope,
-        /// Agent token id.
-        id: String,
-        /// Seconds the replaced secret keeps verifying, 0 to 86400 (default 0).
-        #[arg(long, allow_negative_numbers = true)]
-        grace_seconds: Option<i64>,
-    },
 }
 
 #[derive(Args)]
@@ -454,14 +254,14 @@ pub struct AbuseArgs {
 
 impl AbuseArgs {
     /// The settings these flags describe, on top of `settings`.
-    fn apply(self, settings: Settings) -> Result<Settings, String> {
+    fn apply(self, settings: Settings, given: &Given) -> anyhow::Result<Settings> {
         let networks = self
             .trusted_proxies
             .split(',')
             .filter(|entry| !entry.trim().is_empty())
             .map(crate::http::client_ip::parse_network)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("AGENTKEY_TRUSTED_PROXIES: {e}"))?;
+            .map_err(|e| anyhow!("{}: {e}", given.name("AGENTKEY_TRUSTED_PROXIES")))?;
         Ok(Settings {
             trusted_proxies: crate::http::client_ip::TrustedProxies::new(networks),
             auth_failures: crate::throttle::FailureLimits {
@@ -496,22 +296,27 @@ pub struct RootTokenArgs {
 
 /// Parses the command line and runs it; the process exit code.
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = match Cli::command().try_get_matches() {
+        Ok(matches) => matches,
+        Err(err) => return usage_error(err),
+    };
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    let given = Given::of(&matches);
     // Held until the end of `run`: dropping it flushes the log writer.
     let _log_writer = match init_logging(cli.log_format) {
         Ok(guard) => guard,
-        Err(message) => return fail(&message),
+        Err(err) => return fail(&err),
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match tokio::runtime::Runtime::new().context("cannot start the async runtime") {
         Ok(runtime) => runtime,
-        Err(err) => return fail(&format!("cannot start the async runtime: {err}")),
+        Err(err) => return fail(&err),
     };
     let (options, command) = match cli.command {
         Command::Org(a) => (a.options, ClientCommand::Org(a.command)),
         Command::Workspace(a) => (a.options, ClientCommand::Workspace(a.command)),
         Command::Deployment(a) => (a.options, ClientCommand::Deployment(a.command)),
         Command::Token(a) => (a.options, ClientCommand::Token(a.command)),
-        server_command => return run_server_command(&runtime, server_command),
+        server_command => return run_server_command(&runtime, server_command, &given),
     };
     if let ClientCommand::Deployment(DeploymentCommand::Delete { id, yes, .. }) = &command {
         let question = format!(
@@ -535,7 +340,11 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn run_server_command(runtime: &tokio::runtime::Runtime, command: Command) -> ExitCode {
+fn run_server_command(
+    runtime: &tokio::runtime::Runtime,
+    command: Command,
+    given: &Given,
+) -> ExitCode {
     let result = runtime.block_on(async move {
         match command {
             Command::Serve(args) => {
@@ -543,7 +352,7 @@ fn run_server_command(runtime: &tokio::runtime::Runtime, command: Command) -> Ex
                     Ok(token) => Some(token),
                     Err(std::env::VarError::NotPresent) => None,
                     Err(std::env::VarError::NotUnicode(_)) => {
-                        return Err(format!("{ROOT_TOKEN_ENV} is not valid UTF-8"));
+                        anyhow::bail!("{ROOT_TOKEN_ENV} is not valid UTF-8");
                     }
                 };
                 let settings = Settings {
@@ -560,14 +369,14 @@ fn run_server_command(runtime: &tokio::runtime::Runtime, command: Command) -> Ex
                     },
                     ..Settings::default()
                 };
-                let settings = args.abuse.apply(settings)?;
+                let settings = args.abuse.apply(settings, given)?;
                 let config = Config::new(
                     args.listen,
                     args.database.database_url,
                     root_token,
                     settings,
                 )
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| given.config_error(e))?;
                 let config = Config {
                     metrics_listen: args.metrics_listen,
                     ..config
@@ -578,13 +387,14 @@ fn run_server_command(runtime: &tokio::runtime::Runtime, command: Command) -> Ex
                     idle_timeout: Duration::from_secs(args.idle_timeout_seconds),
                     max_connections: args.max_connections,
                 })
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| given.config_error(e))?;
                 crate::serve::serve(config).await
             }
             Command::Migrate(args) => crate::bootstrap::migrate(&args.database_url).await,
             Command::RootToken(args) => {
                 crate::bootstrap::root_token_command(
                     &args.database.database_url,
+                    &given.name("AGENTKEY_DATABASE_URL"),
                     args.rotate,
                     args.yes,
                 )
@@ -600,8 +410,120 @@ fn run_server_command(runtime: &tokio::runtime::Runtime, command: Command) -> Ex
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => fail(&message),
+        Err(err) => fail(&err),
     }
+}
+
+/// The subcommand as given: which of its settings came from the command
+/// line, so that an error names the flag that was typed, and the
+/// environment variable otherwise (clap's `ArgMatches::value_source`).
+pub struct Given {
+    command: clap::Command,
+    matches: ArgMatches,
+}
+
+impl Given {
+    /// The deepest subcommand of `matches` and its matches.
+    fn of(matches: &ArgMatches) -> Given {
+        let mut command = Cli::command();
+        command.build();
+        let mut matches = matches.clone();
+        while let Some((name, sub)) = matches.subcommand() {
+            let (name, sub) = (name.to_string(), sub.clone());
+            command = match command.find_subcommand(&name) {
+                Some(found) => found.clone(),
+                None => break,
+            };
+            matches = sub;
+        }
+        Given { command, matches }
+    }
+
+    /// The setting read from the environment variable `env`, named as it
+    /// was given: `--flag` if the command line set it, else `env`.
+    pub fn name(&self, env: &str) -> String {
+        let arg = self
+            .command
+            .get_arguments()
+            .find(|arg| arg.get_env().is_some_and(|e| e == env));
+        match arg {
+            Some(arg) if self.source(arg) == Some(ValueSource::CommandLine) => {
+                format!("--{}", arg.get_long().unwrap_or(arg.get_id().as_str()))
+            }
+            _ => env.to_string(),
+        }
+    }
+
+    fn source(&self, arg: &clap::Arg) -> Option<ValueSource> {
+        self.matches
+            .try_contains_id(arg.get_id().as_str())
+            .ok()
+            .and_then(|_| self.matches.value_source(arg.get_id().as_str()))
+    }
+
+    /// A configuration error, naming its setting as it was given.
+    fn config_error(&self, err: ConfigError) -> ConfigError {
+        match err {
+            ConfigError::NotPositive(env) => ConfigError::NotPositive(self.name(&env)),
+            other => other,
+        }
+    }
+}
+
+/// Prints a usage error and answers its exit code (2; 0 for `--help`).
+/// clap names a value that does not parse by its flag (`--listen
+/// <LISTEN>`) even when it came from the environment; then the error names
+/// the variable instead.
+fn usage_error(err: clap::Error) -> ExitCode {
+    if matches!(
+        err.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        if let Some(text) = name_the_variable(&err) {
+            eprint!("{text}");
+            return ExitCode::from(2);
+        }
+    }
+    err.exit()
+}
+
+/// The text of `err`, a bad value, with its flag replaced by the
+/// environment variable it came from; `None` if it came from the command
+/// line (or cannot be told).
+fn name_the_variable(err: &clap::Error) -> Option<String> {
+    let Some(ContextValue::String(flag)) = err.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = flag.strip_prefix("--")?.split([' ', '=']).next()?;
+    // Parse the same command line again with every value taken as text,
+    // which cannot fail on a value, to learn where the bad one came from.
+    let lenient = lenient(Cli::command());
+    let matches = lenient.try_get_matches().ok()?;
+    let given = Given::of(&matches);
+    let arg = given
+        .command
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some(long))?;
+    if given.source(arg) != Some(ValueSource::EnvVariable) {
+        return None;
+    }
+    let env = arg.get_env()?.to_str()?;
+    let text = err.render().to_string();
+    Some(text.replacen(&format!("'{flag}'"), &format!("'{env}'"), 1))
+}
+
+/// `command` with every value parser replaced by plain text, in every
+/// subcommand.
+fn lenient(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| {
+            if arg.get_action().takes_values() {
+                arg.value_parser(clap::builder::ValueParser::string())
+            } else {
+                arg
+            }
+        })
+        .mut_subcommands(lenient)
 }
 
 /// Whether to go on with a destructive command: yes without asking when
@@ -617,21 +539,41 @@ fn confirmed(yes: bool, question: &str) -> bool {
         && matches!(answer.trim(), "y" | "Y" | "yes" | "Yes")
 }
 
-fn fail(message: &str) -> ExitCode {
-    eprintln!("agentkey: error: {message}");
+/// Prints why the command failed, with every cause, and answers exit 1.
+fn fail(err: &anyhow::Error) -> ExitCode {
+    eprintln!("agentkey: error: {}", with_causes(err));
     ExitCode::FAILURE
+}
+
+/// An error and its causes, outermost first, joined by ": " (anyhow's
+/// `{:#}`), except that a cause whose text the line already holds is left
+/// out: many errors (thiserror's `{0}` with `#[from]`, sqlx's) print their
+/// source themselves and also hand it on as the source.
+fn with_causes(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Logs go to stderr through a background writer thread, so a request
 /// never waits on a `write` to the terminal or file behind stderr. It is not
 /// lossy: if the queue ever fills, logging waits rather than drops lines.
-fn init_logging(format: LogFormat) -> Result<tracing_appender::non_blocking::WorkerGuard, String> {
+fn init_logging(format: LogFormat) -> anyhow::Result<tracing_appender::non_blocking::WorkerGuard> {
     use tracing_subscriber::EnvFilter;
     // An unset or empty AGENTKEY_LOG means the default; one that does not
     // parse is refused, never silently replaced.
     let filter = match std::env::var("AGENTKEY_LOG") {
         Ok(text) if !text.trim().is_empty() => EnvFilter::try_new(&text).map_err(|e| {
-            format!("AGENTKEY_LOG={text:?} is not a log filter ({e}); try e.g. info or agentkey=debug,sqlx=warn")
+            anyhow!("AGENTKEY_LOG={text:?} is not a log filter ({e}); try e.g. info or agentkey=debug,sqlx=warn")
         })?,
         _ => EnvFilter::new("info,sqlx=warn"),
     };
@@ -647,4 +589,37 @@ fn init_logging(format: LogFormat) -> Result<tracing_appender::non_blocking::Wor
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
     Ok(guard)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_prints_its_wording_then_each_new_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "Permission denied");
+        let err = anyhow::Error::new(io)
+            .context("cannot write the generated root credential to /x")
+            .context("no root credential was stored");
+        assert_eq!(
+            with_causes(&err),
+            "no root credential was stored: cannot write the generated root credential to /x: \
+             Permission denied"
+        );
+    }
+
+    #[test]
+    fn a_cause_the_line_already_holds_is_not_repeated() {
+        // As thiserror's `#[error("database error: {0}")]` with `#[from]`:
+        // the outer text holds the source's, which is also its source.
+        #[derive(Debug, thiserror::Error)]
+        #[error("database error: {0}")]
+        struct Outer(#[from] std::io::Error);
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let err = anyhow::Error::new(Outer(io)).context("cannot open the database x.db");
+        assert_eq!(
+            with_causes(&err),
+            "cannot open the database x.db: database error: refused"
+        );
+    }
 }

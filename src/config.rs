@@ -59,7 +59,8 @@ pub enum ConfigError {
     #[error("{ROOT_TOKEN_ENV} may contain only printable ASCII characters without spaces")]
     RootTokenCharacters,
     #[error("{0} must be at least 1")]
-    NotPositive(&'static str),
+    /// The setting, named as it was given (flag or environment variable).
+    NotPositive(String),
 }
 
 impl Config {
@@ -75,20 +76,28 @@ impl Config {
             .transpose()?;
         if settings.max_agent_tokens_per_deployment < 1 {
             return Err(ConfigError::NotPositive(
-                "AGENTKEY_MAX_AGENT_TOKENS_PER_DEPLOYMENT",
+                "AGENTKEY_MAX_AGENT_TOKENS_PER_DEPLOYMENT".into(),
             ));
         }
         if settings.last_used_flush_interval < Duration::from_secs(1) {
-            return Err(ConfigError::NotPositive("AGENTKEY_LAST_USED_FLUSH_SECONDS"));
+            return Err(ConfigError::NotPositive(
+                "AGENTKEY_LAST_USED_FLUSH_SECONDS".into(),
+            ));
         }
         if settings.console.idle_timeout.is_zero() {
-            return Err(ConfigError::NotPositive("AGENTKEY_CONSOLE_IDLE_MINUTES"));
+            return Err(ConfigError::NotPositive(
+                "AGENTKEY_CONSOLE_IDLE_MINUTES".into(),
+            ));
         }
         if settings.console.lifetime.is_zero() {
-            return Err(ConfigError::NotPositive("AGENTKEY_CONSOLE_SESSION_HOURS"));
+            return Err(ConfigError::NotPositive(
+                "AGENTKEY_CONSOLE_SESSION_HOURS".into(),
+            ));
         }
         if settings.cache.positive_ttl < 1 {
-            return Err(ConfigError::NotPositive("AGENTKEY_CACHE_TTL_SECONDS"));
+            return Err(ConfigError::NotPositive(
+                "AGENTKEY_CACHE_TTL_SECONDS".into(),
+            ));
         }
         for (value, name) in [
             (
@@ -110,11 +119,13 @@ impl Config {
             ),
         ] {
             if value < 1 {
-                return Err(ConfigError::NotPositive(name));
+                return Err(ConfigError::NotPositive(name.into()));
             }
         }
         if settings.cache.negative_ttl < 1 {
-            return Err(ConfigError::NotPositive("AGENTKEY_NEGATIVE_CACHE_SECONDS"));
+            return Err(ConfigError::NotPositive(
+                "AGENTKEY_NEGATIVE_CACHE_SECONDS".into(),
+            ));
         }
         Ok(Config {
             listen,
@@ -140,11 +151,11 @@ impl Config {
             (transport.idle_timeout, "AGENTKEY_IDLE_TIMEOUT_SECONDS"),
         ] {
             if value.is_zero() {
-                return Err(ConfigError::NotPositive(name));
+                return Err(ConfigError::NotPositive(name.into()));
             }
         }
         if transport.max_connections < 1 {
-            return Err(ConfigError::NotPositive("AGENTKEY_MAX_CONNECTIONS"));
+            return Err(ConfigError::NotPositive("AGENTKEY_MAX_CONNECTIONS".into()));
         }
         Ok(Config { transport, ..self })
     }
@@ -238,7 +249,7 @@ mod tests {
         zero.auth_failures.burst = 0;
         assert_eq!(
             with(zero).unwrap_err(),
-            ConfigError::NotPositive("AGENTKEY_AUTH_FAILURE_BURST")
+            ConfigError::NotPositive("AGENTKEY_AUTH_FAILURE_BURST".into())
         );
         let zero = Settings {
             credential_reads: 0,
@@ -246,7 +257,7 @@ mod tests {
         };
         assert_eq!(
             with(zero).unwrap_err(),
-            ConfigError::NotPositive("AGENTKEY_CREDENTIAL_READS")
+            ConfigError::NotPositive("AGENTKEY_CREDENTIAL_READS".into())
         );
         let mut zero = Settings::default();
         zero.cache.negative_ttl = 0;

@@ -10,28 +10,181 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::verify::Refusal;
+/// An enum whose variants are the values of one metric label: each variant
+/// and its label are written once, side by side, in a [`labels!`] list, which
+/// makes the variant list (`ALL`) and the label (`as_str`) from it, so the
+/// two cannot drift.
+pub trait Label: Copy + 'static {
+    /// Every variant, in declaration order.
+    const ALL: &'static [Self];
+    fn as_str(self) -> &'static str;
+    /// The variant's place in `ALL`.
+    fn index(self) -> usize;
+}
 
-/// The outcome of one agent-token verification, as counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Valid,
-    Refused(Refusal),
+/// Declares a label enum: `Variant => "label"` per line.
+macro_rules! labels {
+    ($(#[$meta:meta])* pub enum $name:ident { $($variant:ident => $label:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($variant),+
+        }
+
+        impl Label for $name {
+            const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label),+
+                }
+            }
+
+            fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+
+labels! {
+    /// The outcome of one agent-token verification, as counted. A token
+    /// replaced by a rotation whose grace window has ended counts as
+    /// `revoked`; a deleted token cannot be told from one never issued, and
+    /// counts as `unknown`.
+    pub enum Outcome {
+        Valid => "valid",
+        Expired => "expired",
+        Revoked => "revoked",
+        Unknown => "unknown",
+        Malformed => "malformed",
+    }
+}
+
+labels! {
+    /// A verification cache lookup.
+    pub enum CacheLookup {
+        Hit => "hit",
+        Miss => "miss",
+        NegativeHit => "negative_hit",
+    }
+}
+
+labels! {
+    /// Which check a 429 for too many failures answered.
+    pub enum Check {
+        Authorize => "authorize",
+        Introspect => "introspect",
+        Management => "management",
+    }
+}
+
+labels! {
+    /// A management credential lookup: read from the store, or refused as
+    /// known unknown without a read.
+    pub enum CredentialLookup {
+        Miss => "miss",
+        NegativeHit => "negative_hit",
+    }
+}
+
+labels! {
+    /// A cache-miss credential read that waited for its turn, or waited too
+    /// long and was shed.
+    pub enum ReadTurn {
+        Waited => "waited",
+        Shed => "shed",
+    }
+}
+
+labels! {
+    /// The deadline a connection was closed at.
+    pub enum ConnectionTimeout {
+        HeaderRead => "header_read",
+        Idle => "idle",
+    }
+}
+
+labels! {
+    /// Stored agent tokens, by state.
+    pub enum TokenState {
+        Active => "active",
+        Expired => "expired",
+    }
+}
+
+labels! {
+    /// Database pool connections, by state.
+    pub enum PoolState {
+        Idle => "idle",
+        InUse => "in_use",
+    }
+}
+
+labels! {
+    /// Verification cache entries, by kind.
+    pub enum CacheEntryKind {
+        Positive => "positive",
+        Negative => "negative",
+    }
+}
+
+/// One counter per value of the label `L`, resolved once, so counting is an
+/// atomic increment and every value is exposed (at 0) from the start.
+struct Counters<L> {
+    by_label: Vec<IntCounter>,
+    label: std::marker::PhantomData<L>,
+}
+
+impl<L: Label> Counters<L> {
+    fn new(vec: &IntCounterVec) -> Counters<L> {
+        Counters {
+            by_label: L::ALL
+                .iter()
+                .map(|l| vec.with_label_values(&[l.as_str()]))
+                .collect(),
+            label: std::marker::PhantomData,
+        }
+    }
+
+    fn inc(&self, label: L) {
+        self.by_label[label.index()].inc();
+    }
+}
+
+/// One gauge per value of the label `L`.
+struct Gauges<L> {
+    by_label: Vec<IntGauge>,
+    label: std::marker::PhantomData<L>,
+}
+
+impl<L: Label> Gauges<L> {
+    fn new(vec: &IntGaugeVec) -> Gauges<L> {
+        Gauges {
+            by_label: L::ALL
+                .iter()
+                .map(|l| vec.with_label_values(&[l.as_str()]))
+                .collect(),
+            label: std::marker::PhantomData,
+        }
+    }
+
+    fn set(&self, label: L, value: i64) {
+        self.by_label[label.index()].set(value);
+    }
 }
 
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
-    verifications: [IntCounter; 5],
-    cache_hit: IntCounter,
-    cache_miss: IntCounter,
-    cache_known_unknown: IntCounter,
-    tokens: IntGaugeVec,
-    pool: IntGaugeVec,
-    cache_entries: IntGaugeVec,
+    verifications: Counters<Outcome>,
+    cache: Counters<CacheLookup>,
+    tokens: Gauges<TokenState>,
+    pool: Gauges<PoolState>,
+    cache_entries: Gauges<CacheEntryKind>,
     connections: IntGauge,
-    connection_timeouts: IntCounterVec,
+    connection_timeouts: Counters<ConnectionTimeout>,
     abuse: AbuseMetrics,
 }
 
@@ -61,23 +214,14 @@ impl Drop for OpenConnection {
 
 /// What shows the limits against clients without a credential at work.
 struct AbuseMetrics {
-    /// Requests answered 429 for too many failed credential checks, by
-    /// check: authorize, introspect, management.
-    limited: [IntCounter; 3],
+    /// Requests answered 429 for too many failed credential checks.
+    limited: Counters<Check>,
     /// Addresses the failure limiter tracks.
     limited_clients: IntGauge,
-    /// Management credential lookups: miss (read), negative_hit.
-    credential_lookups: [IntCounter; 2],
+    /// Management credential lookups.
+    credential_lookups: Counters<CredentialLookup>,
     /// Cache-miss store reads that waited for a turn, and that were shed.
-    read_turns: [IntCounter; 2],
-}
-
-/// Which check a 429 for too many failures answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Check {
-    Authorize,
-    Introspect,
-    Management,
+    read_turns: Counters<ReadTurn>,
 }
 
 /// What a scrape reads from the store and the cache.
@@ -196,12 +340,10 @@ impl Metrics {
                 .expect("metric names are unique");
         }
         let abuse = AbuseMetrics {
-            limited: ["authorize", "introspect", "management"]
-                .map(|check| limited.with_label_values(&[check])),
+            limited: Counters::new(&limited),
             limited_clients,
-            credential_lookups: ["miss", "negative_hit"]
-                .map(|result| credential_lookups.with_label_values(&[result])),
-            read_turns: ["waited", "shed"].map(|result| read_turns.with_label_values(&[result])),
+            credential_lookups: Counters::new(&credential_lookups),
+            read_turns: Counters::new(&read_turns),
         };
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -219,19 +361,16 @@ impl Metrics {
                 .expect("metric names are unique");
         }
         Metrics {
-            verifications: ["valid", "expired", "revoked", "unknown", "malformed"]
-                .map(|outcome| verifications.with_label_values(&[outcome])),
-            cache_hit: cache.with_label_values(&["hit"]),
-            cache_miss: cache.with_label_values(&["miss"]),
-            cache_known_unknown: cache.with_label_values(&["negative_hit"]),
+            verifications: Counters::new(&verifications),
+            cache: Counters::new(&cache),
+            tokens: Gauges::new(&tokens),
+            pool: Gauges::new(&pool),
+            cache_entries: Gauges::new(&cache_entries),
+            connection_timeouts: Counters::new(&connection_timeouts),
             registry,
             requests,
             latency,
-            tokens,
-            pool,
-            cache_entries,
             connections,
-            connection_timeouts,
             abuse,
         }
     }
@@ -255,39 +394,36 @@ impl Metrics {
         OpenConnection(self.connections.clone())
     }
 
-    /// Counts a connection closed at a deadline (`header_read` or `idle`).
-    pub fn connection_timed_out(&self, kind: &str) {
-        self.connection_timeouts.with_label_values(&[kind]).inc();
+    /// Counts a connection closed at a deadline.
+    pub fn connection_timed_out(&self, kind: ConnectionTimeout) {
+        self.connection_timeouts.inc(kind);
     }
 
     /// Counts a 429 for too many failed credential checks.
     pub fn limited(&self, check: Check) {
-        let i = match check {
-            Check::Authorize => 0,
-            Check::Introspect => 1,
-            Check::Management => 2,
-        };
-        self.abuse.limited[i].inc();
+        self.abuse.limited.inc(check);
     }
 
     /// A management credential read from the store.
     pub fn credential_lookup(&self) {
-        self.abuse.credential_lookups[0].inc();
+        self.abuse.credential_lookups.inc(CredentialLookup::Miss);
     }
 
     /// A management credential refused as known unknown, without a read.
     pub fn credential_known_unknown(&self) {
-        self.abuse.credential_lookups[1].inc();
+        self.abuse
+            .credential_lookups
+            .inc(CredentialLookup::NegativeHit);
     }
 
     /// A cache-miss read that had to wait for its turn.
     pub fn credential_read_waited(&self) {
-        self.abuse.read_turns[0].inc();
+        self.abuse.read_turns.inc(ReadTurn::Waited);
     }
 
     /// A cache-miss read that waited too long and was refused.
     pub fn credential_read_shed(&self) {
-        self.abuse.read_turns[1].inc();
+        self.abuse.read_turns.inc(ReadTurn::Shed);
     }
 
     /// Counts and times one request. `method` is folded onto the standard
@@ -304,51 +440,34 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// Counts a verification. A token replaced by a rotation whose grace
-    /// window has ended counts as `revoked`; a deleted token cannot be told
-    /// from one never issued, and counts as `unknown`.
+    /// Counts a verification.
     pub fn verification(&self, outcome: Outcome) {
-        let i = match outcome {
-            Outcome::Valid => 0,
-            Outcome::Refused(Refusal::Expired) => 1,
-            Outcome::Refused(Refusal::Superseded) => 2,
-            Outcome::Refused(Refusal::Unknown) => 3,
-            Outcome::Refused(Refusal::Malformed) => 4,
-        };
-        self.verifications[i].inc();
+        self.verifications.inc(outcome);
     }
 
     pub fn cache_hit(&self) {
-        self.cache_hit.inc();
+        self.cache.inc(CacheLookup::Hit);
     }
 
     pub fn cache_miss(&self) {
-        self.cache_miss.inc();
+        self.cache.inc(CacheLookup::Miss);
     }
 
     pub fn cache_known_unknown(&self) {
-        self.cache_known_unknown.inc();
+        self.cache.inc(CacheLookup::NegativeHit);
     }
 
     /// The text exposition of every metric, with the gauges set from `now`.
     pub fn render(&self, now: Snapshot) -> String {
-        self.tokens
-            .with_label_values(&["active"])
-            .set(now.active_tokens);
-        self.tokens
-            .with_label_values(&["expired"])
-            .set(now.expired_tokens);
+        self.tokens.set(TokenState::Active, now.active_tokens);
+        self.tokens.set(TokenState::Expired, now.expired_tokens);
         let in_use = i64::from(now.pool_size) - now.pool_idle as i64;
-        self.pool
-            .with_label_values(&["idle"])
-            .set(now.pool_idle as i64);
-        self.pool.with_label_values(&["in_use"]).set(in_use.max(0));
+        self.pool.set(PoolState::Idle, now.pool_idle as i64);
+        self.pool.set(PoolState::InUse, in_use.max(0));
         self.cache_entries
-            .with_label_values(&["positive"])
-            .set(now.cache_entries.0 as i64);
+            .set(CacheEntryKind::Positive, now.cache_entries.0 as i64);
         self.cache_entries
-            .with_label_values(&["negative"])
-            .set(now.cache_entries.1 as i64);
+            .set(CacheEntryKind::Negative, now.cache_entries.1 as i64);
         self.abuse.limited_clients.set(now.limited_clients as i64);
         let mut out = Vec::new();
         TextEncoder::new()
@@ -367,5 +486,108 @@ fn fold_method(method: &str) -> &'static str {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant has exactly one label, its own, and sits at its index.
+    fn labels_are_one_per_variant<L: Label + PartialEq + std::fmt::Debug>() {
+        let mut seen = std::collections::HashSet::new();
+        for (i, label) in L::ALL.iter().enumerate() {
+            assert_eq!(label.index(), i, "{label:?} sits at its index");
+            assert!(seen.insert(label.as_str()), "{label:?}: a label used twice");
+            assert!(!label.as_str().is_empty());
+        }
+    }
+
+    #[test]
+    fn every_label_enum_maps_one_to_one() {
+        labels_are_one_per_variant::<Outcome>();
+        labels_are_one_per_variant::<CacheLookup>();
+        labels_are_one_per_variant::<Check>();
+        labels_are_one_per_variant::<CredentialLookup>();
+        labels_are_one_per_variant::<ReadTurn>();
+        labels_are_one_per_variant::<ConnectionTimeout>();
+        labels_are_one_per_variant::<TokenState>();
+        labels_are_one_per_variant::<PoolState>();
+        labels_are_one_per_variant::<CacheEntryKind>();
+    }
+
+    /// The series `metric{label="value"}` for each value of `L`, as the
+    /// text format writes it, with the value it shows.
+    fn series<L: Label>(text: &str, metric: &str, label: &str) -> Vec<(String, f64)> {
+        L::ALL
+            .iter()
+            .map(|l| {
+                let name = format!("agentkey_{metric}{{{label}=\"{}\"}}", l.as_str());
+                let value = text
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name.as_str())?.strip_prefix(' '))
+                    .unwrap_or_else(|| panic!("{name} is missing from\n{text}"))
+                    .parse()
+                    .expect("a number");
+                (name, value)
+            })
+            .collect()
+    }
+
+    /// `/metrics` lists every value of every label from the first scrape
+    /// (at 0), and a count lands on its own series and no other.
+    #[test]
+    fn the_exposition_lists_each_label_and_counts_land_on_theirs() {
+        let metrics = Metrics::new();
+        metrics.verification(Outcome::Revoked);
+        metrics.cache_known_unknown();
+        metrics.limited(Check::Introspect);
+        metrics.credential_known_unknown();
+        metrics.credential_read_shed();
+        metrics.connection_timed_out(ConnectionTimeout::Idle);
+        let text = metrics.render(Snapshot {
+            active_tokens: 7,
+            expired_tokens: 2,
+            pool_size: 5,
+            pool_idle: 3,
+            cache_entries: (11, 13),
+            limited_clients: 1,
+        });
+        let counted = |metric: &str, label: &str, all: Vec<(String, f64)>, one: &str| {
+            for (name, value) in all {
+                let want = if name.contains(&format!("\"{one}\"")) {
+                    1.0
+                } else {
+                    0.0
+                };
+                assert_eq!(value, want, "{name} ({metric} by {label})");
+            }
+        };
+        let v = series::<Outcome>(&text, "verifications_total", "outcome");
+        counted("verifications", "outcome", v, "revoked");
+        let c = series::<CacheLookup>(&text, "cache_lookups_total", "result");
+        counted("cache", "result", c, "negative_hit");
+        let l = series::<Check>(&text, "auth_failures_limited_total", "check");
+        counted("limited", "check", l, "introspect");
+        let m = series::<CredentialLookup>(&text, "credential_lookups_total", "result");
+        counted("credential lookups", "result", m, "negative_hit");
+        let r = series::<ReadTurn>(&text, "credential_read_turns_total", "result");
+        counted("read turns", "result", r, "shed");
+        let t = series::<ConnectionTimeout>(&text, "http_connection_timeouts_total", "kind");
+        counted("timeouts", "kind", t, "idle");
+
+        let gauges = |all: Vec<(String, f64)>| all.into_iter().map(|(_, v)| v).collect::<Vec<_>>();
+        assert_eq!(
+            gauges(series::<TokenState>(&text, "agent_tokens", "state")),
+            [7.0, 2.0]
+        );
+        assert_eq!(
+            gauges(series::<PoolState>(&text, "db_pool_connections", "state")),
+            [3.0, 2.0]
+        );
+        assert_eq!(
+            gauges(series::<CacheEntryKind>(&text, "cache_entries", "kind")),
+            [11.0, 13.0]
+        );
     }
 }

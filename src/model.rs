@@ -47,12 +47,13 @@ impl SubjectType {
         }
     }
 
-    pub fn parse(s: &str) -> SubjectType {
-        if s == "USER" {
-            SubjectType::User
-        } else {
-            SubjectType::ServiceKey
-        }
+    pub const ALL: [SubjectType; 2] = [SubjectType::User, SubjectType::ServiceKey];
+
+    /// The subject type `s` names; `None` for any other text (a stored value
+    /// agentkey does not know is an error its reader reports, never taken
+    /// for a service key).
+    pub fn parse(s: &str) -> Option<SubjectType> {
+        SubjectType::ALL.into_iter().find(|t| t.as_str() == s)
     }
 }
 
@@ -67,18 +68,22 @@ pub struct Subject {
 }
 
 impl Subject {
-    /// A subject as the store keeps it: id, `subjectType` text, token name.
-    pub fn from_columns(id: String, subject_type: &str, api_token_name: Option<String>) -> Subject {
+    /// A subject as the store keeps it: id, `subjectType`, token name.
+    pub fn from_columns(
+        id: String,
+        subject_type: SubjectType,
+        api_token_name: Option<String>,
+    ) -> Subject {
         Subject {
             id,
-            subject_type: SubjectType::parse(subject_type),
+            subject_type,
             api_token_name,
         }
     }
 }
 
 /// The role every agent token carries on its deployment.
-pub const AGENT_ROLE: &str = "DEPLOYMENT_AGENT";
+pub const AGENT_ROLE: crate::roles::AgentRole = crate::roles::AgentRole::DeploymentAgent;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentToken {
@@ -88,7 +93,7 @@ pub struct AgentToken {
     pub name: String,
     pub description: String,
     pub short_token: String,
-    pub role: String,
+    pub role: crate::roles::AgentRole,
     pub expiry_period_in_days: Option<i64>,
     pub start_at: i64,
     pub end_at: Option<i64>,
@@ -365,6 +370,21 @@ impl TargetKind {
             TargetKind::AgentToken => "AGENT_TOKEN",
             TargetKind::ApiToken => "API_TOKEN",
             TargetKind::RootCredential => "ROOT_CREDENTIAL",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_types_round_trip_and_nothing_else_parses() {
+        for t in SubjectType::ALL {
+            assert_eq!(SubjectType::parse(t.as_str()), Some(t));
+        }
+        for other in ["", "user", "ROBOT", "SERVICE_KEY", "USER "] {
+            assert_eq!(SubjectType::parse(other), None, "{other:?}");
         }
     }
 }

@@ -105,6 +105,42 @@ impl fmt::Display for Role {
     }
 }
 
+/// The role an agent token holds on its deployment. It is not one of the
+/// [`Role`]s an API token can be granted (`Role::parse` refuses its name),
+/// and it permits nothing in `authz`: an agent token is not a management
+/// credential. Stored per token, so a later name would not rewrite old ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AgentRole {
+    DeploymentAgent,
+}
+
+impl AgentRole {
+    pub const ALL: [AgentRole; 1] = [AgentRole::DeploymentAgent];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentRole::DeploymentAgent => "DEPLOYMENT_AGENT",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AgentRole> {
+        AgentRole::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// The kind of entity the role is held on.
+    pub fn entity_type(self) -> EntityType {
+        match self {
+            AgentRole::DeploymentAgent => EntityType::Deployment,
+        }
+    }
+}
+
+impl fmt::Display for AgentRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One role on one entity. An entity holds at most one role per token.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RoleGrant {
@@ -141,5 +177,10 @@ mod tests {
         }
         assert_eq!(Role::parse("workspace_owner"), None);
         assert_eq!(Role::parse("DEPLOYMENT_AGENT"), None);
+        for role in AgentRole::ALL {
+            assert_eq!(AgentRole::parse(role.as_str()), Some(role));
+            assert_eq!(Role::parse(role.as_str()), None, "not grantable");
+        }
+        assert_eq!(AgentRole::parse("DEPLOYMENT_ADMIN"), None);
     }
 }

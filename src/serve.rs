@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
+
 use crate::app::AppState;
 use crate::bootstrap::{
     announce_root_secret, generate_root, open, root_file_holds, root_file_path, write_root_file,
@@ -13,7 +15,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::store::redact_url;
 
-pub async fn serve(config: Config) -> Result<(), String> {
+pub async fn serve(config: Config) -> anyhow::Result<()> {
     let open_files = crate::transport::raise_open_file_limit();
     let limits = crate::transport::Limits {
         max_connections: crate::transport::effective_max_connections(
@@ -39,9 +41,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
                 match &to_file {
                     None => announce_root_secret(secret, "Generated the root credential"),
                     Some(path) => {
-                        write_root_file(path, secret).map_err(|e| {
+                        write_root_file(path, secret).with_context(|| {
                             format!(
-                                "cannot write the generated root credential to {}: {e}",
+                                "cannot write the generated root credential to {}",
                                 path.display()
                             )
                         })?;
@@ -55,15 +57,13 @@ pub async fn serve(config: Config) -> Result<(), String> {
                         );
                     }
                 }
-                Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+                Ok::<(), anyhow::Error>(())
             })
             .await
-            .map_err(|e| {
-                format!(
-                    "no root credential was stored (one shown or written above, if any, \
-                     does not work): {e}"
-                )
-            })?;
+            .context(
+                "no root credential was stored (one shown or written above, if any, \
+                 does not work)",
+            )?;
             match generated {
                 Generated::Existing => {
                     tracing::info!("root credential: the one stored in the database")
@@ -103,17 +103,17 @@ pub async fn serve(config: Config) -> Result<(), String> {
     // both listeners are bound and the signal handlers installed first.
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
     let metrics_listener = match config.metrics_listen {
         Some(metrics_addr) => Some(
             tokio::net::TcpListener::bind(metrics_addr)
                 .await
-                .map_err(|e| format!("cannot listen on {metrics_addr} for metrics: {e}"))?,
+                .with_context(|| format!("cannot listen on {metrics_addr} for metrics"))?,
         ),
         None => None,
     };
-    let signal = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let signal = shutdown_signal().context("cannot install signal handlers")?;
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     // The flusher stops only after the server has finished its last
@@ -145,7 +145,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     );
     let metrics_server = match metrics_listener {
         Some(listener) => {
-            let metrics_addr = listener.local_addr().map_err(|e| e.to_string())?;
+            let metrics_addr = listener.local_addr()?;
             tracing::info!(addr = %metrics_addr, "serving /metrics");
             Some(serve_until_stopped(
                 listener,
@@ -196,13 +196,13 @@ pub async fn serve(config: Config) -> Result<(), String> {
         cut = true;
     }
     if cut {
-        return Err(format!(
+        anyhow::bail!(
             "stopped at the {}s shutdown deadline with work still running",
             SHUTDOWN_TIMEOUT.as_secs()
-        ));
+        );
     }
     tracing::info!("stopped");
-    served.map_err(|err| format!("server task failed: {err}"))
+    served.context("server task failed")
 }
 
 /// How long in-flight work may take to finish after SIGINT/SIGTERM.

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tower::Service;
 use tower_http::timeout::TimeoutBody;
 
-use crate::metrics::Metrics;
+use crate::metrics::{ConnectionTimeout, Label, Metrics};
 
 /// Connection limits, from the configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,7 +226,7 @@ impl Connection {
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     if let Some(kind) = activity.expired(&self.limits, Instant::now()) {
-                        tracing::debug!(kind, "closing a connection at its deadline");
+                        tracing::debug!(kind = kind.as_str(), "closing a connection at its deadline");
                         self.metrics.connection_timed_out(kind);
                         return;
                     }
@@ -303,11 +303,15 @@ impl Activity {
     }
 
     /// Which deadline has passed, if one has.
-    fn expired(&self, limits: &Limits, now: Instant) -> Option<&'static str> {
+    fn expired(&self, limits: &Limits, now: Instant) -> Option<ConnectionTimeout> {
         let state = self.state();
         match state.phase {
-            Phase::Head if now >= state.since + limits.header_read_timeout => Some("header_read"),
-            Phase::Idle if now >= state.since + limits.idle_timeout => Some("idle"),
+            Phase::Head if now >= state.since + limits.header_read_timeout => {
+                Some(ConnectionTimeout::HeaderRead)
+            }
+            Phase::Idle if now >= state.since + limits.idle_timeout => {
+                Some(ConnectionTimeout::Idle)
+            }
             _ => None,
         }
     }
@@ -404,7 +408,7 @@ mod tests {
         assert_eq!(activity.expired(&limits, start + secs(1)), None);
         assert_eq!(
             activity.expired(&limits, start + secs(2)),
-            Some("header_read")
+            Some(ConnectionTimeout::HeaderRead)
         );
         let guard = activity.start_request();
         assert_eq!(activity.expired(&limits, start + secs(60)), None);
@@ -414,7 +418,7 @@ mod tests {
         assert_eq!(activity.expired(&limits, idle_since + secs(4)), None);
         assert_eq!(
             activity.expired(&limits, idle_since + secs(5)),
-            Some("idle")
+            Some(ConnectionTimeout::Idle)
         );
         // The first byte of the next request starts its head's deadline.
         activity.received();

@@ -91,6 +91,20 @@ pub enum Refusal {
     Superseded,
 }
 
+impl Refusal {
+    /// How the refusal is counted: a token replaced by a rotation whose
+    /// grace window has ended counts as `revoked`; a deleted token cannot be
+    /// told from one never issued, and counts as `unknown`.
+    pub fn outcome(self) -> Outcome {
+        match self {
+            Refusal::Malformed => Outcome::Malformed,
+            Refusal::Unknown => Outcome::Unknown,
+            Refusal::Expired => Outcome::Expired,
+            Refusal::Superseded => Outcome::Revoked,
+        }
+    }
+}
+
 /// How long a cache miss waits for its turn to read the store.
 pub const READ_WAIT: Duration = Duration::from_secs(2);
 
@@ -202,9 +216,7 @@ impl Verifier {
         let verified = self.check_agent(presented, gate).await;
         match &verified {
             Ok(_) => self.metrics.verification(Outcome::Valid),
-            Err(VerifyError::Refused(refusal)) => {
-                self.metrics.verification(Outcome::Refused(*refusal))
-            }
+            Err(VerifyError::Refused(refusal)) => self.metrics.verification(refusal.outcome()),
             Err(VerifyError::Store(_) | VerifyError::Busy | VerifyError::Limited(_)) => {}
         }
         verified

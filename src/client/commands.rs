@@ -1,15 +1,20 @@
 //! Client subcommands: each becomes one API request, and its answer one
-//! view. [`plan`] is the pure mapping; [`run`] sends and renders.
+//! view. [`plan`] is the pure mapping; [`run`] sends and renders. Bodies are
+//! the server's own request types (`crate::http`), serialized.
 
 use reqwest::Method;
-use serde_json::{json, Map, Value};
 
-use super::output::{self, View};
-use super::{Client, ClientError, Request};
-use crate::cli::{
+use crate::http::agent_tokens::{CreateAgentTokenRequest, RotateAgentTokenRequest};
+use crate::http::deployments::CreateDeploymentRequest;
+use crate::http::organizations::CreateOrganizationRequest;
+use crate::http::workspaces::CreateWorkspaceRequest;
+
+use super::args::{
     ClientCommand, ClientOptions, DeploymentCommand, ListOptions, OrgCommand, TokenCommand,
     WorkspaceCommand,
 };
+use super::output::{self, View};
+use super::{Client, ClientError, Request};
 
 /// Runs one client command; the text for stdout, or why it failed.
 pub async fn run(options: &ClientOptions, command: ClientCommand) -> Result<String, ClientError> {
@@ -42,7 +47,8 @@ pub fn plan(command: ClientCommand) -> Planned {
                 None,
             ),
             OrgCommand::Create { name } => planned(
-                Request::new(M::POST, &["organizations"]).body(json!({ "name": name })),
+                Request::new(M::POST, &["organizations"])
+                    .body(&CreateOrganizationRequest { name: Some(name) }),
                 View::Organization,
                 None,
             ),
@@ -66,10 +72,12 @@ pub fn plan(command: ClientCommand) -> Planned {
                 name,
                 description,
             } => planned(
-                Request::new(M::POST, &["organizations", &org.org, "workspaces"]).body(object([
-                    ("name", Some(json!(name))),
-                    ("description", description.map(Value::from)),
-                ])),
+                Request::new(M::POST, &["organizations", &org.org, "workspaces"]).body(
+                    &CreateWorkspaceRequest {
+                        name: Some(name),
+                        description,
+                    },
+                ),
                 View::Workspace,
                 None,
             ),
@@ -94,11 +102,13 @@ pub fn plan(command: ClientCommand) -> Planned {
                 name,
                 description,
             } => planned(
-                Request::new(M::POST, &["organizations", &org.org, "deployments"]).body(object([
-                    ("name", Some(json!(name))),
-                    ("workspaceId", Some(json!(workspace))),
-                    ("description", description.map(Value::from)),
-                ])),
+                Request::new(M::POST, &["organizations", &org.org, "deployments"]).body(
+                    &CreateDeploymentRequest {
+                        name: Some(name),
+                        workspace_id: Some(workspace),
+                        description,
+                    },
+                ),
                 View::Deployment,
                 None,
             ),
@@ -132,11 +142,11 @@ pub fn plan(command: ClientCommand) -> Planned {
                 expiry_days,
             } => planned(
                 Request::new(M::POST, &tokens_path(&scope.org, &scope.deployment, &[])).body(
-                    object([
-                        ("name", Some(json!(name))),
-                        ("description", description.map(Value::from)),
-                        ("tokenExpiryPeriodInDays", expiry_days.map(Value::from)),
-                    ]),
+                    &CreateAgentTokenRequest {
+                        name: Some(name),
+                        description,
+                        token_expiry_period_in_days: expiry_days,
+                    },
                 ),
                 View::Token,
                 None,
@@ -166,8 +176,10 @@ pub fn plan(command: ClientCommand) -> Planned {
                     M::POST,
                     &tokens_path(&scope.org, &scope.deployment, &[&id, "rotate"]),
                 );
-                if let Some(grace) = grace_seconds {
-                    request = request.body(json!({ "gracePeriodSeconds": grace }));
+                if grace_seconds.is_some() {
+                    request = request.body(&RotateAgentTokenRequest {
+                        grace_period_seconds: grace_seconds,
+                    });
                 }
                 planned(request, View::Token, Some(id))
             }
@@ -196,19 +208,11 @@ fn paged(mut request: Request, list: ListOptions) -> Request {
     request
 }
 
-/// A JSON object of the fields that are set.
-fn object<const N: usize>(fields: [(&str, Option<Value>); N]) -> Value {
-    let map: Map<String, Value> = fields
-        .into_iter()
-        .filter_map(|(key, value)| Some((key.to_string(), value?)))
-        .collect();
-    Value::Object(map)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{DeploymentScope, OrgScope};
+    use crate::client::args::{DeploymentScope, OrgScope};
+    use serde_json::json;
 
     fn scope() -> DeploymentScope {
         DeploymentScope {
@@ -234,6 +238,48 @@ mod tests {
             p.request.body,
             Some(json!({"name": "n", "tokenExpiryPeriodInDays": 30}))
         );
+    }
+
+    /// Each body is the server's request type, with the fields not given
+    /// left out (not `null`), under the names the server reads.
+    #[test]
+    fn create_bodies_are_the_servers_request_types() {
+        let bodies = [
+            (
+                ClientCommand::Org(OrgCommand::Create {
+                    name: "acme".into(),
+                }),
+                json!({"name": "acme"}),
+            ),
+            (
+                ClientCommand::Workspace(WorkspaceCommand::Create {
+                    org: OrgScope { org: "o".into() },
+                    name: "data".into(),
+                    description: None,
+                }),
+                json!({"name": "data"}),
+            ),
+            (
+                ClientCommand::Deployment(DeploymentCommand::Create {
+                    org: OrgScope { org: "o".into() },
+                    workspace: "w".into(),
+                    name: "prod".into(),
+                    description: Some("main".into()),
+                }),
+                json!({"name": "prod", "workspaceId": "w", "description": "main"}),
+            ),
+            (
+                ClientCommand::Token(TokenCommand::Rotate {
+                    scope: scope(),
+                    id: "t".into(),
+                    grace_seconds: Some(60),
+                }),
+                json!({"gracePeriodSeconds": 60}),
+            ),
+        ];
+        for (command, body) in bodies {
+            assert_eq!(plan(command).request.body, Some(body));
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The CLI's HTTP client: sends one request to an agentkey server and turns
 //! every way it can fail into a [`ClientError`] with a distinct exit code.
 //!
-//! A command flows one way: `cli` (flags) → `commands` (which request, which
+//! A command flows one way: `cli` (parses the flags of `args`) → `commands` (which request, which
 //! view) → this module (HTTP, status → error) → `output` (table or JSON).
 //!
 //! The credential comes only from `AGENTKEY_TOKEN`, is held as a
@@ -9,6 +9,7 @@
 //! in the `Authorization` header, marked sensitive. Redirects are not
 //! followed, so the header is never replayed to another address.
 
+pub mod args;
 pub mod commands;
 pub mod output;
 
@@ -155,8 +156,9 @@ impl Request {
         self
     }
 
-    pub fn body(mut self, body: Value) -> Request {
-        self.body = Some(body);
+    /// The JSON body: one of the server's request types.
+    pub fn body(mut self, body: &impl serde::Serialize) -> Request {
+        self.body = Some(serde_json::to_value(body).expect("a request type serializes to JSON"));
         self
     }
 }

@@ -1,13 +1,19 @@
 //! Shows an API answer: a table for people, or the server's JSON (pretty)
 //! for scripts. The only place a secret is printed: once, after a create or
 //! a rotate, on a line of its own that says so.
+//!
+//! Answers are decoded into the server's own wire types (`crate::http`), so
+//! the client and the server cannot disagree about a field's name or type.
 
 use comfy_table::{presets, Table};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::ClientError;
+use crate::http::deployments::{Deployment, DeploymentsPaginated};
+use crate::http::organizations::{Organization, OrganizationsPaginated};
+use crate::http::schema::{ApiToken, ApiTokensPaginated};
+use crate::http::workspaces::{Workspace, WorkspacesPaginated};
 
 /// How answers are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -75,14 +81,14 @@ fn table(view: View, id: Option<&str>, body: Option<Value>) -> Result<String, Cl
     Ok(match view {
         View::Organization => details(&organization_rows(&decode::<Organization>(body)?)),
         View::Organizations => {
-            let page: Page<Organization> = decode_page(body, "organizations")?;
+            let page: Page<Organization> = decode::<OrganizationsPaginated>(body)?.into();
             list(&page, "organizations", &["ID", "NAME", "CREATED"], |o| {
                 vec![o.id.clone(), o.name.clone(), o.created_at.clone()]
             })
         }
         View::Workspace => details(&workspace_rows(&decode::<Workspace>(body)?)),
         View::Workspaces => {
-            let page: Page<Workspace> = decode_page(body, "workspaces")?;
+            let page: Page<Workspace> = decode::<WorkspacesPaginated>(body)?.into();
             list(
                 &page,
                 "workspaces",
@@ -99,7 +105,7 @@ fn table(view: View, id: Option<&str>, body: Option<Value>) -> Result<String, Cl
         }
         View::Deployment => details(&deployment_rows(&decode::<Deployment>(body)?)),
         View::Deployments => {
-            let page: Page<Deployment> = decode_page(body, "deployments")?;
+            let page: Page<Deployment> = decode::<DeploymentsPaginated>(body)?.into();
             list(
                 &page,
                 "deployments",
@@ -119,12 +125,12 @@ fn table(view: View, id: Option<&str>, body: Option<Value>) -> Result<String, Cl
             let token = decode::<ApiToken>(body)?;
             let mut text = details(&token_rows(&token));
             if let Some(secret) = &token.token {
-                text.push_str(&format!("\n{SECRET_LABEL} {secret}\n"));
+                text.push_str(&format!("\n{SECRET_LABEL} {}\n", secret.expose()));
             }
             text
         }
         View::Tokens => {
-            let page: Page<ApiToken> = decode_page(body, "tokens")?;
+            let page: Page<ApiToken> = decode::<ApiTokensPaginated>(body)?.into();
             list(
                 &page,
                 "agent tokens",
@@ -165,26 +171,25 @@ struct Page<T> {
     total_count: i64,
 }
 
-fn decode_page<T: DeserializeOwned>(mut body: Value, key: &str) -> Result<Page<T>, ClientError> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Counts {
-        limit: i64,
-        offset: i64,
-        total_count: i64,
-    }
-    let items = body
-        .get_mut(key)
-        .map(Value::take)
-        .ok_or_else(|| ClientError::unexpected(format!("no `{key}` in the list answer")))?;
-    let counts: Counts = decode(body)?;
-    Ok(Page {
-        limit: counts.limit,
-        offset: counts.offset,
-        items: decode(items)?,
-        total_count: counts.total_count,
-    })
+macro_rules! page_from {
+    ($paginated:ty, $item:ty, $items:ident) => {
+        impl From<$paginated> for Page<$item> {
+            fn from(p: $paginated) -> Self {
+                Page {
+                    limit: p.limit,
+                    offset: p.offset,
+                    items: p.$items,
+                    total_count: p.total_count,
+                }
+            }
+        }
+    };
 }
+
+page_from!(OrganizationsPaginated, Organization, organizations);
+page_from!(WorkspacesPaginated, Workspace, workspaces);
+page_from!(DeploymentsPaginated, Deployment, deployments);
+page_from!(ApiTokensPaginated, ApiToken, tokens);
 
 /// A list as a table with a header row, and a line saying where the page
 /// sits when it does not hold every match.
@@ -261,15 +266,6 @@ fn or_dash(value: &Option<String>) -> String {
     value.clone().unwrap_or_else(|| "-".into())
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Organization {
-    id: String,
-    name: String,
-    created_at: String,
-    updated_at: String,
-}
-
 fn organization_rows(o: &Organization) -> Vec<(&'static str, String)> {
     vec![
         ("ID", o.id.clone()),
@@ -277,17 +273,6 @@ fn organization_rows(o: &Organization) -> Vec<(&'static str, String)> {
         ("Created", o.created_at.clone()),
         ("Updated", o.updated_at.clone()),
     ]
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Workspace {
-    id: String,
-    organization_id: String,
-    name: String,
-    description: String,
-    created_at: String,
-    updated_at: String,
 }
 
 fn workspace_rows(w: &Workspace) -> Vec<(&'static str, String)> {
@@ -299,18 +284,6 @@ fn workspace_rows(w: &Workspace) -> Vec<(&'static str, String)> {
         ("Created", w.created_at.clone()),
         ("Updated", w.updated_at.clone()),
     ]
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Deployment {
-    id: String,
-    organization_id: String,
-    workspace_id: String,
-    name: String,
-    description: String,
-    created_at: String,
-    updated_at: String,
 }
 
 fn deployment_rows(d: &Deployment) -> Vec<(&'static str, String)> {
@@ -325,49 +298,11 @@ fn deployment_rows(d: &Deployment) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Astro's `ApiToken`, the fields the tables show. Deliberately without
-/// `Debug`: it may hold the secret.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ApiToken {
-    id: String,
-    name: String,
-    description: String,
-    short_token: String,
-    scope: String,
-    start_at: String,
-    created_at: String,
-    updated_at: String,
-    created_by: Option<Subject>,
-    end_at: Option<String>,
-    expiry_period_in_days: Option<i64>,
-    last_rotated_at: Option<String>,
-    last_used_at: Option<String>,
-    #[serde(default)]
-    roles: Vec<Role>,
-    token: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Subject {
-    id: String,
-    subject_type: String,
-    api_token_name: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Role {
-    role: String,
-    entity_type: String,
-    entity_id: String,
-}
-
 fn token_rows(t: &ApiToken) -> Vec<(&'static str, String)> {
     let roles = t
         .roles
         .iter()
+        .flatten()
         .map(|r| format!("{} on {} {}", r.role, r.entity_type, r.entity_id))
         .collect::<Vec<_>>()
         .join(", ");
@@ -405,7 +340,7 @@ mod tests {
     fn token(secret: Option<&str>) -> Value {
         let mut t = json!({
             "id": "c00000000000000000000000a", "name": "runner", "description": "",
-            "shortToken": "akagt_Ba60", "kind": "STANDARD", "scope": "DEPLOYMENT",
+            "shortToken": "akagt_Ba60", "kind": "STANDARD", "scope": "DEPLOYMENT", "type": "DEPLOYMENT",
             "startAt": "2022-11-22T04:37:12Z", "createdAt": "2022-11-22T04:37:12Z",
             "updatedAt": "2022-11-22T04:37:12Z",
             "roles": [{"entityId": "d", "entityType": "DEPLOYMENT", "role": "DEPLOYMENT_AGENT", "deploymentId": "d"}]

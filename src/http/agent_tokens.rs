@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::audit::{Origin, Target};
@@ -14,37 +14,41 @@ use super::extract::{ListQuery, OptionalJson, PathParams, Sortable, ValidJson};
 use super::schema::{ApiToken, ApiTokensPaginated, SecretResponse};
 use crate::app::AppState;
 use crate::authz::{Action, Resource};
+use crate::http::request::{
+    end_of, parse_expiry_days, parse_grace_seconds, Description, Faults, Name,
+};
 use crate::model::{AgentToken, NewAgentToken, Rotation, AGENT_ROLE};
 use crate::model::{AuditAction, TargetKind};
 use crate::store::revocations::Revocation;
 use crate::store::SortColumn;
 use crate::token::id::is_id;
-use crate::token::request::{
-    end_of, parse_expiry_days, parse_grace_seconds, Description, Faults, Name,
-};
 use crate::token::{new_id, Secret, SecretKind};
 
 /// Astro's `CreateAgentTokenRequest`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateAgentTokenRequest {
     /// 1 to 255 characters, at least one visible.
-    #[schema(value_type = String, min_length = 1, max_length = 255)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 255)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Up to 1,000 characters; absent or `null` is the empty string.
     #[schema(max_length = 1000)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Absent or `null` means the token never expires.
     #[schema(minimum = 1, maximum = 3650)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token_expiry_period_in_days: Option<i64>,
 }
 
 /// agentkey's rotation request (Astro has no rotation for agent tokens).
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RotateAgentTokenRequest {
     /// Seconds the replaced secret keeps verifying (default 0).
     #[schema(minimum = 0, maximum = 86400)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub grace_period_seconds: Option<i64>,
 }
 
@@ -132,7 +136,7 @@ pub async fn create_agent_token(
         name: name.into_inner(),
         description: description.into_inner(),
         short_token: secret.short_token(),
-        role: AGENT_ROLE.to_string(),
+        role: AGENT_ROLE,
         expiry_period_in_days: expiry_days,
         start_at: now,
         end_at: end_of(now, expiry_days),

@@ -20,13 +20,13 @@ use super::schema::{
 use crate::app::AppState;
 use crate::authz::{self, Action, Resource};
 use crate::clock::rfc3339;
+use crate::http::grants::{self, RoleEntry};
+use crate::http::request::{end_of, parse_expiry_days, Description, Faults, FieldError, Name};
 use crate::model::{self, ApiTokenChange, ApiTokenEdit, NewApiToken};
 use crate::model::{AuditAction, TargetKind};
 use crate::roles::{EntityType, RoleGrant};
 use crate::store::{ApiTokenFilter, Homes};
-use crate::token::grants::{self, RoleEntry};
 use crate::token::id::is_id;
-use crate::token::request::{end_of, parse_expiry_days, Description, Faults, FieldError, Name};
 use crate::token::{new_id, Secret, SecretKind};
 
 /// Astro's `CreateApiTokenRequest`.

@@ -17,10 +17,10 @@ use super::schema::{AuditActionName, BasicSubjectProfile};
 use crate::app::AppState;
 use crate::authz::{Action, Resource};
 use crate::clock::rfc3339;
+use crate::http::request::FieldError;
 use crate::model::{AuditAction, AuditEvent, Subject, TargetKind};
 use crate::store::{AuditQuery, SortColumn};
 use crate::token::id::new_ordered_id;
-use crate::token::request::FieldError;
 
 /// Where a request came from: its id (as the request context set it) and
 /// the client's address as `client_ip` establishes it (behind a trusted

@@ -14,13 +14,13 @@ use super::extract::{list_values, ListQuery, PathParams, Sortable, ValidJson};
 use crate::app::AppState;
 use crate::authz::{self, Action, Resource};
 use crate::clock::rfc3339;
+use crate::http::request::{parse_reference, Description, Faults, FieldError, Name};
 use crate::model;
 use crate::model::{AuditAction, TargetKind};
 use crate::store::revocations::Revocation;
 use crate::store::{PlaceFilter, SortColumn};
 use crate::token::id::is_id;
 use crate::token::new_id;
-use crate::token::request::{parse_reference, Description, Faults, FieldError, Name};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -63,17 +63,20 @@ pub struct DeploymentsPaginated {
 
 /// The fields agentkey uses of Astro's `CreateDeploymentRequest`; the many
 /// cluster fields Astro clients also send are accepted and ignored.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateDeploymentRequest {
     /// 1 to 255 characters, at least one visible.
-    #[schema(value_type = String, min_length = 1, max_length = 255)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 255)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// A workspace of the same organization.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, required = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub workspace_id: Option<String>,
     /// Up to 1,000 characters; absent or `null` is the empty string.
     #[schema(max_length = 1000)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
 

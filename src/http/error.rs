@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::http::request::FieldError;
 use crate::store::StoreError;
-use crate::token::request::FieldError;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {

@@ -16,8 +16,8 @@ use utoipa::openapi::schema::{
 use utoipa::openapi::{RefOr, Required};
 
 use super::error::ApiError;
+use crate::http::request::FieldError;
 use crate::store::{PageRequest, Sort, SortColumn};
-use crate::token::request::FieldError;
 
 /// The largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -18,8 +18,8 @@ use super::error::ApiError;
 use super::extract::ValidForm;
 use crate::app::AppState;
 use crate::authz::{self, Action, Resource};
+use crate::http::request::FieldError;
 use crate::metrics::Check;
-use crate::token::request::FieldError;
 use crate::verify::VerifyError;
 
 /// The form an introspection request sends (RFC 7662 section 2.1). No

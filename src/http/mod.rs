@@ -16,12 +16,14 @@ pub mod context;
 pub mod deployments;
 pub mod error;
 pub mod extract;
+pub mod grants;
 pub mod health;
 pub mod introspect;
 pub mod metrics;
 pub mod openapi;
 pub mod organizations;
 pub mod refusals;
+pub mod request;
 pub mod schema;
 pub mod workspaces;
 

@@ -17,7 +17,7 @@ use super::error::ErrorBody;
         description = "Issues and verifies Apache Airflow agent tokens with the Astro API v1 \
                        wire contract. Every route under /v1 is also served under /iam/v1beta1."
     ),
-    components(schemas(ErrorBody, crate::token::request::FieldError)),
+    components(schemas(ErrorBody, crate::http::request::FieldError)),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;

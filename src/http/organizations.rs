@@ -12,11 +12,11 @@ use super::extract::{ListQuery, PathParams, Sortable, ValidJson};
 use crate::app::AppState;
 use crate::authz::{Action, Resource};
 use crate::clock::rfc3339;
+use crate::http::request::{Faults, Name};
 use crate::model;
 use crate::model::{AuditAction, TargetKind};
 use crate::store::{Page, SortColumn};
 use crate::token::new_id;
-use crate::token::request::{Faults, Name};
 use crate::verify::Principal;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -52,11 +52,12 @@ pub struct OrganizationsPaginated {
     pub total_count: i64,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateOrganizationRequest {
     /// 1 to 255 characters, at least one visible.
-    #[schema(value_type = String, min_length = 1, max_length = 255)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 255)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
 

@@ -15,7 +15,7 @@ use utoipa::{PartialSchema, ToSchema};
 
 use crate::clock::rfc3339;
 use crate::model::{self, AgentToken};
-use crate::roles::{EntityType, Role};
+use crate::roles::{AgentRole, EntityType, Role};
 
 /// A string schema allowing exactly `values`.
 pub fn string_enum<'a>(
@@ -86,7 +86,7 @@ string_enum_schema!(
     Role::ALL
         .map(Role::as_str)
         .into_iter()
-        .chain([model::AGENT_ROLE])
+        .chain(AgentRole::ALL.map(AgentRole::as_str))
 );
 
 string_enum_schema!(
@@ -292,8 +292,8 @@ impl From<&AgentToken> for ApiToken {
             previous_secret_valid_until: None,
             roles: Some(vec![ApiTokenRole {
                 entity_id: t.deployment_id.clone(),
-                entity_type: "DEPLOYMENT".into(),
-                role: t.role.clone(),
+                entity_type: t.role.entity_type().as_str().into(),
+                role: t.role.as_str().into(),
                 deployment_id: Some(t.deployment_id.clone()),
             }]),
             token: None,

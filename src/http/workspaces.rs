@@ -12,11 +12,11 @@ use super::extract::{list_values, ListQuery, PathParams, Sortable, ValidJson};
 use crate::app::AppState;
 use crate::authz::{self, Action, Resource};
 use crate::clock::rfc3339;
+use crate::http::request::{Description, Faults, Name};
 use crate::model;
 use crate::model::{AuditAction, TargetKind};
 use crate::store::{PlaceFilter, SortColumn};
 use crate::token::new_id;
-use crate::token::request::{Description, Faults, Name};
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -55,14 +55,16 @@ pub struct WorkspacesPaginated {
     pub total_count: i64,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateWorkspaceRequest {
     /// 1 to 255 characters, at least one visible.
-    #[schema(value_type = String, min_length = 1, max_length = 255)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 255)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Up to 1,000 characters; absent or `null` is the empty string.
     #[schema(max_length = 1000)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
 

@@ -50,7 +50,7 @@ where
             .bind(&t.description)
             .bind(&t.short_token)
             .bind(new.secret_digest.to_hex())
-            .bind(&t.role)
+            .bind(t.role.as_str())
             .bind(t.expiry_period_in_days)
             .bind(t.start_at)
             .bind(t.end_at)

@@ -3,12 +3,48 @@
 
 use std::collections::HashMap;
 
-use sqlx::FromRow;
+use sqlx::error::BoxDynError;
+use sqlx::{Database, Decode, FromRow, Type};
 
 use crate::model::ApiToken;
-use crate::model::{AgentCredential, AgentToken, Deployment, Subject, Workspace};
-use crate::roles::{EntityType, Role, RoleGrant};
+use crate::model::{AgentCredential, AgentToken, Deployment, Subject, SubjectType, Workspace};
+use crate::roles::{AgentRole, EntityType, Role, RoleGrant};
 use crate::token::Digest;
+
+/// A column that holds one of a closed set of names: read as text, then
+/// parsed. Text that names none of them is a decoding error (sqlx reports the
+/// column and the value), so a record with a value agentkey does not know is
+/// refused where it is read instead of being taken for another.
+macro_rules! name_column {
+    ($ty:ty, $what:literal) => {
+        impl<DB: Database> Type<DB> for $ty
+        where
+            String: Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <String as Type<DB>>::type_info()
+            }
+
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <String as Type<DB>>::compatible(ty)
+            }
+        }
+
+        impl<'r, DB: Database> Decode<'r, DB> for $ty
+        where
+            String: Decode<'r, DB>,
+        {
+            fn decode(value: DB::ValueRef<'r>) -> Result<Self, BoxDynError> {
+                let text = <String as Decode<'r, DB>>::decode(value)?;
+                <$ty>::parse(&text)
+                    .ok_or_else(|| format!(concat!("unknown ", $what, " {:?}"), text).into())
+            }
+        }
+    };
+}
+
+name_column!(SubjectType, "subject type");
+name_column!(AgentRole, "agent token role");
 
 #[derive(FromRow)]
 pub struct OrganizationRow {
@@ -85,17 +121,17 @@ pub struct AgentTokenRow {
     pub name: String,
     pub description: String,
     pub short_token: String,
-    pub role: String,
+    pub role: AgentRole,
     pub expiry_period_in_days: Option<i64>,
     pub start_at: i64,
     pub end_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
     pub created_by_id: String,
-    pub created_by_type: String,
+    pub created_by_type: SubjectType,
     pub created_by_name: Option<String>,
     pub updated_by_id: String,
-    pub updated_by_type: String,
+    pub updated_by_type: SubjectType,
     pub updated_by_name: Option<String>,
     pub last_used_at: Option<i64>,
     pub last_rotated_at: Option<i64>,
@@ -119,12 +155,12 @@ impl From<AgentTokenRow> for AgentToken {
             updated_at: r.updated_at,
             created_by: Subject::from_columns(
                 r.created_by_id,
-                &r.created_by_type,
+                r.created_by_type,
                 r.created_by_name,
             ),
             updated_by: Subject::from_columns(
                 r.updated_by_id,
-                &r.updated_by_type,
+                r.updated_by_type,
                 r.updated_by_name,
             ),
             last_used_at: r.last_used_at,
@@ -200,7 +236,7 @@ pub struct AuditEventRow {
     pub organization_id: Option<String>,
     pub created_at: i64,
     pub actor_id: String,
-    pub actor_type: String,
+    pub actor_type: SubjectType,
     pub actor_name: Option<String>,
     pub action: String,
     pub target_type: String,
@@ -215,7 +251,7 @@ impl From<AuditEventRow> for crate::model::AuditEvent {
             id: r.id,
             organization_id: r.organization_id,
             occurred_at: r.created_at,
-            actor: Subject::from_columns(r.actor_id, &r.actor_type, r.actor_name),
+            actor: Subject::from_columns(r.actor_id, r.actor_type, r.actor_name),
             action: r.action,
             target_type: r.target_type,
             target_id: r.target_id,
@@ -240,10 +276,10 @@ pub struct ApiTokenRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub created_by_id: String,
-    pub created_by_type: String,
+    pub created_by_type: SubjectType,
     pub created_by_name: Option<String>,
     pub updated_by_id: String,
-    pub updated_by_type: String,
+    pub updated_by_type: SubjectType,
     pub updated_by_name: Option<String>,
     pub last_rotated_at: Option<i64>,
 }
@@ -308,12 +344,12 @@ impl ApiTokenRow {
             updated_at: self.updated_at,
             created_by: Subject::from_columns(
                 self.created_by_id,
-                &self.created_by_type,
+                self.created_by_type,
                 self.created_by_name,
             ),
             updated_by: Subject::from_columns(
                 self.updated_by_id,
-                &self.updated_by_type,
+                self.updated_by_type,
                 self.updated_by_name,
             ),
             last_rotated_at: self.last_rotated_at,

@@ -1,9 +1,6 @@
-//! The token domain: secrets (generation, format, digest), identifiers and the
-//! validated request types that the HTTP layer hands to the store.
+//! The token domain: secrets (generation, format, digest) and identifiers.
 
-pub mod grants;
 pub mod id;
-pub mod request;
 pub mod secret;
 
 pub use id::new_id;

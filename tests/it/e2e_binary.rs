@@ -652,3 +652,70 @@ fn a_bad_trusted_proxy_list_is_refused_at_start() {
         "{stderr}"
     );
 }
+
+/// Issue 12: a start-up error names the setting as it was given: the flag
+/// if the command line set it, the environment variable if that did,
+/// whether clap refuses the value (exit 2) or agentkey does (exit 1).
+#[test]
+fn start_up_errors_name_the_flag_or_variable_that_was_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("a.db").display());
+    let missing = format!("sqlite://{}", dir.path().join("none.db").display());
+    // (flag, variable, bad value, subcommand, exit code)
+    let cases = [
+        ("--listen", "AGENTKEY_LISTEN", "8080", "serve", 2),
+        (
+            "--header-read-timeout-seconds",
+            "AGENTKEY_HEADER_READ_TIMEOUT_SECONDS",
+            "0",
+            "serve",
+            2,
+        ),
+        ("--log-format", "AGENTKEY_LOG_FORMAT", "xml", "serve", 2),
+        (
+            "--max-agent-tokens-per-deployment",
+            "AGENTKEY_MAX_AGENT_TOKENS_PER_DEPLOYMENT",
+            "0",
+            "serve",
+            1,
+        ),
+        (
+            "--trusted-proxies",
+            "AGENTKEY_TRUSTED_PROXIES",
+            "gateway.local",
+            "serve",
+            1,
+        ),
+        (
+            "--database-url",
+            "AGENTKEY_DATABASE_URL",
+            missing.as_str(),
+            "root-token",
+            1,
+        ),
+    ];
+    for (flag, variable, bad, subcommand, code) in cases {
+        let run = |from_flag: bool| {
+            let mut command = Command::new(BIN);
+            command
+                .arg(subcommand)
+                .env("AGENTKEY_LISTEN", "127.0.0.1:0")
+                .env("AGENTKEY_DATABASE_URL", &url)
+                .env_remove("AGENTKEY_ROOT_TOKEN");
+            if from_flag {
+                command.arg(format!("{flag}={bad}"));
+            } else {
+                command.env(variable, bad);
+            }
+            command.output().unwrap()
+        };
+        for (from_flag, named, not_named) in [(true, flag, variable), (false, variable, flag)] {
+            let output = run(from_flag);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(code), "{named}: {stderr}");
+            assert!(stderr.contains(named), "names {named}: {stderr}");
+            assert!(!stderr.contains(not_named), "not {not_named}: {stderr}");
+        }
+    }
+    assert!(!dir.path().join("a.db").exists(), "nothing started");
+}

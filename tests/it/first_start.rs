@@ -280,7 +280,21 @@ fn serve_refused(db: &std::path::Path) -> String {
             command.pre_exec(become_nobody);
         }
     }
-    let mut child = command.spawn().expect("run agentkey");
+    // The copy was just written: a child that another test forked in the
+    // meantime holds the copy's write descriptor until it execs, and exec
+    // fails with "Text file busy" (ETXTBSY) until then. Wait for that.
+    let started = Instant::now();
+    let mut child = loop {
+        match command.spawn() {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && started.elapsed() < Duration::from_secs(10) =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            spawned => break spawned.expect("run agentkey"),
+        }
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {

@@ -29,3 +29,4 @@ mod replicas;
 mod rotation;
 mod store_contract;
 mod transport;
+mod tutorial;

@@ -111,7 +111,10 @@ contract! {
         deleting_an_api_token_deletes_its_roles,
         an_api_token_is_written_whole_or_not_at_all,
     ],
-    urls: [concurrent_creates_through_two_pools_hold_the_limit],
+    urls: [
+        concurrent_creates_through_two_pools_hold_the_limit,
+        unknown_stored_names_are_refused_where_read,
+    ],
 }
 
 #[tokio::test]
@@ -226,7 +229,7 @@ fn token_in(dep: &Deployment, name: &str, at: i64) -> NewAgentToken {
             name: name.into(),
             description: String::new(),
             short_token: "akagt_abcd".into(),
-            role: AGENT_ROLE.into(),
+            role: AGENT_ROLE,
             expiry_period_in_days: None,
             start_at: at,
             end_at: None,
@@ -1401,6 +1404,84 @@ async fn concurrent_creates_through_two_pools_hold_the_limit(url: String) {
     }
     a.close().await;
     b.close().await;
+}
+
+/// Runs one statement on the database at `url` behind the store's back, as
+/// an older or newer agentkey, or a hand edit, could have left it.
+async fn execute_raw(url: &str, statement: &str) {
+    use sqlx::{Connection, Executor};
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.expect("connect");
+        conn.execute(statement).await.expect("run the statement");
+        conn.close().await.expect("close");
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+        conn.execute(statement).await.expect("run the statement");
+        conn.close().await.expect("close");
+    }
+}
+
+/// A stored name agentkey does not know (a subject type, an agent token's
+/// role) is an error that names the column and the value when the record is
+/// read, one by one or in a list; it is never taken for another name.
+async fn unknown_stored_names_are_refused_where_read(url: String) {
+    let store = store::open(&url).await.expect("open the store");
+    let (org, _, dep) = scaffold(store.as_ref()).await;
+    let t = token_in(&dep, "t", 10);
+    store
+        .create_agent_token(&t, 5, &crate::common::audit())
+        .await
+        .expect("create");
+    let cases = [
+        (
+            "created_by_type",
+            "ROBOT",
+            r#"unknown subject type "ROBOT""#,
+        ),
+        (
+            "role",
+            "DEPLOYMENT_ADMIN",
+            r#"unknown agent token role "DEPLOYMENT_ADMIN""#,
+        ),
+    ];
+    for (column, value, said) in cases {
+        let good: String = match column {
+            "role" => AGENT_ROLE.as_str().into(),
+            _ => SubjectType::User.as_str().into(),
+        };
+        execute_raw(
+            &url,
+            &format!("UPDATE agent_tokens SET {column} = '{value}'"),
+        )
+        .await;
+        let one = store
+            .get_agent_token(&org.id, &dep.id, &t.token.id)
+            .await
+            .expect_err("a name agentkey does not know is refused");
+        let listed = store
+            .list_agent_tokens(&org.id, &dep.id, &all())
+            .await
+            .expect_err("a list holding it is refused too");
+        for err in [one, listed] {
+            let text = err.to_string();
+            assert!(
+                text.contains(column) && text.contains(said),
+                "the error names the column and the value: {text}"
+            );
+        }
+        execute_raw(
+            &url,
+            &format!("UPDATE agent_tokens SET {column} = '{good}'"),
+        )
+        .await;
+        let back = store
+            .get_agent_token(&org.id, &dep.id, &t.token.id)
+            .await
+            .expect("read once the name is known again")
+            .expect("found");
+        assert_eq!(back, t.token, "the stored names read back as written");
+    }
+    store.close().await;
 }
 
 /// sqlx's migration lock does nothing on SQLite: stores opening one new file

@@ -264,7 +264,7 @@ fn number(field: &str, text: &str, what: &str) -> Result<Option<i64>, ApiError> 
         return Ok(None);
     }
     text.parse().map(Some).map_err(|_| {
-        ApiError::invalid(vec![crate::token::request::FieldError::new(
+        ApiError::invalid(vec![crate::http::request::FieldError::new(
             field,
             "invalid",
             format!("{what} must be a whole number; got {text:?}"),
