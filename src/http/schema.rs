@@ -11,7 +11,7 @@ use crate::clock::rfc3339;
 use crate::model::{self, AgentToken};
 
 /// Astro's `BasicSubjectProfile`: who created or last changed something.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BasicSubjectProfile {
     pub id: String,

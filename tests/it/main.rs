@@ -24,6 +24,7 @@ mod introspect;
 mod metrics;
 mod permissions;
 mod registry;
+mod registry_updates;
 mod replicas;
 mod rotation;
 mod store_contract;

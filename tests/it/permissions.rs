@@ -159,6 +159,10 @@ impl Fixture {
             text = text.replace(key, id);
         }
         let (org, ws) = (&self.ids["{org}"], &self.ids["{ws}"]);
+        if text.contains("{newWs}") {
+            let ws = self.app.workspace(org).await;
+            text = text.replace("{newWs}", &ws);
+        }
         if text.contains("{newDep}") {
             let dep = self.app.deployment(org, ws).await;
             text = text.replace("{newDep}", &dep);
