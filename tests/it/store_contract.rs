@@ -114,7 +114,10 @@ contract! {
         registry_updates_write_whole_with_their_event,
         a_workspace_is_deleted_only_when_empty,
     ],
-    urls: [concurrent_creates_through_two_pools_hold_the_limit],
+    urls: [
+        concurrent_creates_through_two_pools_hold_the_limit,
+        old_rows_take_their_makers_from_the_audit_trail,
+    ],
 }
 
 #[tokio::test]
@@ -2409,4 +2412,93 @@ async fn a_workspace_is_deleted_only_when_empty(store: Arc<dyn Store>) {
         audit_actions(store.as_ref(), &org.id).await,
         ["workspace.delete"]
     );
+}
+
+/// Migration 0008 on a database that already holds an organization, a
+/// workspace and a deployment (made under 0007): each takes its creator
+/// from its create event in the audit trail; one without an event answers
+/// `unrecorded`.
+async fn old_rows_take_their_makers_from_the_audit_trail(url: String) {
+    use std::borrow::Cow;
+    let before_0008 = |all: &sqlx::migrate::Migrator| sqlx::migrate::Migrator {
+        migrations: Cow::Owned(
+            all.migrations
+                .iter()
+                .filter(|m| m.version < 8)
+                .cloned()
+                .collect(),
+        ),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    let (org, ws, dep, lone) = (new_id(), new_id(), new_id(), new_id());
+    let rows = [
+        format!("INSERT INTO organizations (id, name, created_at, updated_at) VALUES ('{org}', 'old', 1, 1)"),
+        format!("INSERT INTO organizations (id, name, created_at, updated_at) VALUES ('{lone}', 'lone', 1, 1)"),
+        format!("INSERT INTO workspaces (id, organization_id, name, description, created_at, updated_at) VALUES ('{ws}', '{org}', 'w', '', 2, 2)"),
+        format!("INSERT INTO deployments (id, organization_id, workspace_id, name, description, created_at, updated_at) VALUES ('{dep}', '{org}', '{ws}', 'd', '', 3, 3)"),
+        format!("INSERT INTO audit_events (id, organization_id, created_at, actor_id, actor_type, actor_name, action, target_type, target_id) VALUES ('{}', NULL, 1, 'root-id', 'SERVICEKEY', 'root', 'organization.create', 'ORGANIZATION', '{org}')", new_id()),
+        format!("INSERT INTO audit_events (id, organization_id, created_at, actor_id, actor_type, actor_name, action, target_type, target_id) VALUES ('{}', '{org}', 2, 'tok-id', 'SERVICEKEY', 'terraform', 'workspace.create', 'WORKSPACE', '{ws}')", new_id()),
+        format!("INSERT INTO audit_events (id, organization_id, created_at, actor_id, actor_type, actor_name, action, target_type, target_id) VALUES ('{}', '{org}', 3, 'user-id', 'USER', NULL, 'deployment.create', 'DEPLOYMENT', '{dep}')", new_id()),
+    ];
+    if url.starts_with("sqlite:") {
+        use std::str::FromStr;
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+            .expect("url")
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options)
+            .await
+            .expect("connect");
+        before_0008(&sqlx::migrate!("migrations/sqlite"))
+            .run(&pool)
+            .await
+            .expect("migrate to 0007");
+        for row in &rows {
+            sqlx::query(row).execute(&pool).await.expect(row);
+        }
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+        before_0008(&sqlx::migrate!("migrations/postgres"))
+            .run(&pool)
+            .await
+            .expect("migrate to 0007");
+        for row in &rows {
+            sqlx::query(row).execute(&pool).await.expect(row);
+        }
+        pool.close().await;
+    }
+
+    let store = store::open(&url).await.expect("open and migrate");
+    let root = service_key("root-id", "root");
+    let got = store
+        .get_organization(&org)
+        .await
+        .expect("get")
+        .expect("org");
+    assert_eq!((&got.created_by, &got.updated_by), (&root, &root));
+    let got = store
+        .get_workspace(&org, &ws)
+        .await
+        .expect("get")
+        .expect("ws");
+    let terraform = service_key("tok-id", "terraform");
+    assert_eq!((&got.created_by, &got.updated_by), (&terraform, &terraform));
+    assert_eq!(got.organization_name, "old");
+    assert!(!got.cicd_enforced_default);
+    let got = store
+        .get_deployment(&org, &dep)
+        .await
+        .expect("get")
+        .expect("dep");
+    assert_eq!(got.created_by, user("user-id"));
+    assert_eq!(got.updated_by, user("user-id"));
+    assert_eq!(got.deployment_type, DeploymentType::Standard);
+    assert!(!got.is_cicd_enforced);
+    let got = store
+        .get_organization(&lone)
+        .await
+        .expect("get")
+        .expect("org");
+    assert_eq!(got.created_by.id, "unrecorded");
+    store.close().await;
 }
