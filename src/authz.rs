@@ -157,11 +157,15 @@ const ORG_READERS: &[Role] = &[
     OrganizationOwner,
     OrganizationBillingAdmin,
     OrganizationMember,
+    OrganizationObserveAdmin,
+    OrganizationObserveMember,
 ];
 const WORKSPACE_READERS: &[Role] = &[
     OrganizationOwner,
     OrganizationBillingAdmin,
     OrganizationMember,
+    OrganizationObserveAdmin,
+    OrganizationObserveMember,
     WorkspaceOwner,
     WorkspaceOperator,
     WorkspaceAuthor,
@@ -501,6 +505,21 @@ mod tests {
         assert!(may_confer(&owner, DeploymentAdmin, DEP).is_ok());
         assert!(may_confer(&owner, WorkspaceOwner, ws).is_ok());
         assert!(may_confer(&owner, OrganizationOwner, Resource::Organization("o")).is_ok());
+    }
+
+    #[test]
+    fn roles_documented_as_another_grant_exactly_what_it_grants() {
+        for role in Role::ALL {
+            if let Some(same) = role.same_as() {
+                for action in Action::ALL {
+                    assert_eq!(
+                        role_grants(role, action),
+                        role_grants(same, action),
+                        "{role} and {same} differ on {action:?}"
+                    );
+                }
+            }
+        }
     }
 
     /// `docs/permissions.md` holds the table between two markers; this

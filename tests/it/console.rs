@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::common::{str_of, TestApp};
 use agentkey::app::Settings;
 use agentkey::console::session::SessionSettings;
+use agentkey::roles::Role;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use serde_json::json;
@@ -742,7 +743,7 @@ async fn offers_only_roles_the_credential_may_confer(app: TestApp) {
     let list_path = format!("/console/organizations/{}/api-tokens", t.org);
     let list = browser.get(&list_path).await;
     assert_eq!(list.status, StatusCode::OK, "{}", list.html);
-    assert_eq!(options(&list.html, "api-role").len(), 9);
+    assert_eq!(options(&list.html, "api-role").len(), Role::ALL.len());
     // A workspace owner may not list the organization's tokens: the
     // console answers as the API does, and offers nothing.
     let ws_owner = api_token(&app, &t.org, "WORKSPACE_OWNER", "WORKSPACE", &t.workspace).await;
