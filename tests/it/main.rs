@@ -21,6 +21,7 @@ mod e2e_binary;
 mod errors;
 mod first_start;
 mod introspect;
+mod list_edges;
 mod metrics;
 mod permissions;
 mod registry;

@@ -16,7 +16,7 @@ const MISSING: &str = "c000000000000000000000000";
 
 /// A request as the Terraform provider and the Astro CLI send it: the
 /// scheme in lower case, their client header, JSON when there is a body.
-async fn client(
+pub(crate) async fn client(
     app: &TestApp,
     method: Method,
     path: &str,
