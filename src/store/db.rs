@@ -200,9 +200,17 @@ where
             .bind(dep.is_cicd_enforced)
             .bind(dep.created_at)
             .bind(dep.updated_at);
-        bind_makers(query, &dep.created_by, &dep.updated_by)
+        match bind_makers(query, &dep.created_by, &dep.updated_by)
             .execute(&mut *tx)
-            .await?;
+            .await
+        {
+            Ok(_) => {}
+            // The workspace was deleted since the caller looked it up.
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                return Err(super::StoreError::WorkspaceNotFound);
+            }
+            Err(e) => return Err(e.into()),
+        }
         Self::record(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())

@@ -37,6 +37,10 @@ pub enum StoreError {
     AgentTokenLimit { limit: i64 },
     #[error("no such deployment in this organization")]
     DeploymentNotFound,
+    /// A deployment's workspace was deleted between the caller's lookup
+    /// and the insert (its foreign key refused the row).
+    #[error("no such workspace in this organization")]
+    WorkspaceNotFound,
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
     UnsupportedUrl(String),
     #[error("database error: {0}")]

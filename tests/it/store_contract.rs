@@ -2408,6 +2408,19 @@ async fn a_workspace_is_deleted_only_when_empty(store: Arc<dyn Store>) {
         .await
         .expect("get")
         .is_some());
+    // A deployment into the deleted workspace (a create that looked the
+    // workspace up before the delete) is refused by name, not as a failure.
+    let late = deployment_in(&ws, "late", "", 9);
+    assert!(matches!(
+        store
+            .create_deployment(&late, &event_in(&org, "deployment.create.late"))
+            .await,
+        Err(StoreError::WorkspaceNotFound)
+    ));
+    assert_eq!(
+        store.get_deployment(&org.id, &late.id).await.expect("get"),
+        None
+    );
     assert_eq!(
         audit_actions(store.as_ref(), &org.id).await,
         ["workspace.delete"]
