@@ -105,6 +105,7 @@ pub struct CreateDeploymentRequest {
 #[serde(rename_all = "camelCase")]
 pub struct UpdateDeploymentRequest {
     /// 1 to 255 characters.
+    #[schema(required = true, nullable = false)]
     pub name: Option<String>,
     /// Up to 1,000 characters; absent keeps the current description.
     pub description: Option<String>,

@@ -81,6 +81,7 @@ pub struct CreateOrganizationRequest {
 #[serde(rename_all = "camelCase")]
 pub struct UpdateOrganizationRequest {
     /// 1 to 255 characters.
+    #[schema(required = true, nullable = false)]
     pub name: Option<String>,
     /// Only `""` (agentkey keeps no billing).
     pub billing_email: Option<String>,

@@ -88,6 +88,7 @@ pub struct CreateWorkspaceRequest {
 #[serde(rename_all = "camelCase")]
 pub struct UpdateWorkspaceRequest {
     /// 1 to 255 characters.
+    #[schema(required = true, nullable = false)]
     pub name: Option<String>,
     /// Up to 1,000 characters; absent keeps the current description.
     pub description: Option<String>,

@@ -558,3 +558,69 @@ on_every_backend!(
     a_workspace_with_deployments_is_not_deleted,
     the_platform_base_path_serves_only_the_registry,
 );
+
+/// The new operations in `/v1/openapi.json` as item 6 of the issue wants
+/// every operation: Astro's operation ids, `name` required and not
+/// nullable in the update bodies, the fields always sent required.
+#[tokio::test]
+async fn the_openapi_document_describes_the_updates_as_they_are() {
+    let doc: Value = serde_json::from_str(agentkey::http::openapi_document()).unwrap();
+    let org = "/v1/organizations/{organizationId}";
+    for (path, method, id) in [
+        (org.to_string(), "post", "UpdateOrganization"),
+        (
+            format!("{org}/workspaces/{{workspaceId}}"),
+            "post",
+            "UpdateWorkspace",
+        ),
+        (
+            format!("{org}/workspaces/{{workspaceId}}"),
+            "delete",
+            "DeleteWorkspace",
+        ),
+        (
+            format!("{org}/deployments/{{deploymentId}}"),
+            "post",
+            "UpdateDeployment",
+        ),
+    ] {
+        assert_eq!(
+            doc["paths"][&path][method]["operationId"], id,
+            "{method} {path}"
+        );
+    }
+    let schemas = &doc["components"]["schemas"];
+    for request in [
+        "UpdateOrganizationRequest",
+        "UpdateWorkspaceRequest",
+        "UpdateDeploymentRequest",
+    ] {
+        assert_eq!(schemas[request]["required"], json!(["name"]), "{request}");
+        let name = &schemas[request]["properties"]["name"];
+        assert_eq!(name["type"], "string", "{request}: {name}");
+    }
+    for (schema, fields) in [
+        (
+            "Organization",
+            &["createdBy", "updatedBy", "isScimEnabled"][..],
+        ),
+        (
+            "Workspace",
+            &[
+                "createdBy",
+                "updatedBy",
+                "cicdEnforcedDefault",
+                "organizationName",
+            ][..],
+        ),
+        (
+            "Deployment",
+            &["createdBy", "updatedBy", "isCicdEnforced", "type", "status"][..],
+        ),
+    ] {
+        let required = schemas[schema]["required"].as_array().unwrap();
+        for field in fields {
+            assert!(required.contains(&json!(field)), "{schema}.{field}");
+        }
+    }
+}
