@@ -1,6 +1,6 @@
 //! `/organizations`: create, list, get and update organizations.
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use super::audit::{Origin, Target};
 use super::auth::Caller;
 use super::error::ApiError;
-use super::extract::{ListQuery, PathParams, Sortable, ValidJson};
+use super::extract::{list_values, ListQuery, PathParams, Sortable, ValidJson};
 use super::schema::BasicSubjectProfile;
 use crate::app::AppState;
 use crate::authz::{Action, Resource};
@@ -145,8 +145,21 @@ pub async fn create_organization(
 pub async fn list_organizations(
     State(state): State<AppState>,
     caller: Caller,
+    RawQuery(raw): RawQuery,
     query: ListQuery<Organization>,
 ) -> Result<Json<OrganizationsPaginated>, ApiError> {
+    // Astro's product filters: agentkey has no products or plans to filter
+    // by, and a filter it cannot honour is refused, never ignored.
+    let mut faults = Faults::default();
+    for filter in ["productPlan", "astronomerProduct", "product"] {
+        let given = list_values(raw.as_deref(), filter)?;
+        faults.check(only_empty(
+            filter,
+            given.first().map(String::as_str),
+            "products or product plans to filter by",
+        ));
+    }
+    faults.finish(|| Some(())).map_err(ApiError::invalid)?;
     caller.require(Action::ListOrganizations, Resource::Global)?;
     let page = match &caller.0 {
         // An API token has roles in exactly one organization: its own.

@@ -179,7 +179,39 @@ async fn a_null_expiry_means_not_set(app: TestApp) {
     }
 }
 
+/// ListOrganizations' product filters name products agentkey does not
+/// have: a 400 naming each, never a list that ignored them.
+async fn organization_product_filters_are_refused(app: TestApp) {
+    app.org("acme").await;
+    for base in ["/v1", "/iam/v1beta1", "/platform/v1beta1"] {
+        for (query, fields) in [
+            ("product=HOSTED", vec!["product"]),
+            ("productPlan=c1&limit=5", vec!["productPlan"]),
+            (
+                "astronomerProduct=ASTRO&productPlan=x",
+                vec!["productPlan", "astronomerProduct"],
+            ),
+        ] {
+            let url = format!("{base}/organizations?{query}");
+            let reply = client(&app, Method::GET, &url, &app.root, None).await;
+            reply.assert_error(400);
+            assert_eq!(reply.fields(), fields, "{url}");
+        }
+        let plain = client(
+            &app,
+            Method::GET,
+            &format!("{base}/organizations"),
+            &app.root,
+            None,
+        )
+        .await;
+        assert_eq!(plain.status, StatusCode::OK);
+        assert_eq!(plain.body["totalCount"], 1);
+    }
+}
+
 on_every_backend!(
+    organization_product_filters_are_refused,
     a_repeated_sort_field_takes_the_first,
     an_empty_sort_is_a_400,
     a_null_expiry_means_not_set,
