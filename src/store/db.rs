@@ -384,9 +384,16 @@ where
             Ok(deleted) => deleted,
             // PostgreSQL: a deployment created in the workspace meanwhile,
             // committed after this statement's snapshot; its foreign key
-            // keeps the workspace.
+            // keeps the workspace. The failed transaction is rolled back,
+            // and the deployments are counted as they now are.
             Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
-                return Ok(WorkspaceDeletion::HasDeployments(1));
+                drop(tx);
+                let count: i64 = sqlx::query_scalar(COUNT_WORKSPACE_DEPLOYMENTS)
+                    .bind(org)
+                    .bind(id)
+                    .fetch_one(self.0)
+                    .await?;
+                return Ok(WorkspaceDeletion::HasDeployments(count));
             }
             Err(e) => return Err(e.into()),
         };

@@ -2515,3 +2515,82 @@ async fn old_rows_take_their_makers_from_the_audit_trail(url: String) {
     assert_eq!(got.created_by.id, "unrecorded");
     store.close().await;
 }
+
+/// PostgreSQL only (SQLite has one writer, so the check and the delete
+/// cannot interleave with an insert): a deployment inserted into the
+/// workspace while a delete of the workspace runs, and committed after the
+/// delete's snapshot, keeps the workspace; the delete answers that it has
+/// deployments, not a store failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "PostgreSQL: set AGENTKEY_TEST_DATABASE_URL to run it"
+)]
+async fn postgres_a_deployment_committed_during_a_workspace_delete_keeps_it() {
+    fresh_postgres(|url| async move {
+        let store = store::open(&url).await.expect("open");
+        let (org, ws, dep) = scaffold(store.as_ref()).await;
+        store
+            .delete_deployment(&org.id, &dep.id, &crate::common::audit())
+            .await
+            .expect("delete")
+            .expect("there was one");
+        let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+        let mut insert = pool.begin().await.expect("begin");
+        let late = new_id();
+        sqlx::query(
+            "INSERT INTO deployments (id, organization_id, workspace_id, name, description, \
+             created_at, updated_at) VALUES ($1, $2, $3, 'late', '', 1, 1)",
+        )
+        .bind(&late)
+        .bind(&org.id)
+        .bind(&ws.id)
+        .execute(&mut *insert)
+        .await
+        .expect("insert");
+        let deleting = {
+            let store = store.clone();
+            let (org, ws) = (org.id.clone(), ws.id.clone());
+            tokio::spawn(async move {
+                store
+                    .delete_workspace(&org, &ws, &crate::common::audit())
+                    .await
+            })
+        };
+        // Wait until the delete waits for the insert's lock on the row.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("pg_stat_activity");
+            if waiting > 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the delete never waited for the insert"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        insert.commit().await.expect("commit");
+        let outcome = deleting.await.expect("join").expect("no store failure");
+        assert_eq!(outcome, WorkspaceDeletion::HasDeployments(1));
+        assert!(store
+            .get_workspace(&org.id, &ws.id)
+            .await
+            .expect("get")
+            .is_some());
+        assert!(store
+            .get_deployment(&org.id, &late)
+            .await
+            .expect("get")
+            .is_some());
+        pool.close().await;
+        store.close().await;
+    })
+    .await;
+}
