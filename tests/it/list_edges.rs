@@ -210,7 +210,35 @@ async fn organization_product_filters_are_refused(app: TestApp) {
     }
 }
 
+/// ListApiTokens' DAG filters name roles agentkey does not have.
+async fn api_token_dag_filters_are_refused(app: TestApp) {
+    let t = app.tenant().await;
+    for base in ["/v1", "/iam/v1beta1"] {
+        let tokens = format!("{base}/organizations/{}/tokens", t.org);
+        for (query, fields) in [
+            ("dagId=etl", vec!["dagId"]),
+            ("dagTags=a&dagTags=b&limit=100", vec!["dagTags"]),
+            ("dagId=etl&dagTags=a", vec!["dagId", "dagTags"]),
+        ] {
+            let url = format!("{tokens}?{query}");
+            let reply = client(&app, Method::GET, &url, &app.root, None).await;
+            reply.assert_error(400);
+            assert_eq!(reply.fields(), fields, "{url}");
+        }
+        let plain = client(
+            &app,
+            Method::GET,
+            &format!("{tokens}?includeOnlyOrganizationTokens=true&offset=0&limit=100"),
+            &app.root,
+            None,
+        )
+        .await;
+        assert_eq!(plain.status, StatusCode::OK, "{}", plain.body);
+    }
+}
+
 on_every_backend!(
+    api_token_dag_filters_are_refused,
     organization_product_filters_are_refused,
     a_repeated_sort_field_takes_the_first,
     an_empty_sort_is_a_400,
