@@ -18,12 +18,16 @@ pub enum Action {
     CreateOrganization,
     ListOrganizations,
     GetOrganization,
+    UpdateOrganization,
     CreateWorkspace,
     ListWorkspaces,
     GetWorkspace,
+    UpdateWorkspace,
+    DeleteWorkspace,
     CreateDeployment,
     ListDeployments,
     GetDeployment,
+    UpdateDeployment,
     DeleteDeployment,
     GetAgentTokens,
     CreateAgentToken,
@@ -41,16 +45,20 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 23] = [
+    pub const ALL: [Action; 27] = [
         Action::CreateOrganization,
         Action::ListOrganizations,
         Action::GetOrganization,
+        Action::UpdateOrganization,
         Action::CreateWorkspace,
         Action::ListWorkspaces,
         Action::GetWorkspace,
+        Action::UpdateWorkspace,
+        Action::DeleteWorkspace,
         Action::CreateDeployment,
         Action::ListDeployments,
         Action::GetDeployment,
+        Action::UpdateDeployment,
         Action::DeleteDeployment,
         Action::GetAgentTokens,
         Action::CreateAgentToken,
@@ -72,10 +80,14 @@ impl Action {
         match self {
             Action::CreateOrganization => "organization.create",
             Action::ListOrganizations | Action::GetOrganization => "organization.get",
+            Action::UpdateOrganization => "organization.update",
             Action::CreateWorkspace => "organization.workspaces.create",
             Action::ListWorkspaces | Action::GetWorkspace => "workspace.get",
+            Action::UpdateWorkspace => "workspace.update",
+            Action::DeleteWorkspace => "workspace.delete",
             Action::CreateDeployment => "workspace.deployments.create",
             Action::ListDeployments | Action::GetDeployment => "deployment.get",
+            Action::UpdateDeployment => "deployment.update",
             Action::DeleteDeployment => "deployment.delete",
             Action::GetAgentTokens => "deployment.agentTokens.get",
             Action::CreateAgentToken => "deployment.agentTokens.create",
@@ -99,12 +111,16 @@ impl Action {
             Action::CreateOrganization => "create an organization",
             Action::ListOrganizations => "list organizations (only those the caller has a role in)",
             Action::GetOrganization => "get the organization",
+            Action::UpdateOrganization => "rename the organization",
             Action::CreateWorkspace => "create a workspace",
             Action::ListWorkspaces => "list workspaces",
             Action::GetWorkspace => "get a workspace",
+            Action::UpdateWorkspace => "update a workspace",
+            Action::DeleteWorkspace => "delete a workspace (once it has no deployments)",
             Action::CreateDeployment => "create a deployment in a workspace",
             Action::ListDeployments => "list deployments",
             Action::GetDeployment => "get a deployment",
+            Action::UpdateDeployment => "update a deployment",
             Action::DeleteDeployment => "delete a deployment",
             Action::GetAgentTokens => "list and get a deployment's agent tokens",
             Action::CreateAgentToken => "create an agent token",
@@ -141,11 +157,15 @@ const ORG_READERS: &[Role] = &[
     OrganizationOwner,
     OrganizationBillingAdmin,
     OrganizationMember,
+    OrganizationObserveAdmin,
+    OrganizationObserveMember,
 ];
 const WORKSPACE_READERS: &[Role] = &[
     OrganizationOwner,
     OrganizationBillingAdmin,
     OrganizationMember,
+    OrganizationObserveAdmin,
+    OrganizationObserveMember,
     WorkspaceOwner,
     WorkspaceOperator,
     WorkspaceAuthor,
@@ -161,7 +181,10 @@ const DEPLOYMENT_READERS: &[Role] = &[
     WorkspaceAccessor,
     DeploymentAdmin,
 ];
+const WORKSPACE_MANAGERS: &[Role] = &[OrganizationOwner, WorkspaceOwner];
 const DEPLOYMENT_MANAGERS: &[Role] = &[OrganizationOwner, WorkspaceOwner, WorkspaceOperator];
+
+/// Who manages one deployment: its settings and its agent tokens.
 const AGENT_TOKEN_MANAGERS: &[Role] = &[
     OrganizationOwner,
     WorkspaceOwner,
@@ -175,17 +198,21 @@ fn rule(action: Action) -> Rule {
     match action {
         Action::CreateOrganization | Action::ReadMetrics => Rule::Root,
         Action::ListOrganizations | Action::GetOrganization => Rule::AnyRole,
-        Action::CreateWorkspace
+        Action::UpdateOrganization
+        | Action::CreateWorkspace
+        | Action::DeleteWorkspace
         | Action::ListDeployments
         | Action::IntrospectTokens
         | Action::ReadAuditLogs => Rule::Roles(OWNERS),
         Action::ListWorkspaces => Rule::Roles(ORG_READERS),
         Action::GetWorkspace => Rule::Roles(WORKSPACE_READERS),
+        Action::UpdateWorkspace => Rule::Roles(WORKSPACE_MANAGERS),
         Action::CreateDeployment | Action::DeleteDeployment => Rule::Roles(DEPLOYMENT_MANAGERS),
         Action::GetDeployment | Action::GetAgentTokens => Rule::Roles(DEPLOYMENT_READERS),
-        Action::CreateAgentToken | Action::DeleteAgentToken | Action::RotateAgentToken => {
-            Rule::Roles(AGENT_TOKEN_MANAGERS)
-        }
+        Action::UpdateDeployment
+        | Action::CreateAgentToken
+        | Action::DeleteAgentToken
+        | Action::RotateAgentToken => Rule::Roles(AGENT_TOKEN_MANAGERS),
         Action::GetApiTokens
         | Action::CreateApiToken
         | Action::UpdateApiToken
@@ -478,6 +505,21 @@ mod tests {
         assert!(may_confer(&owner, DeploymentAdmin, DEP).is_ok());
         assert!(may_confer(&owner, WorkspaceOwner, ws).is_ok());
         assert!(may_confer(&owner, OrganizationOwner, Resource::Organization("o")).is_ok());
+    }
+
+    #[test]
+    fn roles_documented_as_another_grant_exactly_what_it_grants() {
+        for role in Role::ALL {
+            if let Some(same) = role.same_as() {
+                for action in Action::ALL {
+                    assert_eq!(
+                        role_grants(role, action),
+                        role_grants(same, action),
+                        "{role} and {same} differ on {action:?}"
+                    );
+                }
+            }
+        }
     }
 
     /// `docs/permissions.md` holds the table between two markers; this

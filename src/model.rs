@@ -9,16 +9,25 @@ pub struct Organization {
     pub name: String,
     pub created_at: i64,
     pub updated_at: i64,
+    pub created_by: Subject,
+    pub updated_by: Subject,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workspace {
     pub id: String,
     pub organization_id: String,
+    /// The organization's name, read with the workspace (not stored twice).
+    pub organization_name: String,
     pub name: String,
     pub description: String,
+    /// Whether new deployments of the workspace enforce CI/CD deploys
+    /// unless their create says otherwise (Astro's `cicdEnforcedDefault`).
+    pub cicd_enforced_default: bool,
     pub created_at: i64,
     pub updated_at: i64,
+    pub created_by: Subject,
+    pub updated_by: Subject,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,8 +37,43 @@ pub struct Deployment {
     pub workspace_id: String,
     pub name: String,
     pub description: String,
+    /// Astro's `type`, as the deployment was created.
+    pub deployment_type: DeploymentType,
+    /// Astro's `isCicdEnforced`.
+    pub is_cicd_enforced: bool,
     pub created_at: i64,
     pub updated_at: i64,
+    pub created_by: Subject,
+    pub updated_by: Subject,
+}
+
+/// Astro's deployment `type`. agentkey runs no clusters; it keeps the type
+/// a client gave so that reading the deployment back answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeploymentType {
+    Standard,
+    Dedicated,
+    Hybrid,
+}
+
+impl DeploymentType {
+    pub const ALL: [DeploymentType; 3] = [
+        DeploymentType::Standard,
+        DeploymentType::Dedicated,
+        DeploymentType::Hybrid,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentType::Standard => "STANDARD",
+            DeploymentType::Dedicated => "DEDICATED",
+            DeploymentType::Hybrid => "HYBRID",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeploymentType> {
+        DeploymentType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
 }
 
 /// Astro's `subjectType`.
@@ -293,8 +337,12 @@ pub struct ConsoleSession {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditAction {
     OrganizationCreate,
+    OrganizationUpdate,
     WorkspaceCreate,
+    WorkspaceUpdate,
+    WorkspaceDelete,
     DeploymentCreate,
+    DeploymentUpdate,
     DeploymentDelete,
     AgentTokenCreate,
     AgentTokenRotate,
@@ -309,10 +357,14 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 14] = [
+    pub const ALL: [AuditAction; 18] = [
         AuditAction::OrganizationCreate,
+        AuditAction::OrganizationUpdate,
         AuditAction::WorkspaceCreate,
+        AuditAction::WorkspaceUpdate,
+        AuditAction::WorkspaceDelete,
         AuditAction::DeploymentCreate,
+        AuditAction::DeploymentUpdate,
         AuditAction::DeploymentDelete,
         AuditAction::AgentTokenCreate,
         AuditAction::AgentTokenRotate,
@@ -329,8 +381,12 @@ impl AuditAction {
     pub fn as_str(self) -> &'static str {
         match self {
             AuditAction::OrganizationCreate => "organization.create",
+            AuditAction::OrganizationUpdate => "organization.update",
             AuditAction::WorkspaceCreate => "workspace.create",
+            AuditAction::WorkspaceUpdate => "workspace.update",
+            AuditAction::WorkspaceDelete => "workspace.delete",
             AuditAction::DeploymentCreate => "deployment.create",
+            AuditAction::DeploymentUpdate => "deployment.update",
             AuditAction::DeploymentDelete => "deployment.delete",
             AuditAction::AgentTokenCreate => "agentToken.create",
             AuditAction::AgentTokenRotate => "agentToken.rotate",

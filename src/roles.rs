@@ -43,6 +43,8 @@ pub enum Role {
     OrganizationOwner,
     OrganizationBillingAdmin,
     OrganizationMember,
+    OrganizationObserveAdmin,
+    OrganizationObserveMember,
     WorkspaceOwner,
     WorkspaceOperator,
     WorkspaceAuthor,
@@ -52,10 +54,12 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 9] = [
+    pub const ALL: [Role; 11] = [
         Role::OrganizationOwner,
         Role::OrganizationBillingAdmin,
         Role::OrganizationMember,
+        Role::OrganizationObserveAdmin,
+        Role::OrganizationObserveMember,
         Role::WorkspaceOwner,
         Role::WorkspaceOperator,
         Role::WorkspaceAuthor,
@@ -69,6 +73,8 @@ impl Role {
             Role::OrganizationOwner => "ORGANIZATION_OWNER",
             Role::OrganizationBillingAdmin => "ORGANIZATION_BILLING_ADMIN",
             Role::OrganizationMember => "ORGANIZATION_MEMBER",
+            Role::OrganizationObserveAdmin => "ORGANIZATION_OBSERVE_ADMIN",
+            Role::OrganizationObserveMember => "ORGANIZATION_OBSERVE_MEMBER",
             Role::WorkspaceOwner => "WORKSPACE_OWNER",
             Role::WorkspaceOperator => "WORKSPACE_OPERATOR",
             Role::WorkspaceAuthor => "WORKSPACE_AUTHOR",
@@ -82,13 +88,28 @@ impl Role {
         Role::ALL.into_iter().find(|r| r.as_str() == s)
     }
 
+    /// Roles that grant exactly what another role grants, and are
+    /// documented as such rather than as columns of their own:
+    /// Astro's observability roles are read-only organization access here,
+    /// what `ORGANIZATION_MEMBER` grants (agentkey has no Astro Observe).
+    pub fn same_as(self) -> Option<Role> {
+        match self {
+            Role::OrganizationObserveAdmin | Role::OrganizationObserveMember => {
+                Some(Role::OrganizationMember)
+            }
+            _ => None,
+        }
+    }
+
     /// The kind of entity this role is granted on; granting it on another
     /// kind is refused.
     pub fn entity_type(self) -> EntityType {
         match self {
-            Role::OrganizationOwner | Role::OrganizationBillingAdmin | Role::OrganizationMember => {
-                EntityType::Organization
-            }
+            Role::OrganizationOwner
+            | Role::OrganizationBillingAdmin
+            | Role::OrganizationMember
+            | Role::OrganizationObserveAdmin
+            | Role::OrganizationObserveMember => EntityType::Organization,
             Role::WorkspaceOwner
             | Role::WorkspaceOperator
             | Role::WorkspaceAuthor

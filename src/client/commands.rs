@@ -76,6 +76,7 @@ pub fn plan(command: ClientCommand) -> Planned {
                     &CreateWorkspaceRequest {
                         name: Some(name),
                         description,
+                        ..Default::default()
                     },
                 ),
                 View::Workspace,
@@ -107,6 +108,7 @@ pub fn plan(command: ClientCommand) -> Planned {
                         name: Some(name),
                         workspace_id: Some(workspace),
                         description,
+                        ..Default::default()
                     },
                 ),
                 View::Deployment,

@@ -63,12 +63,15 @@ pub fn router(state: AppState) -> Router {
         .route("/console/organizations", post(pages::create_organization))
         .route(org, get(pages::organization))
         .route(&format!("{org}/workspaces"), post(pages::create_workspace))
-        .route(&format!("{org}/workspaces/{{ws}}"), get(pages::workspace))
+        .route(
+            &format!("{org}/workspaces/{{ws}}"),
+            get(pages::workspace).post(pages::update_workspace),
+        )
         .route(
             &format!("{org}/deployments"),
             post(pages::create_deployment),
         )
-        .route(dep, get(pages::deployment))
+        .route(dep, get(pages::deployment).post(pages::update_deployment))
         .route(
             &format!("{dep}/agent-tokens"),
             get(pages::deployment).post(pages::create_agent_token),

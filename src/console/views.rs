@@ -107,6 +107,10 @@ pub struct WorkspacePage {
     pub deployments: Vec<Deployment>,
     pub may_create_deployment: bool,
     pub deployment_form: FormState,
+    pub may_edit: bool,
+    /// The edit form: the workspace's own name and description, or what
+    /// was sent and refused.
+    pub edit_form: FormState,
 }
 
 /// One agent token as the deployment page lists it.
@@ -136,6 +140,10 @@ pub struct DeploymentPage {
     pub may_delete: bool,
     pub nonce: String,
     pub form: FormState,
+    pub may_edit: bool,
+    /// The edit form: the deployment's own name and description, or what
+    /// was sent and refused.
+    pub edit_form: FormState,
 }
 
 #[derive(Template)]
@@ -221,7 +229,7 @@ pub struct AuditPage {
     pub layout: Layout,
     pub org: Organization,
     pub events: Vec<AuditLog>,
-    pub actions: [&'static str; 14],
+    pub actions: [&'static str; crate::model::AuditAction::ALL.len()],
     pub pager: Pager,
     pub form: FormState,
 }

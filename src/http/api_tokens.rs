@@ -2,7 +2,7 @@
 //! credentials with roles. List, create, get, rename, change roles, rotate
 //! and delete, with Astro's wire shapes.
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,7 @@ use super::access::Place;
 use super::audit::{Origin, Target};
 use super::auth::Caller;
 use super::error::ApiError;
-use super::extract::{ListQuery, PathParams, QueryParams, ValidJson};
+use super::extract::{list_values, ListQuery, PathParams, QueryParams, ValidJson};
 use super::schema::{
     ApiToken, ApiTokenKind, ApiTokenRole, ApiTokenScope, ApiTokensPaginated, ListedKind, RoleName,
     SecretResponse,
@@ -21,7 +21,9 @@ use crate::app::AppState;
 use crate::authz::{self, Action, Resource};
 use crate::clock::rfc3339;
 use crate::http::grants::{self, RoleEntry};
-use crate::http::request::{end_of, parse_expiry_days, Description, Faults, FieldError, Name};
+use crate::http::request::{
+    end_of, only_empty, parse_expiry_days, Description, Faults, FieldError, Name,
+};
 use crate::model::{self, ApiTokenChange, ApiTokenEdit, NewApiToken};
 use crate::model::{AuditAction, TargetKind};
 use crate::roles::{EntityType, RoleGrant};
@@ -207,8 +209,21 @@ pub async fn list_api_tokens(
     caller: Caller,
     PathParams(org): PathParams<String>,
     query: ListQuery<ApiToken>,
+    RawQuery(raw): RawQuery,
     QueryParams(filter): QueryParams<ApiTokenListFilter>,
 ) -> Result<Json<ApiTokensPaginated>, ApiError> {
+    // Astro's DAG filters: agentkey has no roles on DAGs or DAG tags, and a
+    // filter it cannot honour is refused, never ignored.
+    let mut faults = Faults::default();
+    for dag_filter in ["dagId", "dagTags"] {
+        let given = list_values(raw.as_deref(), dag_filter)?;
+        faults.check(only_empty(
+            dag_filter,
+            given.first().map(String::as_str),
+            "roles on DAGs or DAG tags to filter by",
+        ));
+    }
+    faults.finish(|| Some(())).map_err(ApiError::invalid)?;
     caller.inside(&state, Action::GetApiTokens, &org).await?;
     let workspace = match &filter.workspace_id {
         Some(id) => Some(existing(&state, &org, EntityType::Workspace, id).await?),

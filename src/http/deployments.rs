@@ -1,4 +1,4 @@
-//! `/organizations/{org}/deployments`: create, list, get and delete
+//! `/organizations/{org}/deployments`: create, list, get, update and delete
 //! deployments. Deleting a deployment revokes every agent token of it.
 
 use axum::extract::{RawQuery, State};
@@ -11,12 +11,13 @@ use super::audit::{Origin, Target};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{list_values, ListQuery, PathParams, Sortable, ValidJson};
+use super::schema::BasicSubjectProfile;
 use crate::app::AppState;
 use crate::authz::{self, Action, Resource};
 use crate::clock::rfc3339;
 use crate::http::request::{parse_reference, Description, Faults, FieldError, Name};
 use crate::model;
-use crate::model::{AuditAction, TargetKind};
+use crate::model::{AuditAction, DeploymentType, TargetKind};
 use crate::store::revocations::Revocation;
 use crate::store::{PlaceFilter, SortColumn};
 use crate::token::id::is_id;
@@ -30,11 +31,25 @@ pub struct Deployment {
     pub workspace_id: String,
     pub name: String,
     pub description: String,
+    /// `STANDARD`, `DEDICATED` or `HYBRID`, as the deployment was created.
+    #[serde(rename = "type")]
+    pub deployment_type: String,
+    /// Whether the deployment requires that all deploys are made through
+    /// CI/CD.
+    pub is_cicd_enforced: bool,
+    /// Always `UNKNOWN`: agentkey registers deployments, it does not run
+    /// them, so it cannot know their health.
+    pub status: String,
     #[schema(format = DateTime)]
     pub created_at: String,
     #[schema(format = DateTime)]
     pub updated_at: String,
+    pub created_by: BasicSubjectProfile,
+    pub updated_by: BasicSubjectProfile,
 }
+
+/// What agentkey answers for a deployment's `status`.
+pub const DEPLOYMENT_STATUS: &str = "UNKNOWN";
 
 impl From<&model::Deployment> for Deployment {
     fn from(d: &model::Deployment) -> Self {
@@ -44,8 +59,13 @@ impl From<&model::Deployment> for Deployment {
             workspace_id: d.workspace_id.clone(),
             name: d.name.clone(),
             description: d.description.clone(),
+            deployment_type: d.deployment_type.as_str().into(),
+            is_cicd_enforced: d.is_cicd_enforced,
+            status: DEPLOYMENT_STATUS.into(),
             created_at: rfc3339(d.created_at),
             updated_at: rfc3339(d.updated_at),
+            created_by: (&d.created_by).into(),
+            updated_by: (&d.updated_by).into(),
         }
     }
 }
@@ -63,7 +83,7 @@ pub struct DeploymentsPaginated {
 
 /// The fields agentkey uses of Astro's `CreateDeploymentRequest`; the many
 /// cluster fields Astro clients also send are accepted and ignored.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateDeploymentRequest {
     /// 1 to 255 characters, at least one visible.
@@ -78,6 +98,50 @@ pub struct CreateDeploymentRequest {
     #[schema(max_length = 1000)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// `STANDARD` (the default), `DEDICATED` or `HYBRID`; kept and answered,
+    /// it changes nothing else.
+    #[serde(rename = "type")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment_type: Option<String>,
+    /// Default: the workspace's `cicdEnforcedDefault`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_cicd_enforced: Option<bool>,
+}
+
+/// The fields agentkey uses of Astro's `UpdateDeploymentRequest`; the
+/// cluster fields are accepted and ignored, as on create. A field left out
+/// keeps its value. `workspaceId` and `type`, which Astro's clients always
+/// send, must name what the deployment already is: moving a deployment or
+/// changing its type is refused.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateDeploymentRequest {
+    /// 1 to 255 characters.
+    #[schema(required = true, nullable = false)]
+    pub name: Option<String>,
+    /// Up to 1,000 characters; absent keeps the current description.
+    pub description: Option<String>,
+    /// Absent keeps the current value.
+    pub is_cicd_enforced: Option<bool>,
+    /// The deployment's own workspace, if given.
+    pub workspace_id: Option<String>,
+    /// The deployment's own type, if given.
+    #[serde(rename = "type")]
+    pub deployment_type: Option<String>,
+}
+
+/// A deployment `type` from a request: absent is `STANDARD`.
+fn parse_type(value: Option<&str>) -> Result<Option<DeploymentType>, FieldError> {
+    match value {
+        None => Ok(None),
+        Some(text) => DeploymentType::parse(text).map(Some).ok_or_else(|| {
+            FieldError::new(
+                "type",
+                "invalid",
+                format!("type must be STANDARD, DEDICATED or HYBRID; got {text:?}"),
+            )
+        }),
+    }
 }
 
 impl Sortable for Deployment {
@@ -106,25 +170,25 @@ pub async fn create_deployment(
     let name = faults.check(Name::parse("name", request.name));
     let workspace_id = faults.check(parse_reference("workspaceId", request.workspace_id));
     let description = faults.check(Description::parse("description", request.description));
-    let (name, workspace_id, description) = faults
-        .finish(|| Some((name?, workspace_id?, description?)))
+    let deployment_type = faults.check(parse_type(request.deployment_type.as_deref()));
+    let (name, workspace_id, description, deployment_type) = faults
+        .finish(|| Some((name?, workspace_id?, description?, deployment_type?)))
         .map_err(ApiError::invalid)?;
     caller
         .inside(&state, Action::CreateDeployment, &org)
         .await?;
-    let workspace_exists = is_id(&workspace_id)
-        && state
-            .store
-            .get_workspace(&org, &workspace_id)
-            .await?
-            .is_some();
-    if !workspace_exists {
+    let workspace = if is_id(&workspace_id) {
+        state.store.get_workspace(&org, &workspace_id).await?
+    } else {
+        None
+    };
+    let Some(workspace) = workspace else {
         return Err(ApiError::invalid(vec![FieldError::new(
             "workspaceId",
             "not_found",
             format!("workspaceId {workspace_id:?} is not a workspace of this organization"),
         )]));
-    }
+    };
     caller.require(
         Action::CreateDeployment,
         Resource::Workspace {
@@ -133,14 +197,21 @@ pub async fn create_deployment(
         },
     )?;
     let now = state.clock.now();
+    let actor = caller.0.subject();
     let deployment = model::Deployment {
         id: new_id(),
         organization_id: org,
         workspace_id,
         name: name.into_inner(),
         description: description.into_inner(),
+        deployment_type: deployment_type.unwrap_or(DeploymentType::Standard),
+        is_cicd_enforced: request
+            .is_cicd_enforced
+            .unwrap_or(workspace.cicd_enforced_default),
         created_at: now,
         updated_at: now,
+        created_by: actor.clone(),
+        updated_by: actor,
     };
     let audit = origin.event(
         caller.0.subject(),
@@ -236,6 +307,81 @@ pub async fn get_deployment(
     let deployment = caller
         .deployment(&state, Action::GetDeployment, &org, &id)
         .await?;
+    Ok(Json((&deployment).into()))
+}
+
+/// Update a deployment: its name, description and CI/CD enforcement. A
+/// field left out keeps its value; `workspaceId` and `type` may only
+/// repeat what the deployment is.
+#[utoipa::path(post, path = "/organizations/{organizationId}/deployments/{deploymentId}", tag = "Deployment",
+    operation_id = "UpdateDeployment",
+    params(("organizationId" = String, Path), ("deploymentId" = String, Path)),
+    request_body = UpdateDeploymentRequest,
+    responses((status = 200, description = "The deployment as it now is", body = Deployment)))]
+pub async fn update_deployment(
+    State(state): State<AppState>,
+    caller: Caller,
+    origin: Origin,
+    PathParams((org, id)): PathParams<(String, String)>,
+    ValidJson(request): ValidJson<UpdateDeploymentRequest>,
+) -> Result<Json<Deployment>, ApiError> {
+    caller.require(Action::UpdateDeployment, Resource::Inside(&org))?;
+    let mut faults = Faults::default();
+    let name = faults.check(Name::parse("name", request.name));
+    let given = request.description.is_some();
+    let description = faults.check(Description::parse("description", request.description));
+    let deployment_type = faults.check(parse_type(request.deployment_type.as_deref()));
+    let (name, description, deployment_type) = faults
+        .finish(|| Some((name?, description?, deployment_type?)))
+        .map_err(ApiError::invalid)?;
+    let mut deployment = caller
+        .deployment(&state, Action::UpdateDeployment, &org, &id)
+        .await?;
+    let mut faults = Faults::default();
+    if let Some(ws) = request
+        .workspace_id
+        .filter(|ws| *ws != deployment.workspace_id)
+    {
+        faults.check::<()>(Err(FieldError::new(
+            "workspaceId",
+            "not_supported",
+            format!(
+                "workspaceId {ws:?} is not the deployment's workspace: agentkey does not move deployments between workspaces"
+            ),
+        )));
+    }
+    if let Some(t) = deployment_type.filter(|t| *t != deployment.deployment_type) {
+        faults.check::<()>(Err(FieldError::new(
+            "type",
+            "not_supported",
+            format!(
+                "the deployment is {}; its type cannot be changed to {}",
+                deployment.deployment_type.as_str(),
+                t.as_str()
+            ),
+        )));
+    }
+    faults.finish(|| Some(())).map_err(ApiError::invalid)?;
+    let now = state.clock.now();
+    deployment.name = name.into_inner();
+    if given {
+        deployment.description = description.into_inner();
+    }
+    if let Some(enforced) = request.is_cicd_enforced {
+        deployment.is_cicd_enforced = enforced;
+    }
+    deployment.updated_at = now;
+    deployment.updated_by = caller.0.subject();
+    let audit = origin.event(
+        caller.0.subject(),
+        Some(&org),
+        AuditAction::DeploymentUpdate,
+        Target(TargetKind::Deployment, &id),
+        now,
+    );
+    if !state.store.update_deployment(&deployment, &audit).await? {
+        return Err(ApiError::not_found("deployment"));
+    }
     Ok(Json((&deployment).into()))
 }
 

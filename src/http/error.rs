@@ -153,6 +153,11 @@ impl From<StoreError> for ApiError {
             )),
             // Deleted between the handler's lookup and the insert.
             StoreError::DeploymentNotFound => ApiError::not_found("deployment"),
+            StoreError::WorkspaceNotFound => ApiError::invalid(vec![FieldError::new(
+                "workspaceId",
+                "not_found",
+                "the workspace was deleted while the deployment was being created",
+            )]),
             // Logged with the request id by the request context. A database
             // error can name tables and values but never a secret: secrets
             // reach the store only as digests.

@@ -44,10 +44,17 @@ pub fn parse_role(field: &str, value: Option<&str>) -> Result<Role, FieldError> 
         ));
     }
     Role::parse(value).ok_or_else(|| {
+        // Astro also has custom roles (deployment roles above all), named
+        // by their makers. agentkey has no role editor, so a name it does
+        // not know is refused as what it most likely is.
         FieldError::new(
             field,
-            "invalid",
-            format!("{field} must be one of {}; got {value:?}", names()),
+            "not_supported",
+            format!(
+                "{field} {value:?} is not a built-in role, and custom roles are not supported \
+                 by agentkey: use one of {}",
+                names()
+            ),
         )
     })
 }
@@ -216,9 +223,12 @@ mod tests {
         let err =
             check_role_scope("role", Role::WorkspaceOwner, EntityType::Organization).unwrap_err();
         assert_eq!(err.code, "wrong_scope");
+        let custom = parse_role("role", Some("OWNER")).unwrap_err();
+        assert_eq!(custom.code, "not_supported");
+        assert!(custom.message.contains("custom roles are not supported"));
         assert_eq!(
-            parse_role("role", Some("OWNER")).unwrap_err().code,
-            "invalid"
+            parse_role("role", Some("ORGANIZATION_OBSERVE_ADMIN")),
+            Ok(Role::OrganizationObserveAdmin)
         );
         assert_eq!(parse_role("role", None).unwrap_err().code, "required");
     }

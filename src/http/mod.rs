@@ -42,27 +42,46 @@ use crate::metrics::Metrics;
 /// The API served under each base path.
 pub const BASE_PATHS: [&str; 2] = ["/v1", "/iam/v1beta1"];
 
-/// Routes served under each base path, with their OpenAPI operations.
-fn api_routes() -> OpenApiRouter<AppState> {
+/// Where the Astro Terraform provider's platform client (its workspace and
+/// deployment resources) calls: only the organization, workspace and
+/// deployment routes are served there, not tokens.
+pub const PLATFORM_BASE_PATH: &str = "/platform/v1beta1";
+
+/// Organizations, workspaces and deployments: served under each of
+/// [`BASE_PATHS`] and under [`PLATFORM_BASE_PATH`].
+fn registry_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(
             organizations::list_organizations,
             organizations::create_organization
         ))
-        .routes(routes!(organizations::get_organization))
+        .routes(routes!(
+            organizations::get_organization,
+            organizations::update_organization
+        ))
         .routes(routes!(
             workspaces::list_workspaces,
             workspaces::create_workspace
         ))
-        .routes(routes!(workspaces::get_workspace))
+        .routes(routes!(
+            workspaces::get_workspace,
+            workspaces::update_workspace,
+            workspaces::delete_workspace
+        ))
         .routes(routes!(
             deployments::list_deployments,
             deployments::create_deployment
         ))
         .routes(routes!(
             deployments::get_deployment,
+            deployments::update_deployment,
             deployments::delete_deployment
         ))
+}
+
+/// Routes served under each base path, with their OpenAPI operations.
+fn api_routes() -> OpenApiRouter<AppState> {
+    registry_routes()
         .routes(routes!(
             agent_tokens::list_agent_tokens,
             agent_tokens::create_agent_token
@@ -122,6 +141,11 @@ pub fn router(state: AppState, beside: Router) -> Router {
     for base in BASE_PATHS {
         router = router.nest(base, api.clone());
     }
+    let (registry, _) = registry_routes().split_for_parts();
+    router = router.nest(
+        PLATFORM_BASE_PATH,
+        registry.method_not_allowed_fallback(context::method_not_allowed),
+    );
     let metrics = state.metrics.clone();
     let router = router
         .with_state(state)

@@ -15,7 +15,9 @@ use super::error::ErrorBody;
     info(
         title = "agentkey",
         description = "Issues and verifies Apache Airflow agent tokens with the Astro API v1 \
-                       wire contract. Every route under /v1 is also served under /iam/v1beta1."
+                       wire contract. Every route under /v1 is also served under /iam/v1beta1; \
+                       the organization, workspace and deployment routes also under \
+                       /platform/v1beta1."
     ),
     components(schemas(ErrorBody, crate::http::request::FieldError)),
     security(("bearer" = []))

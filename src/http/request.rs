@@ -188,6 +188,33 @@ pub fn parse_expiry_days(field: &str, value: Option<i64>) -> Result<Option<i64>,
     }
 }
 
+/// A flag of Astro's that agentkey answers with a constant `false` (it
+/// has no such feature): `false` or absent is fine, `true` is refused
+/// rather than ignored. `feature` completes "agentkey has no ...".
+pub fn only_false(field: &str, value: Option<bool>, feature: &str) -> Result<(), FieldError> {
+    match value {
+        Some(true) => Err(FieldError::new(
+            field,
+            "not_supported",
+            format!("{field} cannot be true: agentkey has no {feature}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A text field of Astro's that agentkey cannot keep: absent, `null` or
+/// `""` is fine, any other value is refused rather than ignored.
+pub fn only_empty(field: &str, value: Option<&str>, feature: &str) -> Result<(), FieldError> {
+    match value {
+        Some(text) if !text.is_empty() => Err(FieldError::new(
+            field,
+            "not_supported",
+            format!("{field} is not supported: agentkey has no {feature}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub const MAX_GRACE_SECONDS: i64 = 86_400;
 
 /// `gracePeriodSeconds` of a rotation: 0..=86400, absent meaning 0.

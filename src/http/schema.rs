@@ -104,7 +104,7 @@ string_enum_schema!(
 );
 
 /// Astro's `BasicSubjectProfile`: who created or last changed something.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BasicSubjectProfile {
     pub id: String,

@@ -1,6 +1,8 @@
-//! `/organizations/{org}/workspaces`: create, list and get workspaces.
+//! `/organizations/{org}/workspaces`: create, list, get, update and delete
+//! workspaces. A workspace with deployments in it cannot be deleted.
 
 use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -9,13 +11,14 @@ use super::audit::{Origin, Target};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{list_values, ListQuery, PathParams, Sortable, ValidJson};
+use super::schema::BasicSubjectProfile;
 use crate::app::AppState;
 use crate::authz::{self, Action, Resource};
 use crate::clock::rfc3339;
-use crate::http::request::{Description, Faults, Name};
+use crate::http::request::{only_empty, Description, Faults, Name};
 use crate::model;
 use crate::model::{AuditAction, TargetKind};
-use crate::store::{PlaceFilter, SortColumn};
+use crate::store::{PlaceFilter, SortColumn, WorkspaceDeletion};
 use crate::token::new_id;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -23,12 +26,18 @@ use crate::token::new_id;
 pub struct Workspace {
     pub id: String,
     pub organization_id: String,
+    pub organization_name: String,
     pub name: String,
     pub description: String,
+    /// Whether new deployments of this workspace enforce CI/CD deploys
+    /// unless their create says otherwise.
+    pub cicd_enforced_default: bool,
     #[schema(format = DateTime)]
     pub created_at: String,
     #[schema(format = DateTime)]
     pub updated_at: String,
+    pub created_by: BasicSubjectProfile,
+    pub updated_by: BasicSubjectProfile,
 }
 
 impl From<&model::Workspace> for Workspace {
@@ -36,10 +45,14 @@ impl From<&model::Workspace> for Workspace {
         Workspace {
             id: w.id.clone(),
             organization_id: w.organization_id.clone(),
+            organization_name: w.organization_name.clone(),
             name: w.name.clone(),
             description: w.description.clone(),
+            cicd_enforced_default: w.cicd_enforced_default,
             created_at: rfc3339(w.created_at),
             updated_at: rfc3339(w.updated_at),
+            created_by: (&w.created_by).into(),
+            updated_by: (&w.updated_by).into(),
         }
     }
 }
@@ -55,7 +68,9 @@ pub struct WorkspacesPaginated {
     pub total_count: i64,
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+/// Astro's `CreateWorkspaceRequest`. agentkey runs no clusters, so the
+/// cluster defaults may only be absent (or `null`/`""`).
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateWorkspaceRequest {
     /// 1 to 255 characters, at least one visible.
@@ -66,6 +81,44 @@ pub struct CreateWorkspaceRequest {
     #[schema(max_length = 1000)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Default `false`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cicd_enforced_default: Option<bool>,
+    /// Not supported: absent, `null` or `""` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_cloud_provider: Option<String>,
+    /// Not supported: absent, `null` or `""` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_cluster_id: Option<String>,
+    /// Not supported: absent, `null` or `""` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_region: Option<String>,
+}
+
+/// Astro's `UpdateWorkspaceRequest`. A field left out keeps its value.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateWorkspaceRequest {
+    /// 1 to 255 characters.
+    #[schema(required = true, nullable = false)]
+    pub name: Option<String>,
+    /// Up to 1,000 characters; absent keeps the current description.
+    pub description: Option<String>,
+    /// Absent keeps the current value.
+    pub cicd_enforced_default: Option<bool>,
+    /// Not supported: absent, `null` or `""` only.
+    pub default_cloud_provider: Option<String>,
+    /// Not supported: absent, `null` or `""` only.
+    pub default_cluster_id: Option<String>,
+    /// Not supported: absent, `null` or `""` only.
+    pub default_region: Option<String>,
+}
+
+/// Refuses Astro's cluster defaults of a workspace: agentkey has none.
+fn no_cluster_defaults(faults: &mut Faults, fields: [(&str, Option<&str>); 3]) {
+    for (field, value) in fields {
+        faults.check(only_empty(field, value, "clusters or cloud regions"));
+    }
 }
 
 impl Sortable for Workspace {
@@ -93,20 +146,36 @@ pub async fn create_workspace(
     let mut faults = Faults::default();
     let name = faults.check(Name::parse("name", request.name));
     let description = faults.check(Description::parse("description", request.description));
+    no_cluster_defaults(
+        &mut faults,
+        [
+            (
+                "defaultCloudProvider",
+                request.default_cloud_provider.as_deref(),
+            ),
+            ("defaultClusterId", request.default_cluster_id.as_deref()),
+            ("defaultRegion", request.default_region.as_deref()),
+        ],
+    );
     let (name, description) = faults
         .finish(|| Some((name?, description?)))
         .map_err(ApiError::invalid)?;
-    caller
+    let organization = caller
         .organization(&state, Action::CreateWorkspace, &org)
         .await?;
     let now = state.clock.now();
+    let actor = caller.0.subject();
     let workspace = model::Workspace {
         id: new_id(),
         organization_id: org,
+        organization_name: organization.name,
         name: name.into_inner(),
         description: description.into_inner(),
+        cicd_enforced_default: request.cicd_enforced_default.unwrap_or(false),
         created_at: now,
         updated_at: now,
+        created_by: actor.clone(),
+        updated_by: actor,
     };
     let audit = origin.event(
         caller.0.subject(),
@@ -184,4 +253,98 @@ pub async fn get_workspace(
         .workspace(&state, Action::GetWorkspace, &org, &id)
         .await?;
     Ok(Json((&workspace).into()))
+}
+
+/// Update a workspace: its name, description and CI/CD default. A field
+/// left out keeps its value.
+#[utoipa::path(post, path = "/organizations/{organizationId}/workspaces/{workspaceId}", tag = "Workspace",
+    operation_id = "UpdateWorkspace",
+    params(("organizationId" = String, Path), ("workspaceId" = String, Path)),
+    request_body = UpdateWorkspaceRequest,
+    responses((status = 200, description = "The workspace as it now is", body = Workspace)))]
+pub async fn update_workspace(
+    State(state): State<AppState>,
+    caller: Caller,
+    origin: Origin,
+    PathParams((org, id)): PathParams<(String, String)>,
+    ValidJson(request): ValidJson<UpdateWorkspaceRequest>,
+) -> Result<Json<Workspace>, ApiError> {
+    caller.require(Action::UpdateWorkspace, Resource::Inside(&org))?;
+    let mut faults = Faults::default();
+    let name = faults.check(Name::parse("name", request.name));
+    let given = request.description.is_some();
+    let description = faults.check(Description::parse("description", request.description));
+    no_cluster_defaults(
+        &mut faults,
+        [
+            (
+                "defaultCloudProvider",
+                request.default_cloud_provider.as_deref(),
+            ),
+            ("defaultClusterId", request.default_cluster_id.as_deref()),
+            ("defaultRegion", request.default_region.as_deref()),
+        ],
+    );
+    let (name, description) = faults
+        .finish(|| Some((name?, description?)))
+        .map_err(ApiError::invalid)?;
+    let mut workspace = caller
+        .workspace(&state, Action::UpdateWorkspace, &org, &id)
+        .await?;
+    let now = state.clock.now();
+    workspace.name = name.into_inner();
+    if given {
+        workspace.description = description.into_inner();
+    }
+    if let Some(default) = request.cicd_enforced_default {
+        workspace.cicd_enforced_default = default;
+    }
+    workspace.updated_at = now;
+    workspace.updated_by = caller.0.subject();
+    let audit = origin.event(
+        caller.0.subject(),
+        Some(&org),
+        AuditAction::WorkspaceUpdate,
+        Target(TargetKind::Workspace, &id),
+        now,
+    );
+    if !state.store.update_workspace(&workspace, &audit).await? {
+        return Err(ApiError::not_found("workspace"));
+    }
+    Ok(Json((&workspace).into()))
+}
+
+/// Delete a workspace, with the API tokens made for it and every role on
+/// it. A workspace that still has deployments is refused with a 400:
+/// delete them first.
+#[utoipa::path(delete, path = "/organizations/{organizationId}/workspaces/{workspaceId}", tag = "Workspace",
+    operation_id = "DeleteWorkspace",
+    params(("organizationId" = String, Path), ("workspaceId" = String, Path)),
+    responses((status = 204, description = "Deleted")))]
+pub async fn delete_workspace(
+    State(state): State<AppState>,
+    caller: Caller,
+    origin: Origin,
+    PathParams((org, id)): PathParams<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    caller
+        .workspace(&state, Action::DeleteWorkspace, &org, &id)
+        .await?;
+    let audit = origin.event(
+        caller.0.subject(),
+        Some(&org),
+        AuditAction::WorkspaceDelete,
+        Target(TargetKind::Workspace, &id),
+        state.clock.now(),
+    );
+    match state.store.delete_workspace(&org, &id, &audit).await? {
+        WorkspaceDeletion::Deleted => {
+            tracing::info!(workspace_id = %id, "workspace deleted");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        WorkspaceDeletion::NotFound => Err(ApiError::not_found("workspace")),
+        WorkspaceDeletion::HasDeployments(count) => Err(ApiError::bad_request(format!(
+            "the workspace still has {count} deployment(s); delete them before the workspace"
+        ))),
+    }
 }

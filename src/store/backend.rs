@@ -14,7 +14,9 @@ use super::api_tokens::ApiTokens;
 use super::db::Db;
 use super::revocations::{Revocation, RevocationSink};
 use super::sessions::{SessionCutoffs, Sessions};
-use super::{ApiTokenFilter, AuditQuery, Page, PageRequest, PlaceFilter, Result, Store};
+use super::{
+    ApiTokenFilter, AuditQuery, Page, PageRequest, PlaceFilter, Result, Store, WorkspaceDeletion,
+};
 use crate::model::{
     AgentCredential, AgentToken, ApiCredential, ApiToken, ApiTokenChange, AuditEvent,
     ConsoleSession, Deployment, NewAgentToken, NewApiToken, Organization, RootCredential, Rotation,
@@ -83,7 +85,9 @@ where
     for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'r> String: sqlx::Decode<'r, DB>,
+    for<'r> bool: sqlx::Decode<'r, DB>,
     for<'r> i64: sqlx::Decode<'r, DB>,
     for<'r> &'r str: sqlx::ColumnIndex<<DB as sqlx::Database>::Row>,
     usize: sqlx::ColumnIndex<<DB as sqlx::Database>::Row>,
@@ -106,6 +110,27 @@ where
 
     async fn get_organization(&self, id: &str) -> Result<Option<Organization>> {
         Db(&self.pool).get_organization(id).await
+    }
+
+    async fn update_organization(&self, org: &Organization, audit: &AuditEvent) -> Result<bool> {
+        Db(&self.pool).update_organization(org, audit).await
+    }
+
+    async fn update_workspace(&self, ws: &Workspace, audit: &AuditEvent) -> Result<bool> {
+        Db(&self.pool).update_workspace(ws, audit).await
+    }
+
+    async fn delete_workspace(
+        &self,
+        org: &str,
+        id: &str,
+        audit: &AuditEvent,
+    ) -> Result<WorkspaceDeletion> {
+        Db(&self.pool).delete_workspace(org, id, audit).await
+    }
+
+    async fn update_deployment(&self, dep: &Deployment, audit: &AuditEvent) -> Result<bool> {
+        Db(&self.pool).update_deployment(dep, audit).await
     }
 
     async fn create_workspace(&self, ws: &Workspace, audit: &AuditEvent) -> Result<()> {

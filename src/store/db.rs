@@ -10,8 +10,8 @@ use super::backend::Backend;
 use super::revocations::Revocation;
 use super::rows::*;
 use super::sql::*;
-use super::{AuditQuery, Page, PageRequest, PlaceFilter, Result};
-use crate::model::{AuditEvent, Deployment, Organization, RootCredential, Workspace};
+use super::{AuditQuery, Page, PageRequest, PlaceFilter, Result, WorkspaceDeletion};
+use crate::model::{AuditEvent, Deployment, Organization, RootCredential, Subject, Workspace};
 use crate::token::Digest;
 
 /// The statements on one backend's pool. sqlx's bounds for binding text
@@ -27,7 +27,9 @@ where
     for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'r> String: sqlx::Decode<'r, DB>,
+    for<'r> bool: sqlx::Decode<'r, DB>,
     for<'r> i64: sqlx::Decode<'r, DB>,
     for<'r> &'r str: sqlx::ColumnIndex<<DB as sqlx::Database>::Row>,
     usize: sqlx::ColumnIndex<<DB as sqlx::Database>::Row>,
@@ -111,11 +113,12 @@ where
 
     pub async fn create_organization(&self, org: &Organization, audit: &AuditEvent) -> Result<()> {
         let mut tx = self.0.begin().await?;
-        sqlx::query(INSERT_ORGANIZATION)
+        let query = sqlx::query(INSERT_ORGANIZATION)
             .bind(&org.id)
             .bind(&org.name)
             .bind(org.created_at)
-            .bind(org.updated_at)
+            .bind(org.updated_at);
+        bind_makers(query, &org.created_by, &org.updated_by)
             .execute(&mut *tx)
             .await?;
         Self::record(&mut tx, audit).await?;
@@ -145,13 +148,15 @@ where
 
     pub async fn create_workspace(&self, ws: &Workspace, audit: &AuditEvent) -> Result<()> {
         let mut tx = self.0.begin().await?;
-        sqlx::query(INSERT_WORKSPACE)
+        let query = sqlx::query(INSERT_WORKSPACE)
             .bind(&ws.id)
             .bind(&ws.organization_id)
             .bind(&ws.name)
             .bind(&ws.description)
+            .bind(ws.cicd_enforced_default)
             .bind(ws.created_at)
-            .bind(ws.updated_at)
+            .bind(ws.updated_at);
+        bind_makers(query, &ws.created_by, &ws.updated_by)
             .execute(&mut *tx)
             .await?;
         Self::record(&mut tx, audit).await?;
@@ -185,16 +190,27 @@ where
 
     pub async fn create_deployment(&self, dep: &Deployment, audit: &AuditEvent) -> Result<()> {
         let mut tx = self.0.begin().await?;
-        sqlx::query(INSERT_DEPLOYMENT)
+        let query = sqlx::query(INSERT_DEPLOYMENT)
             .bind(&dep.id)
             .bind(&dep.organization_id)
             .bind(&dep.workspace_id)
             .bind(&dep.name)
             .bind(&dep.description)
+            .bind(dep.deployment_type.as_str())
+            .bind(dep.is_cicd_enforced)
             .bind(dep.created_at)
-            .bind(dep.updated_at)
+            .bind(dep.updated_at);
+        match bind_makers(query, &dep.created_by, &dep.updated_by)
             .execute(&mut *tx)
-            .await?;
+            .await
+        {
+            Ok(_) => {}
+            // The workspace was deleted since the caller looked it up.
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                return Err(super::StoreError::WorkspaceNotFound);
+            }
+            Err(e) => return Err(e.into()),
+        }
         Self::record(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
@@ -275,6 +291,131 @@ where
         ))
     }
 
+    /// Writes the organization's name and who changed it when, from `org`
+    /// as it now is; answers whether there was such an organization.
+    pub async fn update_organization(
+        &self,
+        org: &Organization,
+        audit: &AuditEvent,
+    ) -> Result<bool> {
+        let query = sqlx::query_scalar(UPDATE_ORGANIZATION)
+            .bind(&org.id)
+            .bind(&org.name)
+            .bind(org.updated_at);
+        self.write_audited(bind_subject(query, &org.updated_by), audit)
+            .await
+    }
+
+    /// Writes the workspace's name, description and CI/CD default and who
+    /// changed them when, from `ws` as it now is; answers whether there
+    /// was such a workspace.
+    pub async fn update_workspace(&self, ws: &Workspace, audit: &AuditEvent) -> Result<bool> {
+        let query = sqlx::query_scalar(UPDATE_WORKSPACE)
+            .bind(&ws.organization_id)
+            .bind(&ws.id)
+            .bind(&ws.name)
+            .bind(&ws.description)
+            .bind(ws.cicd_enforced_default)
+            .bind(ws.updated_at);
+        self.write_audited(bind_subject(query, &ws.updated_by), audit)
+            .await
+    }
+
+    /// Writes the deployment's name, description and CI/CD enforcement and
+    /// who changed them when, from `dep` as it now is; answers whether
+    /// there was such a deployment.
+    pub async fn update_deployment(&self, dep: &Deployment, audit: &AuditEvent) -> Result<bool> {
+        let query = sqlx::query_scalar(UPDATE_DEPLOYMENT)
+            .bind(&dep.organization_id)
+            .bind(&dep.id)
+            .bind(&dep.name)
+            .bind(&dep.description)
+            .bind(dep.is_cicd_enforced)
+            .bind(dep.updated_at);
+        self.write_audited(bind_subject(query, &dep.updated_by), audit)
+            .await
+    }
+
+    /// Runs an update answering `RETURNING id` and, when it changed a row,
+    /// records `audit` in the same transaction.
+    async fn write_audited<'q>(
+        &self,
+        query: sqlx::query::QueryScalar<'q, DB, String, <DB as sqlx::Database>::Arguments<'q>>,
+        audit: &AuditEvent,
+    ) -> Result<bool> {
+        let mut tx = self.0.begin().await?;
+        let written: Option<String> = query.fetch_optional(&mut *tx).await?;
+        if written.is_some() {
+            Self::record(&mut tx, audit).await?;
+            tx.commit().await?;
+        }
+        Ok(written.is_some())
+    }
+
+    /// Deletes the workspace, with the API tokens made for it and every
+    /// role on it, in one transaction, unless a deployment is in it.
+    pub async fn delete_workspace(
+        &self,
+        org: &str,
+        id: &str,
+        audit: &AuditEvent,
+    ) -> Result<WorkspaceDeletion> {
+        let mut tx = self.0.begin().await?;
+        for statement in [
+            DELETE_WORKSPACE_API_TOKEN_ROLES,
+            DELETE_WORKSPACE_API_TOKENS,
+        ] {
+            sqlx::query(statement)
+                .bind(org)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(DELETE_ROLES_ON_WORKSPACE)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let deleted = sqlx::query_scalar::<_, String>(DELETE_EMPTY_WORKSPACE)
+            .bind(org)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await;
+        let deleted = match deleted {
+            Ok(deleted) => deleted,
+            // PostgreSQL: a deployment created in the workspace meanwhile,
+            // committed after this statement's snapshot; its foreign key
+            // keeps the workspace. The failed transaction is rolled back,
+            // and the deployments are counted as they now are.
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                drop(tx);
+                let count: i64 = sqlx::query_scalar(COUNT_WORKSPACE_DEPLOYMENTS)
+                    .bind(org)
+                    .bind(id)
+                    .fetch_one(self.0)
+                    .await?;
+                return Ok(WorkspaceDeletion::HasDeployments(count));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if deleted.is_none() {
+            // Nothing deleted: the workspace is missing or not empty. The
+            // transaction (with its deletes) is rolled back on drop.
+            let count: i64 = sqlx::query_scalar(COUNT_WORKSPACE_DEPLOYMENTS)
+                .bind(org)
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            return Ok(if count > 0 {
+                WorkspaceDeletion::HasDeployments(count)
+            } else {
+                WorkspaceDeletion::NotFound
+            });
+        }
+        Self::record(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(WorkspaceDeletion::Deleted)
+    }
+
     pub async fn root_credential(&self) -> Result<Option<RootCredential>> {
         let row = sqlx::query_as::<_, RootCredentialRow>(GET_ROOT_CREDENTIAL)
             .fetch_optional(self.0)
@@ -337,6 +478,42 @@ where
         )
         .await
     }
+}
+
+/// Binds who created and who last changed a row, after the values already
+/// bound (the order of `INSERT_*`'s `created_by_*, updated_by_*`).
+fn bind_makers<'q, DB: sqlx::Database>(
+    query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    created_by: &'q Subject,
+    updated_by: &'q Subject,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let mut query = query;
+    for s in [created_by, updated_by] {
+        query = query
+            .bind(s.id.as_str())
+            .bind(s.subject_type.as_str())
+            .bind(s.api_token_name.clone());
+    }
+    query
+}
+
+/// Binds one subject (id, type, token name) after the values already bound.
+fn bind_subject<'q, DB: sqlx::Database, O>(
+    query: sqlx::query::QueryScalar<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>,
+    subject: &'q Subject,
+) -> sqlx::query::QueryScalar<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>
+where
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    query
+        .bind(subject.id.as_str())
+        .bind(subject.subject_type.as_str())
+        .bind(subject.api_token_name.clone())
 }
 
 /// The condition of an audit list: the organization, the window and the

@@ -37,6 +37,10 @@ pub enum StoreError {
     AgentTokenLimit { limit: i64 },
     #[error("no such deployment in this organization")]
     DeploymentNotFound,
+    /// A deployment's workspace was deleted between the caller's lookup
+    /// and the insert (its foreign key refused the row).
+    #[error("no such workspace in this organization")]
+    WorkspaceNotFound,
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
     UnsupportedUrl(String),
     #[error("database error: {0}")]
@@ -128,6 +132,9 @@ pub trait Store: Send + Sync + 'static {
     async fn create_organization(&self, org: &Organization, audit: &AuditEvent) -> Result<()>;
     async fn list_organizations(&self, page: &PageRequest) -> Result<Page<Organization>>;
     async fn get_organization(&self, id: &str) -> Result<Option<Organization>>;
+    /// Writes the organization's name and `updated_*` as `org` holds them;
+    /// answers whether there was one.
+    async fn update_organization(&self, org: &Organization, audit: &AuditEvent) -> Result<bool>;
 
     async fn create_workspace(&self, ws: &Workspace, audit: &AuditEvent) -> Result<()>;
     async fn list_workspaces(
@@ -137,6 +144,17 @@ pub trait Store: Send + Sync + 'static {
         page: &PageRequest,
     ) -> Result<Page<Workspace>>;
     async fn get_workspace(&self, org: &str, id: &str) -> Result<Option<Workspace>>;
+    /// Writes the workspace's name, description, CI/CD default and
+    /// `updated_*` as `ws` holds them; answers whether there was one.
+    async fn update_workspace(&self, ws: &Workspace, audit: &AuditEvent) -> Result<bool>;
+    /// Deletes the workspace, the API tokens made for it and every role on
+    /// it, in one transaction, unless a deployment is in it.
+    async fn delete_workspace(
+        &self,
+        org: &str,
+        id: &str,
+        audit: &AuditEvent,
+    ) -> Result<WorkspaceDeletion>;
 
     async fn create_deployment(&self, dep: &Deployment, audit: &AuditEvent) -> Result<()>;
     async fn list_deployments(
@@ -146,6 +164,9 @@ pub trait Store: Send + Sync + 'static {
         page: &PageRequest,
     ) -> Result<Page<Deployment>>;
     async fn get_deployment(&self, org: &str, id: &str) -> Result<Option<Deployment>>;
+    /// Writes the deployment's name, description, CI/CD enforcement and
+    /// `updated_*` as `dep` holds them; answers whether there was one.
+    async fn update_deployment(&self, dep: &Deployment, audit: &AuditEvent) -> Result<bool>;
     /// Deletes the deployment and every agent token of it, in one
     /// transaction. Answers the deleted tokens' digests (empty if none), or
     /// `None` if there was no such deployment.
@@ -285,6 +306,15 @@ pub struct AuditQuery {
     pub from: Option<i64>,
     pub until: Option<i64>,
     pub action: Option<String>,
+}
+
+/// What deleting a workspace did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkspaceDeletion {
+    Deleted,
+    NotFound,
+    /// Nothing: this many deployments are still in the workspace.
+    HasDeployments(i64),
 }
 
 /// Which workspaces or deployments a list answers: the organization's,

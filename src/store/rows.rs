@@ -7,7 +7,9 @@ use sqlx::error::BoxDynError;
 use sqlx::{Database, Decode, FromRow, Type};
 
 use crate::model::ApiToken;
-use crate::model::{AgentCredential, AgentToken, Deployment, Subject, SubjectType, Workspace};
+use crate::model::{
+    AgentCredential, AgentToken, Deployment, DeploymentType, Subject, SubjectType, Workspace,
+};
 use crate::roles::{AgentRole, EntityType, Role, RoleGrant};
 use crate::token::Digest;
 
@@ -46,21 +48,56 @@ macro_rules! name_column {
 name_column!(SubjectType, "subject type");
 name_column!(AgentRole, "agent token role");
 
+/// Who created and who last changed a row: the six columns every table
+/// with Astro's `createdBy` / `updatedBy` keeps.
+#[derive(FromRow)]
+pub struct MakersRow {
+    pub created_by_id: String,
+    pub created_by_type: SubjectType,
+    pub created_by_name: Option<String>,
+    pub updated_by_id: String,
+    pub updated_by_type: SubjectType,
+    pub updated_by_name: Option<String>,
+}
+
+impl MakersRow {
+    /// (created by, updated by).
+    pub fn into_subjects(self) -> (Subject, Subject) {
+        (
+            Subject::from_columns(
+                self.created_by_id,
+                self.created_by_type,
+                self.created_by_name,
+            ),
+            Subject::from_columns(
+                self.updated_by_id,
+                self.updated_by_type,
+                self.updated_by_name,
+            ),
+        )
+    }
+}
+
 #[derive(FromRow)]
 pub struct OrganizationRow {
     pub id: String,
     pub name: String,
     pub created_at: i64,
     pub updated_at: i64,
+    #[sqlx(flatten)]
+    pub makers: MakersRow,
 }
 
 impl From<OrganizationRow> for crate::model::Organization {
     fn from(r: OrganizationRow) -> Self {
+        let (created_by, updated_by) = r.makers.into_subjects();
         crate::model::Organization {
             id: r.id,
             name: r.name,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            created_by,
+            updated_by,
         }
     }
 }
@@ -69,21 +106,30 @@ impl From<OrganizationRow> for crate::model::Organization {
 pub struct WorkspaceRow {
     pub id: String,
     pub organization_id: String,
+    pub organization_name: String,
     pub name: String,
     pub description: String,
+    pub cicd_enforced_default: bool,
     pub created_at: i64,
     pub updated_at: i64,
+    #[sqlx(flatten)]
+    pub makers: MakersRow,
 }
 
 impl From<WorkspaceRow> for Workspace {
     fn from(r: WorkspaceRow) -> Self {
+        let (created_by, updated_by) = r.makers.into_subjects();
         Workspace {
             id: r.id,
             organization_id: r.organization_id,
+            organization_name: r.organization_name,
             name: r.name,
             description: r.description,
+            cicd_enforced_default: r.cicd_enforced_default,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            created_by,
+            updated_by,
         }
     }
 }
@@ -95,20 +141,31 @@ pub struct DeploymentRow {
     pub workspace_id: String,
     pub name: String,
     pub description: String,
+    pub deployment_type: String,
+    pub is_cicd_enforced: bool,
     pub created_at: i64,
     pub updated_at: i64,
+    #[sqlx(flatten)]
+    pub makers: MakersRow,
 }
 
 impl From<DeploymentRow> for Deployment {
     fn from(r: DeploymentRow) -> Self {
+        let (created_by, updated_by) = r.makers.into_subjects();
         Deployment {
             id: r.id,
             organization_id: r.organization_id,
             workspace_id: r.workspace_id,
             name: r.name,
             description: r.description,
+            // The column's CHECK admits only the three types.
+            deployment_type: DeploymentType::parse(&r.deployment_type)
+                .unwrap_or(DeploymentType::Standard),
+            is_cicd_enforced: r.is_cicd_enforced,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            created_by,
+            updated_by,
         }
     }
 }

@@ -9,17 +9,24 @@
 // statements below at compile time; each also has a `&str` constant.
 macro_rules! organization_columns {
     () => {
-        "id, name, created_at, updated_at"
+        "id, name, created_at, updated_at, created_by_id, created_by_type, created_by_name, \
+         updated_by_id, updated_by_type, updated_by_name"
     };
 }
+// A workspace is read with its organization's name (a key lookup per row).
 macro_rules! workspace_columns {
     () => {
-        "id, organization_id, name, description, created_at, updated_at"
+        "id, organization_id, name, description, cicd_enforced_default, created_at, \
+         updated_at, created_by_id, created_by_type, created_by_name, updated_by_id, \
+         updated_by_type, updated_by_name, (SELECT o.name FROM organizations o \
+         WHERE o.id = workspaces.organization_id) AS organization_name"
     };
 }
 macro_rules! deployment_columns {
     () => {
-        "id, organization_id, workspace_id, name, description, created_at, updated_at"
+        "id, organization_id, workspace_id, name, description, deployment_type, \
+         is_cicd_enforced, created_at, updated_at, created_by_id, created_by_type, \
+         created_by_name, updated_by_id, updated_by_type, updated_by_name"
     };
 }
 macro_rules! agent_token_columns {
@@ -62,8 +69,12 @@ pub const INSERT_AUDIT_EVENT: &str = concat!(
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 );
 
-pub const INSERT_ORGANIZATION: &str =
-    "INSERT INTO organizations (id, name, created_at, updated_at) VALUES ($1, $2, $3, $4)";
+pub const INSERT_ORGANIZATION: &str = "INSERT INTO organizations (id, name, created_at, \
+    updated_at, created_by_id, created_by_type, created_by_name, updated_by_id, \
+    updated_by_type, updated_by_name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+/// Renames an organization ($2) and records who ($4..$6) did it when ($3).
+pub const UPDATE_ORGANIZATION: &str = "UPDATE organizations SET name = $2, updated_at = $3, \
+    updated_by_id = $4, updated_by_type = $5, updated_by_name = $6 WHERE id = $1 RETURNING id";
 pub const GET_ORGANIZATION: &str = concat!(
     "SELECT ",
     organization_columns!(),
@@ -71,8 +82,30 @@ pub const GET_ORGANIZATION: &str = concat!(
 );
 
 pub const INSERT_WORKSPACE: &str = "INSERT INTO workspaces \
-    (id, organization_id, name, description, created_at, updated_at) \
-    VALUES ($1, $2, $3, $4, $5, $6)";
+    (id, organization_id, name, description, cicd_enforced_default, created_at, updated_at, \
+    created_by_id, created_by_type, created_by_name, updated_by_id, updated_by_type, \
+    updated_by_name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+/// Workspace $2 of organization $1 takes its new name, description and
+/// CI/CD default ($3..$5), changed at $6 by $7..$9.
+pub const UPDATE_WORKSPACE: &str = "UPDATE workspaces SET name = $3, description = $4, \
+    cicd_enforced_default = $5, updated_at = $6, updated_by_id = $7, updated_by_type = $8, \
+    updated_by_name = $9 WHERE organization_id = $1 AND id = $2 RETURNING id";
+/// Deleting a workspace ($1 organization, $2 workspace), in this order: the
+/// API tokens made for it with their roles, every role other tokens held
+/// on it, then itself, only while no deployment is in it (the statement
+/// checks, so a deployment created meanwhile keeps the workspace).
+pub const DELETE_WORKSPACE_API_TOKEN_ROLES: &str = "DELETE FROM api_token_roles \
+    WHERE token_id IN (SELECT id FROM api_tokens \
+    WHERE organization_id = $1 AND scope = 'WORKSPACE' AND entity_id = $2)";
+pub const DELETE_WORKSPACE_API_TOKENS: &str = "DELETE FROM api_tokens \
+    WHERE organization_id = $1 AND scope = 'WORKSPACE' AND entity_id = $2";
+pub const DELETE_ROLES_ON_WORKSPACE: &str =
+    "DELETE FROM api_token_roles WHERE entity_type = 'WORKSPACE' AND entity_id = $1";
+pub const DELETE_EMPTY_WORKSPACE: &str = "DELETE FROM workspaces \
+    WHERE organization_id = $1 AND id = $2 \
+    AND NOT EXISTS (SELECT 1 FROM deployments WHERE workspace_id = $2) RETURNING id";
+pub const COUNT_WORKSPACE_DEPLOYMENTS: &str =
+    "SELECT COUNT(*) FROM deployments WHERE organization_id = $1 AND workspace_id = $2";
 pub const GET_WORKSPACE: &str = concat!(
     "SELECT ",
     workspace_columns!(),
@@ -80,8 +113,15 @@ pub const GET_WORKSPACE: &str = concat!(
 );
 
 pub const INSERT_DEPLOYMENT: &str = "INSERT INTO deployments \
-    (id, organization_id, workspace_id, name, description, created_at, updated_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    (id, organization_id, workspace_id, name, description, deployment_type, is_cicd_enforced, \
+    created_at, updated_at, created_by_id, created_by_type, created_by_name, updated_by_id, \
+    updated_by_type, updated_by_name) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+/// Deployment $2 of organization $1 takes its new name, description and
+/// CI/CD enforcement ($3..$5), changed at $6 by $7..$9.
+pub const UPDATE_DEPLOYMENT: &str = "UPDATE deployments SET name = $3, description = $4, \
+    is_cicd_enforced = $5, updated_at = $6, updated_by_id = $7, updated_by_type = $8, \
+    updated_by_name = $9 WHERE organization_id = $1 AND id = $2 RETURNING id";
 pub const GET_DEPLOYMENT: &str = concat!(
     "SELECT ",
     deployment_columns!(),

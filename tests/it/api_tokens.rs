@@ -787,3 +787,134 @@ async fn list_filters_of_the_astro_cli_are_honoured() {
         .await;
     not_a_bool.assert_error(400);
 }
+
+/// Issue 13, item 8: Astro's observe roles are accepted and read-only;
+/// a custom role name is a 400 that says custom roles are not supported.
+/// Sent the Terraform provider's way: `/iam/v1beta1`, `type` for the
+/// scope, `authorization: bearer` in lower case, `description: ""`.
+#[tokio::test]
+async fn observe_roles_read_and_custom_roles_are_refused() {
+    let app = TestApp::new().await;
+    let t = app.tenant().await;
+    let tf = |method: Method, path: String, token: String, body: Option<Value>| {
+        let app = &app;
+        async move {
+            let request = axum::http::Request::builder()
+                .method(method)
+                .uri(path)
+                .header("authorization", format!("bearer {token}"));
+            let request = match body {
+                Some(body) => request
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(body.to_string())),
+                None => request.body(axum::body::Body::empty()),
+            };
+            app.raw(request.unwrap()).await
+        }
+    };
+    let tokens = format!("/iam/v1beta1/organizations/{}/tokens", t.org);
+    let mut observers = Vec::new();
+    for role in ["ORGANIZATION_OBSERVE_MEMBER", "ORGANIZATION_OBSERVE_ADMIN"] {
+        let created = tf(
+            Method::POST,
+            tokens.clone(),
+            app.root.clone(),
+            Some(json!({ "name": role, "description": "", "type": "ORGANIZATION", "role": role })),
+        )
+        .await;
+        assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+        assert_eq!(created.body["type"], "ORGANIZATION");
+        assert_eq!(created.body["roles"][0]["role"], role);
+        let id = str_of(&created.body, "id");
+        let read = tf(
+            Method::GET,
+            format!("{tokens}/{id}"),
+            app.root.clone(),
+            None,
+        )
+        .await;
+        assert_eq!(
+            read.body["roles"], created.body["roles"],
+            "read back as written"
+        );
+        observers.push(str_of(&created.body, "token").to_string());
+    }
+    let org = format!("/v1/organizations/{}", t.org);
+    for observer in &observers {
+        let reads = [
+            org.clone(),
+            format!("{org}/workspaces"),
+            format!("{org}/workspaces/{}", t.workspace),
+        ];
+        for path in reads {
+            let reply = tf(Method::GET, path.clone(), observer.clone(), None).await;
+            assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.body);
+        }
+        for (method, path, body) in [
+            (Method::POST, org.clone(), Some(json!({ "name": "x" }))),
+            (
+                Method::POST,
+                format!("{org}/workspaces"),
+                Some(json!({ "name": "x" })),
+            ),
+            (
+                Method::GET,
+                format!("{org}/deployments/{}", t.deployment),
+                None,
+            ),
+            (Method::GET, format!("{org}/tokens"), None),
+            (Method::GET, t.tokens_path(), None),
+        ] {
+            tf(method, path, observer.clone(), body)
+                .await
+                .assert_error(403);
+        }
+    }
+
+    // Custom roles: on create and on a change of roles, never written.
+    let before = app.get(tokens_path(&t.org)).await.body;
+    for (scope, entity, role) in [
+        (
+            "DEPLOYMENT",
+            t.deployment.as_str(),
+            "DEPLOYMENT_VIEWER_CUSTOM",
+        ),
+        ("WORKSPACE", t.workspace.as_str(), "MY_WORKSPACE_ROLE"),
+        ("ORGANIZATION", t.org.as_str(), "organization_owner"),
+    ] {
+        let reply = tf(
+            Method::POST,
+            tokens.clone(),
+            app.root.clone(),
+            Some(json!({ "name": "c", "type": scope, "entityId": entity, "role": role })),
+        )
+        .await;
+        let message = reply.assert_error(400).to_string();
+        assert_eq!(reply.fields(), ["role"]);
+        assert_eq!(reply.body["fieldErrors"][0]["code"], "not_supported");
+        assert!(
+            message.contains("custom roles are not supported"),
+            "{message}"
+        );
+        assert!(message.contains(role), "{message}");
+    }
+    let admin = deployment_admin(&app, &t).await;
+    let admin_id = str_of(&admin, "id");
+    let reply = tf(
+        Method::POST,
+        format!("{tokens}/{admin_id}/roles"),
+        app.root.clone(),
+        Some(json!({ "roles": [{ "entityType": "DEPLOYMENT", "entityId": t.deployment, "role": "CUSTOM_DEPLOYER" }] })),
+    )
+    .await;
+    reply.assert_error(400);
+    assert_eq!(reply.fields(), ["roles[0].role"]);
+    let read = app.get(format!("{}/{admin_id}", tokens_path(&t.org))).await;
+    assert_eq!(read.body["roles"], admin["roles"], "roles unchanged");
+    let after = app.get(tokens_path(&t.org)).await.body;
+    assert_eq!(
+        after["totalCount"],
+        before["totalCount"].as_i64().unwrap() + 1,
+        "only the deployment admin was written"
+    );
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::common::{str_of, TestApp};
 use agentkey::app::Settings;
 use agentkey::console::session::SessionSettings;
+use agentkey::roles::Role;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use serde_json::json;
@@ -148,6 +149,7 @@ on_every_backend!(
     manages_api_tokens_in_the_console,
     offers_only_roles_the_credential_may_confer,
     the_audit_log_filters_and_pages,
+    edits_a_workspace_and_a_deployment_as_the_api_allows,
 );
 
 async fn signs_in_and_out_with_a_strict_cookie(app: TestApp) {
@@ -742,7 +744,7 @@ async fn offers_only_roles_the_credential_may_confer(app: TestApp) {
     let list_path = format!("/console/organizations/{}/api-tokens", t.org);
     let list = browser.get(&list_path).await;
     assert_eq!(list.status, StatusCode::OK, "{}", list.html);
-    assert_eq!(options(&list.html, "api-role").len(), 9);
+    assert_eq!(options(&list.html, "api-role").len(), Role::ALL.len());
     // A workspace owner may not list the organization's tokens: the
     // console answers as the API does, and offers nothing.
     let ws_owner = api_token(&app, &t.org, "WORKSPACE_OWNER", "WORKSPACE", &t.workspace).await;
@@ -865,4 +867,119 @@ async fn made_up_session_cookies_are_limited() {
         limited.html
     );
     assert!(limited.headers.contains_key("retry-after"));
+}
+
+/// The workspace and deployment pages edit name and description through
+/// the API's updates: saved and read back, refused next to the field,
+/// and neither offered nor accepted where the API says 403.
+async fn edits_a_workspace_and_a_deployment_as_the_api_allows(app: TestApp) {
+    let t = app.tenant().await;
+    let mut browser = Browser::new(&app);
+    browser.sign_in(&app.root).await;
+    let org = &t.org;
+    for (page_path, api_path, heading) in [
+        (
+            format!("/console/organizations/{org}/workspaces/{}", t.workspace),
+            format!("/v1/organizations/{org}/workspaces/{}", t.workspace),
+            "Edit workspace",
+        ),
+        (
+            format!("/console/organizations/{org}/deployments/{}", t.deployment),
+            format!("/v1/organizations/{org}/deployments/{}", t.deployment),
+            "Edit deployment",
+        ),
+    ] {
+        let before = app.get(&api_path).await.body;
+        let page = browser.get(&page_path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+        assert!(page.html.contains(heading), "{}", page.html);
+        let name = str_of(&before, "name");
+        assert!(
+            page.html.contains(&format!("value=\"{name}\"")),
+            "prefilled"
+        );
+
+        let refused = browser
+            .post(
+                &page_path,
+                &[
+                    ("csrf", &page.hidden("csrf")),
+                    ("name", " "),
+                    ("description", "kept"),
+                ],
+            )
+            .await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.html);
+        let api = app.post(&api_path, json!({ "name": " " })).await;
+        let message = api.assert_error(400).to_string();
+        assert!(
+            refused.html.contains(&message),
+            "{message} in {}",
+            refused.html
+        );
+        assert!(
+            refused.html.contains("value=\"kept\""),
+            "what was typed stays"
+        );
+        assert_eq!(app.get(&api_path).await.body, before, "nothing written");
+
+        let saved = browser
+            .post(
+                &page_path,
+                &[
+                    ("csrf", &page.hidden("csrf")),
+                    ("name", "renamed here"),
+                    ("description", ""),
+                ],
+            )
+            .await;
+        assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.html);
+        let after = app.get(&api_path).await.body;
+        assert_eq!(after["name"], "renamed here");
+        assert_eq!(after["description"], "");
+        assert_eq!(after["createdAt"], before["createdAt"]);
+        let shown = browser.get(&format!("{page_path}?notice=saved")).await;
+        assert!(shown.html.contains("Saved."));
+        assert!(shown.html.contains("renamed here"));
+    }
+
+    // A workspace member may read both pages, and edit neither.
+    let member = api_token(&app, org, "WORKSPACE_MEMBER", "WORKSPACE", &t.workspace).await;
+    let mut other = Browser::new(&app);
+    other.sign_in(&member).await;
+    for (page_path, api_path) in [
+        (
+            format!("/console/organizations/{org}/workspaces/{}", t.workspace),
+            format!("/v1/organizations/{org}/workspaces/{}", t.workspace),
+        ),
+        (
+            format!("/console/organizations/{org}/deployments/{}", t.deployment),
+            format!("/v1/organizations/{org}/deployments/{}", t.deployment),
+        ),
+    ] {
+        let page = other.get(&page_path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+        assert!(
+            !page.html.contains("<h2>Edit"),
+            "no edit form: {}",
+            page.html
+        );
+        let refused = other
+            .post(
+                &page_path,
+                &[("csrf", &page.hidden("csrf")), ("name", "not allowed")],
+            )
+            .await;
+        let api = app
+            .send(
+                Method::POST,
+                &api_path,
+                Some(&member),
+                Some(json!({ "name": "not allowed" })),
+            )
+            .await;
+        assert_eq!(refused.status, api.status);
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert_eq!(app.get(&api_path).await.body["name"], "renamed here");
+    }
 }

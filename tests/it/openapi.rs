@@ -678,6 +678,14 @@ fn sample_body(operation_id: &str, ids: &Ids) -> Value {
             "entityId": ids.workspace, "kind": "STANDARD", "tokenExpiryPeriodInDays": 7
         }),
         "UpdateApiToken" => json!({"name": "renamed", "description": "d"}),
+        "UpdateOrganization" => json!({"name": "org renamed", "isScimEnabled": false}),
+        "UpdateWorkspace" => {
+            json!({"name": "ws renamed", "description": "d", "cicdEnforcedDefault": true})
+        }
+        "UpdateDeployment" => json!({
+            "name": "dep renamed", "description": "d", "isCicdEnforced": true,
+            "workspaceId": ids.workspace, "type": "STANDARD"
+        }),
         "UpdateApiTokenRoles" => json!({"roles": [
             {"entityType": "WORKSPACE", "entityId": ids.workspace, "role": "WORKSPACE_AUTHOR"}
         ]}),

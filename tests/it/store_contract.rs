@@ -9,13 +9,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use agentkey::model::{
-    AgentCredential, AgentToken, Deployment, NewAgentToken, Organization, RootCredential, Rotation,
-    Subject, SubjectType, Workspace, AGENT_ROLE,
+    AgentCredential, AgentToken, Deployment, DeploymentType, NewAgentToken, Organization,
+    RootCredential, Rotation, Subject, SubjectType, Workspace, AGENT_ROLE,
 };
 use agentkey::model::{ApiCredential, ApiToken, ApiTokenChange, ApiTokenEdit, NewApiToken};
 use agentkey::roles::{EntityType, Role, RoleGrant};
-use agentkey::store::ApiTokenFilter;
 use agentkey::store::{self, PageRequest, Sort, SortColumn, Store, StoreError};
+use agentkey::store::{ApiTokenFilter, PlaceFilter, WorkspaceDeletion};
 use agentkey::token::{new_id, Digest};
 
 use crate::common::postgres::{fresh_postgres, with_database};
@@ -110,9 +110,13 @@ contract! {
         api_token_changes_are_whole,
         deleting_an_api_token_deletes_its_roles,
         an_api_token_is_written_whole_or_not_at_all,
+        registry_fields_round_trip,
+        registry_updates_write_whole_with_their_event,
+        a_workspace_is_deleted_only_when_empty,
     ],
     urls: [
         concurrent_creates_through_two_pools_hold_the_limit,
+        old_rows_take_their_makers_from_the_audit_trail,
         unknown_stored_names_are_refused_where_read,
     ],
 }
@@ -185,6 +189,8 @@ fn org_named(name: &str, at: i64) -> Organization {
         name: name.into(),
         created_at: at,
         updated_at: at,
+        created_by: user("creator"),
+        updated_by: user("creator"),
     }
 }
 
@@ -192,10 +198,14 @@ fn workspace_in(org: &Organization, name: &str, description: &str, at: i64) -> W
     Workspace {
         id: new_id(),
         organization_id: org.id.clone(),
+        organization_name: org.name.clone(),
         name: name.into(),
         description: description.into(),
+        cicd_enforced_default: false,
         created_at: at,
         updated_at: at,
+        created_by: user("creator"),
+        updated_by: user("creator"),
     }
 }
 
@@ -206,8 +216,20 @@ fn deployment_in(ws: &Workspace, name: &str, description: &str, at: i64) -> Depl
         workspace_id: ws.id.clone(),
         name: name.into(),
         description: description.into(),
+        deployment_type: DeploymentType::Standard,
+        is_cicd_enforced: false,
         created_at: at,
         updated_at: at,
+        created_by: user("creator"),
+        updated_by: user("creator"),
+    }
+}
+
+fn service_key(id: &str, name: &str) -> Subject {
+    Subject {
+        id: id.into(),
+        subject_type: SubjectType::ServiceKey,
+        api_token_name: Some(name.into()),
     }
 }
 
@@ -2114,4 +2136,540 @@ async fn an_api_token_is_written_whole_or_not_at_all(store: Arc<dyn Store>) {
             .expect("get"),
         Some(first.token)
     );
+}
+
+// ---------------------------------------------------------------------------
+// Registry fields, updates and workspace deletes (issue 13, items 4 and 5)
+// ---------------------------------------------------------------------------
+
+/// Every page of the organization's audit trail (the events the store
+/// recorded with their changes).
+async fn audit_actions(store: &dyn Store, org: &str) -> Vec<String> {
+    let page = PageRequest {
+        offset: 0,
+        limit: 1000,
+        sorts: vec![],
+    };
+    store
+        .list_audit_events(org, &store::AuditQuery::default(), &page)
+        .await
+        .expect("list audit events")
+        .items
+        .into_iter()
+        .map(|e| e.action)
+        .collect()
+}
+
+fn event_in(org: &Organization, action: &str) -> agentkey::model::AuditEvent {
+    agentkey::model::AuditEvent {
+        organization_id: Some(org.id.clone()),
+        action: action.into(),
+        ..crate::common::audit()
+    }
+}
+
+async fn registry_fields_round_trip(store: Arc<dyn Store>) {
+    let org = Organization {
+        created_by: service_key("c00000000000000000000tok1", "ci"),
+        updated_by: user("someone-else"),
+        ..org_named("fields", 5)
+    };
+    store
+        .create_organization(&org, &crate::common::audit())
+        .await
+        .expect("create org");
+    let mut workspaces = Vec::new();
+    let mut deployments = Vec::new();
+    for (i, enforced) in [true, false].into_iter().enumerate() {
+        let ws = Workspace {
+            cicd_enforced_default: enforced,
+            created_by: service_key("c00000000000000000000tok2", "terraform"),
+            ..workspace_in(&org, &format!("ws{i}"), "a description", 6 + i as i64)
+        };
+        store
+            .create_workspace(&ws, &crate::common::audit())
+            .await
+            .expect("create workspace");
+        workspaces.push(ws);
+    }
+    for (i, kind) in DeploymentType::ALL.into_iter().enumerate() {
+        let dep = Deployment {
+            deployment_type: kind,
+            is_cicd_enforced: i % 2 == 0,
+            updated_by: service_key("c00000000000000000000tok3", "cli"),
+            ..deployment_in(&workspaces[0], &format!("dep{i}"), "", 10 + i as i64)
+        };
+        store
+            .create_deployment(&dep, &crate::common::audit())
+            .await
+            .expect("create deployment");
+        deployments.push(dep);
+    }
+
+    assert_eq!(
+        store.get_organization(&org.id).await.expect("get"),
+        Some(org.clone())
+    );
+    for ws in &workspaces {
+        assert_eq!(
+            store.get_workspace(&org.id, &ws.id).await.expect("get"),
+            Some(ws.clone()),
+            "the workspace reads back with its organization's name"
+        );
+    }
+    for dep in &deployments {
+        assert_eq!(
+            store.get_deployment(&org.id, &dep.id).await.expect("get"),
+            Some(dep.clone())
+        );
+    }
+    let listed = store
+        .list_workspaces(&org.id, &PlaceFilter::default(), &all())
+        .await
+        .expect("list");
+    assert_eq!(listed.items, workspaces);
+    let sorted = store
+        .list_workspaces(
+            &org.id,
+            &PlaceFilter::default(),
+            &sorted_by(&[Sort {
+                column: SortColumn::Name,
+                descending: true,
+            }]),
+        )
+        .await
+        .expect("list");
+    assert_eq!(
+        sorted
+            .items
+            .iter()
+            .map(|w| w.name.as_str())
+            .collect::<Vec<_>>(),
+        ["ws1", "ws0"],
+        "`name` sorts by the workspace's name, not its organization's"
+    );
+    let listed = store
+        .list_deployments(&org.id, &PlaceFilter::default(), &all())
+        .await
+        .expect("list");
+    assert_eq!(listed.items, deployments);
+}
+
+async fn registry_updates_write_whole_with_their_event(store: Arc<dyn Store>) {
+    let (org, ws, dep) = scaffold(store.as_ref()).await;
+    let editor = service_key("c00000000000000000000edit", "editor");
+
+    let renamed = Organization {
+        name: "renamed".into(),
+        updated_at: 50,
+        updated_by: editor.clone(),
+        ..org.clone()
+    };
+    assert!(store
+        .update_organization(&renamed, &event_in(&org, "organization.update"))
+        .await
+        .expect("update"));
+    assert_eq!(
+        store.get_organization(&org.id).await.expect("get"),
+        Some(renamed.clone())
+    );
+    let ws_now = store
+        .get_workspace(&org.id, &ws.id)
+        .await
+        .expect("get")
+        .expect("the workspace");
+    assert_eq!(
+        ws_now.organization_name, "renamed",
+        "a workspace answers its organization's current name"
+    );
+
+    let edited = Workspace {
+        name: "edited".into(),
+        description: "".into(),
+        cicd_enforced_default: true,
+        updated_at: 60,
+        updated_by: editor.clone(),
+        organization_name: "renamed".into(),
+        ..ws.clone()
+    };
+    assert!(store
+        .update_workspace(&edited, &event_in(&org, "workspace.update"))
+        .await
+        .expect("update"));
+    assert_eq!(
+        store.get_workspace(&org.id, &ws.id).await.expect("get"),
+        Some(edited.clone())
+    );
+
+    let changed = Deployment {
+        name: "changed".into(),
+        description: "now described".into(),
+        is_cicd_enforced: true,
+        updated_at: 70,
+        updated_by: editor.clone(),
+        ..dep.clone()
+    };
+    assert!(store
+        .update_deployment(&changed, &event_in(&org, "deployment.update"))
+        .await
+        .expect("update"));
+    assert_eq!(
+        store.get_deployment(&org.id, &dep.id).await.expect("get"),
+        Some(changed.clone())
+    );
+
+    // Nothing to update: false, and no event.
+    let ghost_org = org_named("ghost", 1);
+    assert!(!store
+        .update_organization(&ghost_org, &event_in(&org, "ghost.update"))
+        .await
+        .expect("update"));
+    let elsewhere = Workspace {
+        organization_id: ghost_org.id.clone(),
+        ..edited.clone()
+    };
+    assert!(
+        !store
+            .update_workspace(&elsewhere, &event_in(&org, "ghost.update"))
+            .await
+            .expect("update"),
+        "a workspace is updated only in its own organization"
+    );
+    let missing = Deployment {
+        id: new_id(),
+        ..changed.clone()
+    };
+    assert!(!store
+        .update_deployment(&missing, &event_in(&org, "ghost.update"))
+        .await
+        .expect("update"));
+    assert_eq!(
+        store.get_workspace(&org.id, &ws.id).await.expect("get"),
+        Some(edited)
+    );
+    let actions = audit_actions(store.as_ref(), &org.id).await;
+    assert_eq!(
+        actions,
+        [
+            "organization.update",
+            "workspace.update",
+            "deployment.update"
+        ]
+    );
+}
+
+async fn a_workspace_is_deleted_only_when_empty(store: Arc<dyn Store>) {
+    let (org, ws, dep) = scaffold(store.as_ref()).await;
+    let other = workspace_in(&org, "other", "", 4);
+    store
+        .create_workspace(&other, &crate::common::audit())
+        .await
+        .expect("create workspace");
+    // An API token made for the workspace, and an organization token
+    // holding a role on it as well as one on the other workspace.
+    let ws_token = api_token_in(
+        &org,
+        EntityType::Workspace,
+        &ws.id,
+        vec![RoleGrant::new(Role::WorkspaceOwner, ws.id.clone())],
+        "ws token",
+        5,
+    );
+    let org_token = api_token_in(
+        &org,
+        EntityType::Organization,
+        &org.id,
+        vec![
+            RoleGrant::new(Role::OrganizationMember, org.id.clone()),
+            RoleGrant::new(Role::WorkspaceOwner, ws.id.clone()),
+            RoleGrant::new(Role::WorkspaceMember, other.id.clone()),
+        ],
+        "org token",
+        6,
+    );
+    for t in [&ws_token, &org_token] {
+        store
+            .create_api_token(t, &crate::common::audit())
+            .await
+            .expect("create token");
+    }
+
+    let refused = store
+        .delete_workspace(&org.id, &ws.id, &event_in(&org, "workspace.delete.refused"))
+        .await
+        .expect("delete");
+    assert_eq!(refused, WorkspaceDeletion::HasDeployments(1));
+    assert!(
+        store
+            .get_workspace(&org.id, &ws.id)
+            .await
+            .expect("get")
+            .is_some(),
+        "a workspace with a deployment stays"
+    );
+    assert!(
+        store
+            .get_api_token(&org.id, &ws_token.token.id)
+            .await
+            .expect("get")
+            .is_some(),
+        "a refused delete takes nothing with it"
+    );
+    assert_eq!(
+        store
+            .get_api_token(&org.id, &org_token.token.id)
+            .await
+            .expect("get")
+            .expect("the token")
+            .roles
+            .len(),
+        3
+    );
+
+    store
+        .delete_deployment(&org.id, &dep.id, &crate::common::audit())
+        .await
+        .expect("delete deployment")
+        .expect("there was one");
+    assert_eq!(
+        store
+            .delete_workspace(&org.id, &ws.id, &event_in(&org, "workspace.delete"))
+            .await
+            .expect("delete"),
+        WorkspaceDeletion::Deleted
+    );
+    assert_eq!(
+        store.get_workspace(&org.id, &ws.id).await.expect("get"),
+        None
+    );
+    assert_eq!(
+        store
+            .get_api_token(&org.id, &ws_token.token.id)
+            .await
+            .expect("get"),
+        None,
+        "the API token made for the workspace goes with it"
+    );
+    let kept = store
+        .get_api_token(&org.id, &org_token.token.id)
+        .await
+        .expect("get")
+        .expect("the organization's token stays");
+    assert_eq!(
+        kept.roles,
+        vec![
+            RoleGrant::new(Role::OrganizationMember, org.id.clone()),
+            RoleGrant::new(Role::WorkspaceMember, other.id.clone()),
+        ],
+        "its role on the deleted workspace is gone, the others stay"
+    );
+    assert_eq!(
+        store
+            .delete_workspace(&org.id, &ws.id, &event_in(&org, "workspace.delete.again"))
+            .await
+            .expect("delete"),
+        WorkspaceDeletion::NotFound
+    );
+    assert_eq!(
+        store
+            .delete_workspace(
+                &new_id(),
+                &other.id,
+                &event_in(&org, "workspace.delete.elsewhere")
+            )
+            .await
+            .expect("delete"),
+        WorkspaceDeletion::NotFound,
+        "a workspace is deleted only in its own organization"
+    );
+    assert!(store
+        .get_workspace(&org.id, &other.id)
+        .await
+        .expect("get")
+        .is_some());
+    // A deployment into the deleted workspace (a create that looked the
+    // workspace up before the delete) is refused by name, not as a failure.
+    let late = deployment_in(&ws, "late", "", 9);
+    assert!(matches!(
+        store
+            .create_deployment(&late, &event_in(&org, "deployment.create.late"))
+            .await,
+        Err(StoreError::WorkspaceNotFound)
+    ));
+    assert_eq!(
+        store.get_deployment(&org.id, &late.id).await.expect("get"),
+        None
+    );
+    assert_eq!(
+        audit_actions(store.as_ref(), &org.id).await,
+        ["workspace.delete"]
+    );
+}
+
+/// Migration 0008 on a database that already holds an organization, a
+/// workspace and a deployment (made under 0007): each takes its creator
+/// from its create event in the audit trail; one without an event answers
+/// `unrecorded`.
+async fn old_rows_take_their_makers_from_the_audit_trail(url: String) {
+    use std::borrow::Cow;
+    let before_0008 = |all: &sqlx::migrate::Migrator| sqlx::migrate::Migrator {
+        migrations: Cow::Owned(
+            all.migrations
+                .iter()
+                .filter(|m| m.version < 8)
+                .cloned()
+                .collect(),
+        ),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    let (org, ws, dep, lone) = (new_id(), new_id(), new_id(), new_id());
+    let rows = [
+        format!("INSERT INTO organizations (id, name, created_at, updated_at) VALUES ('{org}', 'old', 1, 1)"),
+        format!("INSERT INTO organizations (id, name, created_at, updated_at) VALUES ('{lone}', 'lone', 1, 1)"),
+        format!("INSERT INTO workspaces (id, organization_id, name, description, created_at, updated_at) VALUES ('{ws}', '{org}', 'w', '', 2, 2)"),
+        format!("INSERT INTO deployments (id, organization_id, workspace_id, name, description, created_at, updated_at) VALUES ('{dep}', '{org}', '{ws}', 'd', '', 3, 3)"),
+        format!("INSERT INTO audit_events (id, organization_id, created_at, actor_id, actor_type, actor_name, action, target_type, target_id) VALUES ('{}', NULL, 1, 'root-id', 'SERVICEKEY', 'root', 'organization.create', 'ORGANIZATION', '{org}')", new_id()),
+        format!("INSERT INTO audit_events (id, organization_id, created_at, actor_id, actor_type, actor_name, action, target_type, target_id) VALUES ('{}', '{org}', 2, 'tok-id', 'SERVICEKEY', 'terraform', 'workspace.create', 'WORKSPACE', '{ws}')", new_id()),
+        format!("INSERT INTO audit_events (id, organization_id, created_at, actor_id, actor_type, actor_name, action, target_type, target_id) VALUES ('{}', '{org}', 3, 'user-id', 'USER', NULL, 'deployment.create', 'DEPLOYMENT', '{dep}')", new_id()),
+    ];
+    if url.starts_with("sqlite:") {
+        use std::str::FromStr;
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+            .expect("url")
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options)
+            .await
+            .expect("connect");
+        before_0008(&sqlx::migrate!("migrations/sqlite"))
+            .run(&pool)
+            .await
+            .expect("migrate to 0007");
+        for row in &rows {
+            sqlx::query(row).execute(&pool).await.expect(row);
+        }
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+        before_0008(&sqlx::migrate!("migrations/postgres"))
+            .run(&pool)
+            .await
+            .expect("migrate to 0007");
+        for row in &rows {
+            sqlx::query(row).execute(&pool).await.expect(row);
+        }
+        pool.close().await;
+    }
+
+    let store = store::open(&url).await.expect("open and migrate");
+    let root = service_key("root-id", "root");
+    let got = store
+        .get_organization(&org)
+        .await
+        .expect("get")
+        .expect("org");
+    assert_eq!((&got.created_by, &got.updated_by), (&root, &root));
+    let got = store
+        .get_workspace(&org, &ws)
+        .await
+        .expect("get")
+        .expect("ws");
+    let terraform = service_key("tok-id", "terraform");
+    assert_eq!((&got.created_by, &got.updated_by), (&terraform, &terraform));
+    assert_eq!(got.organization_name, "old");
+    assert!(!got.cicd_enforced_default);
+    let got = store
+        .get_deployment(&org, &dep)
+        .await
+        .expect("get")
+        .expect("dep");
+    assert_eq!(got.created_by, user("user-id"));
+    assert_eq!(got.updated_by, user("user-id"));
+    assert_eq!(got.deployment_type, DeploymentType::Standard);
+    assert!(!got.is_cicd_enforced);
+    let got = store
+        .get_organization(&lone)
+        .await
+        .expect("get")
+        .expect("org");
+    assert_eq!(got.created_by.id, "unrecorded");
+    store.close().await;
+}
+
+/// PostgreSQL only (SQLite has one writer, so the check and the delete
+/// cannot interleave with an insert): a deployment inserted into the
+/// workspace while a delete of the workspace runs, and committed after the
+/// delete's snapshot, keeps the workspace; the delete answers that it has
+/// deployments, not a store failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "PostgreSQL: set AGENTKEY_TEST_DATABASE_URL to run it"
+)]
+async fn postgres_a_deployment_committed_during_a_workspace_delete_keeps_it() {
+    fresh_postgres(|url| async move {
+        let store = store::open(&url).await.expect("open");
+        let (org, ws, dep) = scaffold(store.as_ref()).await;
+        store
+            .delete_deployment(&org.id, &dep.id, &crate::common::audit())
+            .await
+            .expect("delete")
+            .expect("there was one");
+        let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+        let mut insert = pool.begin().await.expect("begin");
+        let late = new_id();
+        sqlx::query(
+            "INSERT INTO deployments (id, organization_id, workspace_id, name, description, \
+             created_at, updated_at) VALUES ($1, $2, $3, 'late', '', 1, 1)",
+        )
+        .bind(&late)
+        .bind(&org.id)
+        .bind(&ws.id)
+        .execute(&mut *insert)
+        .await
+        .expect("insert");
+        let deleting = {
+            let store = store.clone();
+            let (org, ws) = (org.id.clone(), ws.id.clone());
+            tokio::spawn(async move {
+                store
+                    .delete_workspace(&org, &ws, &crate::common::audit())
+                    .await
+            })
+        };
+        // Wait until the delete waits for the insert's lock on the row.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("pg_stat_activity");
+            if waiting > 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the delete never waited for the insert"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        insert.commit().await.expect("commit");
+        let outcome = deleting.await.expect("join").expect("no store failure");
+        assert_eq!(outcome, WorkspaceDeletion::HasDeployments(1));
+        assert!(store
+            .get_workspace(&org.id, &ws.id)
+            .await
+            .expect("get")
+            .is_some());
+        assert!(store
+            .get_deployment(&org.id, &late)
+            .await
+            .expect("get")
+            .is_some());
+        pool.close().await;
+        store.close().await;
+    })
+    .await;
 }

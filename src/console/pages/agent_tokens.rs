@@ -34,6 +34,45 @@ pub async fn deployment(
     deployment_page(&ctx, &org, &dep, &query, FormState::default(), notice).await
 }
 
+/// `POST` of the deployment page's edit form: `POST
+/// /organizations/{org}/deployments/{dep}` with the name and description
+/// (the rest is kept).
+pub async fn update_deployment(
+    Path((org, dep)): Path<(String, String)>,
+    Posted { ctx, form }: Posted<NameForm>,
+) -> Page {
+    let body = json!({ "name": form.name, "description": form.description });
+    match ctx
+        .api
+        .post::<Deployment>(&format!("/organizations/{org}/deployments/{dep}"), &body)
+        .await
+    {
+        Ok(_) => Ok(see_other(&format!(
+            "/console/organizations/{org}/deployments/{dep}?notice=saved"
+        ))),
+        Err(e) => {
+            let status = e.status;
+            let values = [
+                ("name", form.name.as_str()),
+                ("description", &form.description),
+            ];
+            let edit = form_state(&values, Some(e));
+            let mut page = deployment_page_with(
+                &ctx,
+                &org,
+                &dep,
+                &ListQuery::default(),
+                FormState::default(),
+                None,
+                Some(edit),
+            )
+            .await?;
+            *page.status_mut() = status;
+            Ok(page)
+        }
+    }
+}
+
 async fn deployment_page(
     ctx: &Ctx,
     org: &str,
@@ -41,6 +80,18 @@ async fn deployment_page(
     query: &ListQuery,
     form: FormState,
     notice: Option<String>,
+) -> Page {
+    deployment_page_with(ctx, org, dep, query, form, notice, None).await
+}
+
+async fn deployment_page_with(
+    ctx: &Ctx,
+    org: &str,
+    dep: &str,
+    query: &ListQuery,
+    form: FormState,
+    notice: Option<String>,
+    edit_form: Option<FormState>,
 ) -> Page {
     let status = failed_status(&form);
     let organization = ctx.organization(org).await?;
@@ -105,6 +156,9 @@ async fn deployment_page(
             may_create: may(ctx, Action::CreateAgentToken, resource),
             may_rotate: may(ctx, Action::RotateAgentToken, resource),
             may_delete: may(ctx, Action::DeleteAgentToken, resource),
+            may_edit: may(ctx, Action::UpdateDeployment, resource),
+            edit_form: edit_form
+                .unwrap_or_else(|| edit_state(&deployment.name, &deployment.description)),
             org: organization,
             deployment,
             tokens,

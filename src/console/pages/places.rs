@@ -1,5 +1,5 @@
-//! Organizations, workspaces and deployments: the pages that list and
-//! create them.
+//! Organizations, workspaces and deployments: the pages that list,
+//! create and edit them.
 
 use axum::extract::Path;
 use axum::http::StatusCode;
@@ -137,8 +137,43 @@ pub async fn workspace(
     Path((org, ws)): Path<(String, String)>,
     Q(query): Q<NoticeQuery>,
 ) -> Page {
-    let page = workspace_page(&ctx, &org, &ws, notice(query.notice.as_deref())).await?;
+    let page = workspace_page(&ctx, &org, &ws, notice(query.notice.as_deref()), None).await?;
     Ok(render(page, StatusCode::OK))
+}
+
+/// The edit form of a workspace or deployment as first shown: its own
+/// name and description.
+pub(super) fn edit_state(name: &str, description: &str) -> FormState {
+    form_state(&[("name", name), ("description", description)], None)
+}
+
+/// `POST` of the workspace page's edit form: `POST
+/// /organizations/{org}/workspaces/{ws}` with the name and description (the
+/// CI/CD default is kept).
+pub async fn update_workspace(
+    Path((org, ws)): Path<(String, String)>,
+    Posted { ctx, form }: Posted<NameForm>,
+) -> Page {
+    let body = json!({ "name": form.name, "description": form.description });
+    match ctx
+        .api
+        .post::<Workspace>(&format!("/organizations/{org}/workspaces/{ws}"), &body)
+        .await
+    {
+        Ok(_) => Ok(see_other(&format!(
+            "/console/organizations/{org}/workspaces/{ws}?notice=saved"
+        ))),
+        Err(e) => {
+            let status = e.status;
+            let values = [
+                ("name", form.name.as_str()),
+                ("description", &form.description),
+            ];
+            let page =
+                workspace_page(&ctx, &org, &ws, None, Some(form_state(&values, Some(e)))).await?;
+            Ok(render(page, status))
+        }
+    }
 }
 
 async fn workspace_page(
@@ -146,6 +181,7 @@ async fn workspace_page(
     org: &str,
     ws: &str,
     notice: Option<String>,
+    edit_form: Option<FormState>,
 ) -> Result<WorkspacePage, Response> {
     let organization = ctx.organization(org).await?;
     let workspace: Workspace = ctx
@@ -176,6 +212,15 @@ async fn workspace_page(
                 workspace: ws,
             },
         ),
+        may_edit: may(
+            ctx,
+            Action::UpdateWorkspace,
+            Resource::Workspace {
+                organization: org,
+                workspace: ws,
+            },
+        ),
+        edit_form: edit_form.unwrap_or_else(|| edit_state(&workspace.name, &workspace.description)),
         org: organization,
         workspace,
         deployments,
