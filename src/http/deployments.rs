@@ -11,7 +11,7 @@ use super::audit::{Origin, Target};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{list_values, ListQuery, PathParams, Sortable, ValidJson};
-use super::schema::BasicSubjectProfile;
+use super::schema::{BasicSubjectProfile, DeploymentStatus, DeploymentTypeName};
 use crate::app::AppState;
 use crate::authz::{self, Action, Resource};
 use crate::clock::rfc3339;
@@ -33,12 +33,14 @@ pub struct Deployment {
     pub description: String,
     /// `STANDARD`, `DEDICATED` or `HYBRID`, as the deployment was created.
     #[serde(rename = "type")]
+    #[schema(value_type = DeploymentTypeName)]
     pub deployment_type: String,
     /// Whether the deployment requires that all deploys are made through
     /// CI/CD.
     pub is_cicd_enforced: bool,
     /// Always `UNKNOWN`: agentkey registers deployments, it does not run
     /// them, so it cannot know their health.
+    #[schema(value_type = DeploymentStatus)]
     pub status: String,
     #[schema(format = DateTime)]
     pub created_at: String,
@@ -102,6 +104,7 @@ pub struct CreateDeploymentRequest {
     /// it changes nothing else.
     #[serde(rename = "type")]
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<DeploymentTypeName>)]
     pub deployment_type: Option<String>,
     /// Default: the workspace's `cicdEnforcedDefault`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -127,6 +130,7 @@ pub struct UpdateDeploymentRequest {
     pub workspace_id: Option<String>,
     /// The deployment's own type, if given.
     #[serde(rename = "type")]
+    #[schema(value_type = Option<DeploymentTypeName>)]
     pub deployment_type: Option<String>,
 }
 

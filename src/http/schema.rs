@@ -90,6 +90,20 @@ string_enum_schema!(
 );
 
 string_enum_schema!(
+    /// A deployment's `type`.
+    DeploymentTypeName,
+    "The deployment's type, kept as the client gave it; agentkey runs no clusters.",
+    model::DeploymentType::ALL.map(model::DeploymentType::as_str)
+);
+
+string_enum_schema!(
+    /// A deployment's `status`: agentkey answers one value.
+    DeploymentStatus,
+    "Always `UNKNOWN`: agentkey registers deployments, it does not run them.",
+    [crate::http::deployments::DEPLOYMENT_STATUS]
+);
+
+string_enum_schema!(
     /// What an audit event records was done.
     AuditActionName,
     "What was done, e.g. `agentToken.create`.",
