@@ -418,6 +418,7 @@ mod tests {
             grace_until: None,
             issued_at: 0,
             secret_digest: Digest::of("x"),
+            allowed_networks: Vec::new(),
         });
         for action in Action::ALL {
             assert!(authorize(&root, action, Resource::Organization("o")).is_ok());

@@ -23,7 +23,7 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
-    verifications: [IntCounter; 5],
+    verifications: [IntCounter; 6],
     cache_hit: IntCounter,
     cache_miss: IntCounter,
     cache_known_unknown: IntCounter,
@@ -219,8 +219,15 @@ impl Metrics {
                 .expect("metric names are unique");
         }
         Metrics {
-            verifications: ["valid", "expired", "revoked", "unknown", "malformed"]
-                .map(|outcome| verifications.with_label_values(&[outcome])),
+            verifications: [
+                "valid",
+                "expired",
+                "revoked",
+                "unknown",
+                "malformed",
+                "address_not_allowed",
+            ]
+            .map(|outcome| verifications.with_label_values(&[outcome])),
             cache_hit: cache.with_label_values(&["hit"]),
             cache_miss: cache.with_label_values(&["miss"]),
             cache_known_unknown: cache.with_label_values(&["negative_hit"]),
@@ -314,6 +321,7 @@ impl Metrics {
             Outcome::Refused(Refusal::Superseded) => 2,
             Outcome::Refused(Refusal::Unknown) => 3,
             Outcome::Refused(Refusal::Malformed) => 4,
+            Outcome::Refused(Refusal::AddressNotAllowed) => 5,
         };
         self.verifications[i].inc();
     }

@@ -9,6 +9,22 @@ pub struct Organization {
     pub name: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Whether its allowlist holds any range (read with the row; ignored
+    /// when an organization is created).
+    pub has_allowed_ip_ranges: bool,
+}
+
+/// One range of an organization's allowlist (`allowed-ip-address-ranges`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedIpRange {
+    pub id: String,
+    pub organization_id: String,
+    /// Normalised CIDR text (see `allowlist::parse_range`).
+    pub ip_address_range: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub created_by: Subject,
+    pub updated_by: Subject,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +117,9 @@ pub struct AgentToken {
     /// After a rotation with a grace window: when the replaced secret stops
     /// verifying (it may be in the past).
     pub previous_secret_valid_until: Option<i64>,
+    /// The networks the token may be presented from (normalised CIDR
+    /// text); empty when it is not bound to any.
+    pub allowed_ip_ranges: Vec<String>,
 }
 
 /// What the store needs to insert an agent token: the record plus the digest
@@ -126,6 +145,9 @@ pub struct AgentCredential {
     /// When the presented secret was issued (creation or last rotation).
     pub issued_at: i64,
     pub secret_digest: Digest,
+    /// The networks the token may be presented from, parsed once when the
+    /// credential is read; empty when it is not bound.
+    pub allowed_networks: Vec<ipnet::IpNet>,
 }
 
 impl AgentCredential {
@@ -301,10 +323,15 @@ pub enum AuditAction {
     ApiTokenDelete,
     RootCredentialCreate,
     RootCredentialRotate,
+    AllowedIpRangeCreate,
+    AllowedIpRangeDelete,
+    /// A management request refused because the client's address is
+    /// outside the organization's allowlist.
+    AllowedIpRangeRefusal,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 14] = [
+    pub const ALL: [AuditAction; 17] = [
         AuditAction::OrganizationCreate,
         AuditAction::WorkspaceCreate,
         AuditAction::DeploymentCreate,
@@ -319,6 +346,9 @@ impl AuditAction {
         AuditAction::ApiTokenDelete,
         AuditAction::RootCredentialCreate,
         AuditAction::RootCredentialRotate,
+        AuditAction::AllowedIpRangeCreate,
+        AuditAction::AllowedIpRangeDelete,
+        AuditAction::AllowedIpRangeRefusal,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -337,6 +367,9 @@ impl AuditAction {
             AuditAction::ApiTokenDelete => "apiToken.delete",
             AuditAction::RootCredentialCreate => "rootCredential.create",
             AuditAction::RootCredentialRotate => "rootCredential.rotate",
+            AuditAction::AllowedIpRangeCreate => "allowedIpAddressRange.create",
+            AuditAction::AllowedIpRangeDelete => "allowedIpAddressRange.delete",
+            AuditAction::AllowedIpRangeRefusal => "allowedIpAddressRange.refuse",
         }
     }
 
@@ -354,6 +387,7 @@ pub enum TargetKind {
     AgentToken,
     ApiToken,
     RootCredential,
+    AllowedIpRange,
 }
 
 impl TargetKind {
@@ -365,6 +399,7 @@ impl TargetKind {
             TargetKind::AgentToken => "AGENT_TOKEN",
             TargetKind::ApiToken => "API_TOKEN",
             TargetKind::RootCredential => "ROOT_CREDENTIAL",
+            TargetKind::AllowedIpRange => "ALLOWED_IP_ADDRESS_RANGE",
         }
     }
 }

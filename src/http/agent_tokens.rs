@@ -142,6 +142,7 @@ pub async fn create_agent_token(
         last_used_at: None,
         last_rotated_at: None,
         previous_secret_valid_until: None,
+        allowed_ip_ranges: Vec::new(),
     };
     let new = NewAgentToken {
         token,

@@ -83,6 +83,7 @@ pub async fn create_organization(
         name: name.into_inner(),
         created_at: now,
         updated_at: now,
+        has_allowed_ip_ranges: false,
     };
     let audit = origin.event(
         caller.0.subject(),

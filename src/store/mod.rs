@@ -6,6 +6,7 @@
 //! keep only what differs.
 
 mod agent_tokens;
+mod allowed_ranges;
 mod api_tokens;
 mod backend;
 mod db;
@@ -24,8 +25,8 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::model::{
-    AgentCredential, AgentToken, AuditEvent, Deployment, NewAgentToken, Organization,
-    RootCredential, Rotation, Workspace,
+    AgentCredential, AgentToken, AllowedIpRange, AuditEvent, Deployment, NewAgentToken,
+    Organization, RootCredential, Rotation, Workspace,
 };
 use crate::model::{ApiCredential, ApiToken, ApiTokenChange, ConsoleSession, NewApiToken};
 use crate::token::Digest;
@@ -37,6 +38,11 @@ pub enum StoreError {
     AgentTokenLimit { limit: i64 },
     #[error("no such deployment in this organization")]
     DeploymentNotFound,
+    #[error("the organization already has {limit} allowed IP address ranges, the maximum")]
+    AllowedIpRangeLimit { limit: i64 },
+    /// Ranges already in the organization's allowlist (nothing was added).
+    #[error("already in the allowlist: {}", .0.join(", "))]
+    AllowedIpRangeExists(Vec<String>),
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
     UnsupportedUrl(String),
     #[error("database error: {0}")]
@@ -61,6 +67,7 @@ pub enum SortColumn {
     CreatedById,
     UpdatedById,
     StartAt,
+    IpAddressRange,
 }
 
 impl SortColumn {
@@ -73,6 +80,7 @@ impl SortColumn {
             SortColumn::CreatedById => "created_by_id",
             SortColumn::UpdatedById => "updated_by_id",
             SortColumn::StartAt => "start_at",
+            SortColumn::IpAddressRange => "ip_address_range",
         }
     }
 }
@@ -235,6 +243,38 @@ pub trait Store: Send + Sync + 'static {
     ) -> Option<tokio::task::JoinHandle<()>> {
         None
     }
+
+    /// One page of the organization's allowlist.
+    async fn list_allowed_ip_ranges(
+        &self,
+        org: &str,
+        page: &PageRequest,
+    ) -> Result<Page<AllowedIpRange>>;
+    /// Every range of the organization's allowlist (normalised text), in
+    /// the order they were added.
+    async fn allowed_ip_ranges_of(&self, org: &str) -> Result<Vec<String>>;
+    /// Adds every range (all of one organization) or none: none when one is
+    /// already there ([`StoreError::AllowedIpRangeExists`] naming each) or
+    /// when the organization would hold more than `limit`. Writes `audit`
+    /// with them and tells the other replicas.
+    async fn create_allowed_ip_ranges(
+        &self,
+        ranges: &[AllowedIpRange],
+        limit: i64,
+        audit: &[AuditEvent],
+    ) -> Result<()>;
+    /// Deletes those of `ids` that are ranges of the organization (others,
+    /// and repeats, are passed over) in one transaction, with an audit
+    /// event each (`audit`, given its own id and the range as target);
+    /// answers the deleted ranges.
+    async fn delete_allowed_ip_ranges(
+        &self,
+        org: &str,
+        ids: &[String],
+        audit: &AuditEvent,
+    ) -> Result<Vec<AllowedIpRange>>;
+    /// Appends an event that records no change (a refused request).
+    async fn record_audit_event(&self, event: &AuditEvent) -> Result<()>;
 
     /// Inserts the API token and its roles, in one transaction.
     async fn create_api_token(&self, new: &NewApiToken, audit: &AuditEvent) -> Result<()>;

@@ -16,6 +16,7 @@ pub struct OrganizationRow {
     pub name: String,
     pub created_at: i64,
     pub updated_at: i64,
+    pub allowed_ip_range_count: i64,
 }
 
 impl From<OrganizationRow> for crate::model::Organization {
@@ -25,6 +26,7 @@ impl From<OrganizationRow> for crate::model::Organization {
             name: r.name,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            has_allowed_ip_ranges: r.allowed_ip_range_count > 0,
         }
     }
 }
@@ -100,6 +102,7 @@ pub struct AgentTokenRow {
     pub last_used_at: Option<i64>,
     pub last_rotated_at: Option<i64>,
     pub previous_valid_until: Option<i64>,
+    pub allowed_ip_ranges: Option<String>,
 }
 
 impl From<AgentTokenRow> for AgentToken {
@@ -130,6 +133,9 @@ impl From<AgentTokenRow> for AgentToken {
             last_used_at: r.last_used_at,
             last_rotated_at: r.last_rotated_at,
             previous_secret_valid_until: r.previous_valid_until,
+            allowed_ip_ranges: split_ranges(r.allowed_ip_ranges.as_deref())
+                .map(str::to_string)
+                .collect(),
         }
     }
 }
@@ -147,6 +153,7 @@ pub struct AgentCredentialRow {
     pub previous_digest: Option<String>,
     pub previous_valid_until: Option<i64>,
     pub previous_issued_at: Option<i64>,
+    pub allowed_ip_ranges: Option<String>,
 }
 
 impl AgentCredentialRow {
@@ -173,6 +180,11 @@ impl AgentCredentialRow {
             end_at: self.end_at,
             grace_until,
             issued_at,
+            // An entry that does not parse (a hand-edited row) binds the
+            // token to nowhere, never to everywhere.
+            allowed_networks: crate::allowlist::networks_of(split_ranges(
+                self.allowed_ip_ranges.as_deref(),
+            )),
         })
     }
 }
@@ -318,5 +330,52 @@ impl ApiTokenRow {
             ),
             last_rotated_at: self.last_rotated_at,
         })
+    }
+}
+
+/// The entries of an `allowed_ip_ranges` column (space-separated).
+pub fn split_ranges(column: Option<&str>) -> impl Iterator<Item = &str> {
+    column.unwrap_or_default().split_ascii_whitespace()
+}
+
+/// The column text of a token's networks: `None` when there are none.
+pub fn join_ranges(ranges: &[String]) -> Option<String> {
+    (!ranges.is_empty()).then(|| ranges.join(" "))
+}
+
+#[derive(FromRow)]
+pub struct AllowedIpRangeRow {
+    pub id: String,
+    pub organization_id: String,
+    pub ip_address_range: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub created_by_id: String,
+    pub created_by_type: String,
+    pub created_by_name: Option<String>,
+    pub updated_by_id: String,
+    pub updated_by_type: String,
+    pub updated_by_name: Option<String>,
+}
+
+impl From<AllowedIpRangeRow> for crate::model::AllowedIpRange {
+    fn from(r: AllowedIpRangeRow) -> Self {
+        crate::model::AllowedIpRange {
+            id: r.id,
+            organization_id: r.organization_id,
+            ip_address_range: r.ip_address_range,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            created_by: Subject::from_columns(
+                r.created_by_id,
+                &r.created_by_type,
+                r.created_by_name,
+            ),
+            updated_by: Subject::from_columns(
+                r.updated_by_id,
+                &r.updated_by_type,
+                r.updated_by_name,
+            ),
+        }
     }
 }

@@ -9,8 +9,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use agentkey::model::{
-    AgentCredential, AgentToken, Deployment, NewAgentToken, Organization, RootCredential, Rotation,
-    Subject, SubjectType, Workspace, AGENT_ROLE,
+    AgentCredential, AgentToken, AllowedIpRange, AuditEvent, Deployment, NewAgentToken,
+    Organization, RootCredential, Rotation, Subject, SubjectType, Workspace, AGENT_ROLE,
 };
 use agentkey::model::{ApiCredential, ApiToken, ApiTokenChange, ApiTokenEdit, NewApiToken};
 use agentkey::roles::{EntityType, Role, RoleGrant};
@@ -110,8 +110,15 @@ contract! {
         api_token_changes_are_whole,
         deleting_an_api_token_deletes_its_roles,
         an_api_token_is_written_whole_or_not_at_all,
+        allowed_ranges_round_trip,
+        allowed_ranges_are_added_all_or_none,
+        allowed_ranges_are_deleted_in_bulk,
+        agent_token_networks_round_trip,
     ],
-    urls: [concurrent_creates_through_two_pools_hold_the_limit],
+    urls: [
+        concurrent_creates_through_two_pools_hold_the_limit,
+        concurrent_range_creates_through_two_pools_hold_the_limit,
+    ],
 }
 
 #[tokio::test]
@@ -182,6 +189,7 @@ fn org_named(name: &str, at: i64) -> Organization {
         name: name.into(),
         created_at: at,
         updated_at: at,
+        has_allowed_ip_ranges: false,
     }
 }
 
@@ -237,6 +245,7 @@ fn token_in(dep: &Deployment, name: &str, at: i64) -> NewAgentToken {
             last_used_at: None,
             last_rotated_at: None,
             previous_secret_valid_until: None,
+            allowed_ip_ranges: Vec::new(),
         },
         secret_digest: Digest::of(&format!("akagt_secret_{}", new_id())),
     }
@@ -400,6 +409,7 @@ impl Listed for AgentToken {
             SortColumn::CreatedById => Key::Text(&self.created_by.id),
             SortColumn::UpdatedById => Key::Text(&self.updated_by.id),
             SortColumn::StartAt => Key::Int(self.start_at),
+            SortColumn::IpAddressRange => no_such_column(column),
         }
     }
 }
@@ -854,6 +864,7 @@ async fn agent_tokens_round_trip(store: Arc<dyn Store>) {
             grace_until: None,
             issued_at: full.token.start_at,
             secret_digest: full.secret_digest,
+            allowed_networks: Vec::new(),
         })
     );
     let unknown = Digest::of("akagt_never_issued");
@@ -2033,4 +2044,325 @@ async fn an_api_token_is_written_whole_or_not_at_all(store: Arc<dyn Store>) {
             .expect("get"),
         Some(first.token)
     );
+}
+
+// ---------------------------------------------------------------------------
+// Allowed IP address ranges
+// ---------------------------------------------------------------------------
+
+fn range_in(org: &Organization, cidr: &str, at: i64) -> AllowedIpRange {
+    AllowedIpRange {
+        id: new_id(),
+        organization_id: org.id.clone(),
+        ip_address_range: cidr.into(),
+        created_at: at,
+        updated_at: at,
+        created_by: user("creator"),
+        updated_by: user("creator"),
+    }
+}
+
+fn range_audit(org: &Organization, action: &str, target: &str) -> AuditEvent {
+    AuditEvent {
+        organization_id: Some(org.id.clone()),
+        action: action.into(),
+        target_id: target.into(),
+        ..crate::common::audit()
+    }
+}
+
+async fn audit_count(store: &dyn Store, org: &Organization) -> i64 {
+    store
+        .list_audit_events(&org.id, &Default::default(), &all())
+        .await
+        .expect("audit")
+        .total
+}
+
+async fn allowed_ranges_round_trip(store: Arc<dyn Store>) {
+    let (org, _, _) = scaffold(store.as_ref()).await;
+    let other = org_named("other", 1);
+    store
+        .create_organization(&other, &crate::common::audit())
+        .await
+        .expect("other org");
+    assert!(
+        !store
+            .get_organization(&org.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .has_allowed_ip_ranges
+    );
+
+    let ranges = [
+        range_in(&org, "10.0.0.0/8", 10),
+        range_in(&org, "2001:db8::/32", 11),
+        range_in(&org, "192.0.2.7/32", 12),
+    ];
+    let events: Vec<AuditEvent> = ranges
+        .iter()
+        .map(|r| range_audit(&org, "allowedIpAddressRange.create", &r.id))
+        .collect();
+    store
+        .create_allowed_ip_ranges(&ranges, 1000, &events)
+        .await
+        .expect("create");
+    assert_eq!(
+        audit_count(store.as_ref(), &org).await,
+        3,
+        "one event per range"
+    );
+
+    let got = store.get_organization(&org.id).await.unwrap().unwrap();
+    assert!(got.has_allowed_ip_ranges);
+    let listed = store.list_organizations(&all()).await.unwrap().items;
+    let flags: Vec<(String, bool)> = listed
+        .iter()
+        .map(|o| (o.id.clone(), o.has_allowed_ip_ranges))
+        .collect();
+    assert!(flags.contains(&(org.id.clone(), true)));
+    assert!(flags.contains(&(other.id.clone(), false)));
+
+    let page = store
+        .list_allowed_ip_ranges(&org.id, &all())
+        .await
+        .expect("list");
+    assert_eq!(page.total, 3);
+    assert_eq!(page.items, ranges.to_vec(), "created order, whole records");
+    assert_eq!(
+        store.allowed_ip_ranges_of(&org.id).await.unwrap(),
+        vec!["10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32"]
+    );
+    // Sorted by the range's text (byte order), and paged.
+    let by_text = store
+        .list_allowed_ip_ranges(
+            &org.id,
+            &PageRequest {
+                offset: 1,
+                limit: 1,
+                sorts: vec![Sort {
+                    column: SortColumn::IpAddressRange,
+                    descending: false,
+                }],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_text.total, 3);
+    assert_eq!(by_text.items[0].ip_address_range, "192.0.2.7/32");
+    assert!(store
+        .list_allowed_ip_ranges(&other.id, &all())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert!(store
+        .allowed_ip_ranges_of(&other.id)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn allowed_ranges_are_added_all_or_none(store: Arc<dyn Store>) {
+    let (org, _, _) = scaffold(store.as_ref()).await;
+    let first = [range_in(&org, "10.0.0.0/8", 10)];
+    store
+        .create_allowed_ip_ranges(&first, 3, &[range_audit(&org, "a", "t")])
+        .await
+        .expect("first");
+    let before = audit_count(store.as_ref(), &org).await;
+
+    // One already present: nothing added, the present one named.
+    let clash = [
+        range_in(&org, "172.16.0.0/12", 11),
+        range_in(&org, "10.0.0.0/8", 11),
+    ];
+    match store
+        .create_allowed_ip_ranges(&clash, 3, &[range_audit(&org, "a", "t")])
+        .await
+    {
+        Err(StoreError::AllowedIpRangeExists(present)) => assert_eq!(present, ["10.0.0.0/8"]),
+        other => panic!("expected AllowedIpRangeExists, got {other:?}"),
+    }
+    // Over the limit: nothing added either.
+    let many = [
+        range_in(&org, "172.16.0.0/12", 12),
+        range_in(&org, "192.168.0.0/16", 12),
+        range_in(&org, "fc00::/7", 12),
+    ];
+    match store
+        .create_allowed_ip_ranges(&many, 3, &[range_audit(&org, "a", "t")])
+        .await
+    {
+        Err(StoreError::AllowedIpRangeLimit { limit: 3 }) => {}
+        other => panic!("expected AllowedIpRangeLimit, got {other:?}"),
+    }
+    assert_eq!(
+        store.allowed_ip_ranges_of(&org.id).await.unwrap(),
+        vec!["10.0.0.0/8"]
+    );
+    assert_eq!(audit_count(store.as_ref(), &org).await, before, "no event");
+    // Up to the limit exactly is fine.
+    store
+        .create_allowed_ip_ranges(&many[..2], 3, &[])
+        .await
+        .expect("up to the limit");
+    assert_eq!(store.allowed_ip_ranges_of(&org.id).await.unwrap().len(), 3);
+}
+
+async fn allowed_ranges_are_deleted_in_bulk(store: Arc<dyn Store>) {
+    let (org, _, _) = scaffold(store.as_ref()).await;
+    let other = org_named("other", 1);
+    store
+        .create_organization(&other, &crate::common::audit())
+        .await
+        .unwrap();
+    let ours = [
+        range_in(&org, "10.0.0.0/8", 10),
+        range_in(&org, "2001:db8::/32", 11),
+        range_in(&org, "192.0.2.7/32", 12),
+    ];
+    let theirs = [range_in(&other, "10.0.0.0/8", 10)];
+    store
+        .create_allowed_ip_ranges(&ours, 1000, &[])
+        .await
+        .unwrap();
+    store
+        .create_allowed_ip_ranges(&theirs, 1000, &[])
+        .await
+        .unwrap();
+    let before = audit_count(store.as_ref(), &org).await;
+
+    // Repeats, an unknown id and another organization's id are passed over.
+    let ids = vec![
+        ours[0].id.clone(),
+        ours[0].id.clone(),
+        new_id(),
+        theirs[0].id.clone(),
+        ours[2].id.clone(),
+    ];
+    let template = range_audit(&org, "allowedIpAddressRange.delete", "");
+    let deleted = store
+        .delete_allowed_ip_ranges(&org.id, &ids, &template)
+        .await
+        .expect("delete");
+    assert_eq!(deleted, vec![ours[0].clone(), ours[2].clone()]);
+    assert_eq!(
+        store.allowed_ip_ranges_of(&org.id).await.unwrap(),
+        vec!["2001:db8::/32"]
+    );
+    assert_eq!(
+        store.allowed_ip_ranges_of(&other.id).await.unwrap(),
+        vec!["10.0.0.0/8"]
+    );
+    let events = store
+        .list_audit_events(&org.id, &Default::default(), &all())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        events.len() as i64,
+        before + 2,
+        "one event per deleted range"
+    );
+    let targets: BTreeSet<&str> = events[events.len() - 2..]
+        .iter()
+        .map(|e| e.target_id.as_str())
+        .collect();
+    assert_eq!(
+        targets,
+        BTreeSet::from([ours[0].id.as_str(), ours[2].id.as_str()])
+    );
+    // Nothing left to delete: an empty answer, no event.
+    let again = store
+        .delete_allowed_ip_ranges(&org.id, &ids, &template)
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    assert_eq!(audit_count(store.as_ref(), &org).await, before + 2);
+    store
+        .delete_allowed_ip_ranges(&org.id, &[ours[1].id.clone()], &template)
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .get_organization(&org.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .has_allowed_ip_ranges
+    );
+}
+
+async fn agent_token_networks_round_trip(store: Arc<dyn Store>) {
+    let (_, _, dep) = scaffold(store.as_ref()).await;
+    let mut bound = token_in(&dep, "bound", 10);
+    bound.token.allowed_ip_ranges = vec!["127.0.0.2/32".into(), "2001:db8::/32".into()];
+    let free = token_in(&dep, "free", 11);
+    for t in [&bound, &free] {
+        store
+            .create_agent_token(t, 50, &crate::common::audit())
+            .await
+            .expect("create");
+    }
+    let got = store
+        .get_agent_token(&dep.organization_id, &dep.id, &bound.token.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, bound.token);
+    let got = store
+        .get_agent_token(&dep.organization_id, &dep.id, &free.token.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(got.allowed_ip_ranges.is_empty());
+    let credential = store
+        .find_agent_credential(&bound.secret_digest)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        credential
+            .allowed_networks
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["127.0.0.2/32", "2001:db8::/32"]
+    );
+    let credential = store
+        .find_agent_credential(&free.secret_digest)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(credential.allowed_networks.is_empty());
+}
+
+/// Two pools on one database adding ranges to one organization at once:
+/// the limit holds.
+async fn concurrent_range_creates_through_two_pools_hold_the_limit(url: String) {
+    let a = store::open(&url).await.expect("open a");
+    let b = store::open(&url).await.expect("open b");
+    let (org, _, _) = scaffold(a.as_ref()).await;
+    let mut tasks = Vec::new();
+    for i in 0..10u8 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let range = range_in(&org, &format!("10.{i}.0.0/16"), 10);
+        tasks.push(tokio::spawn(async move {
+            store.create_allowed_ip_ranges(&[range], 4, &[]).await
+        }));
+    }
+    let mut added = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(()) => added += 1,
+            Err(StoreError::AllowedIpRangeLimit { limit: 4 }) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(added, 4);
+    assert_eq!(a.allowed_ip_ranges_of(&org.id).await.unwrap().len(), 4);
+    a.close().await;
+    b.close().await;
 }
