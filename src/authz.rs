@@ -38,10 +38,13 @@ pub enum Action {
     UpdateApiTokenRoles,
     RotateApiToken,
     DeleteApiToken,
+    GetAllowedIpRanges,
+    CreateAllowedIpRange,
+    DeleteAllowedIpRange,
 }
 
 impl Action {
-    pub const ALL: [Action; 23] = [
+    pub const ALL: [Action; 26] = [
         Action::CreateOrganization,
         Action::ListOrganizations,
         Action::GetOrganization,
@@ -63,6 +66,9 @@ impl Action {
         Action::UpdateApiTokenRoles,
         Action::RotateApiToken,
         Action::DeleteApiToken,
+        Action::GetAllowedIpRanges,
+        Action::CreateAllowedIpRange,
+        Action::DeleteAllowedIpRange,
         Action::ReadAuditLogs,
         Action::ReadMetrics,
     ];
@@ -90,6 +96,9 @@ impl Action {
             Action::UpdateApiToken | Action::UpdateApiTokenRoles => "organization.apiTokens.update",
             Action::RotateApiToken => "organization.apiTokens.rotate",
             Action::DeleteApiToken => "organization.apiTokens.delete",
+            Action::GetAllowedIpRanges => "organization.allowedIpAddressRanges.get",
+            Action::CreateAllowedIpRange => "organization.allowedIpAddressRanges.create",
+            Action::DeleteAllowedIpRange => "organization.allowedIpAddressRanges.delete",
         }
     }
 
@@ -119,6 +128,9 @@ impl Action {
             Action::UpdateApiTokenRoles => "change an API token's roles",
             Action::RotateApiToken => "rotate an API token",
             Action::DeleteApiToken => "delete an API token",
+            Action::GetAllowedIpRanges => "list the organization's allowed IP address ranges",
+            Action::CreateAllowedIpRange => "add allowed IP address ranges",
+            Action::DeleteAllowedIpRange => "delete allowed IP address ranges",
         }
     }
 }
@@ -178,7 +190,10 @@ fn rule(action: Action) -> Rule {
         Action::CreateWorkspace
         | Action::ListDeployments
         | Action::IntrospectTokens
-        | Action::ReadAuditLogs => Rule::Roles(OWNERS),
+        | Action::ReadAuditLogs
+        | Action::GetAllowedIpRanges
+        | Action::CreateAllowedIpRange
+        | Action::DeleteAllowedIpRange => Rule::Roles(OWNERS),
         Action::ListWorkspaces => Rule::Roles(ORG_READERS),
         Action::GetWorkspace => Rule::Roles(WORKSPACE_READERS),
         Action::CreateDeployment | Action::DeleteDeployment => Rule::Roles(DEPLOYMENT_MANAGERS),

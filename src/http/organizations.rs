@@ -26,6 +26,9 @@ pub struct Organization {
     pub name: String,
     pub created_at: String,
     pub updated_at: String,
+    /// Whether the organization has allowed IP address ranges, and so
+    /// answers management requests only from inside them.
+    pub has_allowed_ip_address_ranges: bool,
 }
 
 impl From<&model::Organization> for Organization {
@@ -35,6 +38,7 @@ impl From<&model::Organization> for Organization {
             name: o.name.clone(),
             created_at: rfc3339(o.created_at),
             updated_at: rfc3339(o.updated_at),
+            has_allowed_ip_address_ranges: o.has_allowed_ip_ranges,
         }
     }
 }
