@@ -30,7 +30,7 @@ use crate::model::{AllowedIpRange, AuditAction, TargetKind};
 use crate::store::revocations::Revocation;
 use crate::store::{PageRequest, SortColumn};
 use crate::token::id::is_id;
-use crate::token::new_id;
+use crate::token::id::new_ordered_id;
 use crate::token::request::FieldError;
 use crate::verify::Principal;
 
@@ -278,7 +278,9 @@ async fn add(
     let records: Vec<AllowedIpRange> = ranges
         .into_iter()
         .map(|ip_address_range| AllowedIpRange {
-            id: new_id(),
+            // Ordered ids: a bulk's ranges share `createdAt`, and the
+            // list breaks that tie by id, so they list in the order sent.
+            id: new_ordered_id(),
             organization_id: org.to_string(),
             ip_address_range,
             created_at: now,

@@ -9,6 +9,7 @@ mod common;
 
 mod abuse;
 mod agent_tokens;
+mod allowed_ip_ranges;
 mod api_tokens;
 mod audit;
 mod authorize;

@@ -11,7 +11,17 @@ async fn organizations_are_created_listed_and_fetched(app: TestApp) {
         .await;
     assert_eq!(created.status, StatusCode::OK);
     let keys: Vec<&String> = created.body.as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["createdAt", "id", "name", "updatedAt"]);
+    assert_eq!(
+        keys,
+        [
+            "createdAt",
+            "hasAllowedIpAddressRanges",
+            "id",
+            "name",
+            "updatedAt"
+        ]
+    );
+    assert_eq!(created.body["hasAllowedIpAddressRanges"], false);
     assert_eq!(created.body["createdAt"], "2022-11-22T04:37:12Z");
     let id = str_of(&created.body, "id");
 
