@@ -879,3 +879,41 @@ on_every_backend!(
     bound_tokens_verify_only_from_their_networks,
     bad_token_networks_are_refused_and_create_nothing,
 );
+
+/// The list is read from memory, not the database, on each request: a
+/// range written behind the process's back (as by a process that cannot
+/// notify it) goes unseen until the cache's age limit, then is enforced.
+#[tokio::test]
+async fn the_list_is_cached_up_to_the_age_limit() {
+    let app = TestApp::new().await;
+    let org = app.org("acme").await;
+    let token = owner(&app, &org).await;
+    let path = format!("/v1/organizations/{org}");
+    let get = || app.send_from(OUTSIDE_V4, Method::GET, &path, Some(&token), &[], None);
+    assert_eq!(get().await.status, StatusCode::OK);
+    assert_eq!(
+        app.state.verifier.allowlists().len(),
+        1,
+        "the empty list is cached"
+    );
+
+    let behind_its_back = agentkey::model::AllowedIpRange {
+        id: agentkey::token::new_id(),
+        organization_id: org.clone(),
+        ip_address_range: "192.0.2.0/24".into(),
+        created_at: crate::common::START,
+        updated_at: crate::common::START,
+        created_by: crate::common::audit().actor,
+        updated_by: crate::common::audit().actor,
+    };
+    app.store
+        .create_allowed_ip_ranges(&[behind_its_back], 1000, &[])
+        .await
+        .unwrap();
+    assert_eq!(get().await.status, StatusCode::OK, "still the cached list");
+    let ttl = Settings::default().cache.positive_ttl;
+    app.clock.advance(ttl - 1);
+    assert_eq!(get().await.status, StatusCode::OK);
+    app.clock.advance(1);
+    get().await.assert_error(403);
+}
