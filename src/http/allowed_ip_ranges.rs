@@ -5,8 +5,10 @@
 //!
 //! Every change is refused with a 400, unless `?force=true`, when the
 //! list it leaves would not allow the caller's own address: one call
-//! cannot lock its caller out. Root is exempt from the list, so its
-//! changes are not checked (it is how an operator repairs a bad list).
+//! cannot lock its caller out. The store decides this inside the change's
+//! transaction ([`LockOutGuard`]), so two concurrent changes cannot
+//! together do what neither may alone. Root is exempt from the list, so
+//! its changes are not checked (it is how an operator repairs a bad list).
 
 use std::net::IpAddr;
 
@@ -22,13 +24,13 @@ use super::client_ip::ClientIp;
 use super::error::ApiError;
 use super::extract::{ListQuery, PathParams, QueryParams, Sortable, ValidJson};
 use super::schema::BasicSubjectProfile;
-use crate::allowlist::{self, parse_range, MAX_RANGES_PER_ORGANIZATION, MAX_RANGES_PER_REQUEST};
+use crate::allowlist::{parse_range, MAX_RANGES_PER_ORGANIZATION, MAX_RANGES_PER_REQUEST};
 use crate::app::AppState;
 use crate::authz::Action;
 use crate::clock::rfc3339;
 use crate::model::{AllowedIpRange, AuditAction, TargetKind};
 use crate::store::revocations::Revocation;
-use crate::store::{PageRequest, SortColumn};
+use crate::store::{LockOutGuard, SortColumn, StoreError};
 use crate::token::id::is_id;
 use crate::token::id::new_ordered_id;
 use crate::token::request::FieldError;
@@ -270,9 +272,7 @@ async fn add(
     caller
         .organization(state, Action::CreateAllowedIpRange, org)
         .await?;
-    let mut after = state.store.allowed_ip_ranges_of(org).await?;
-    after.extend(ranges.iter().cloned());
-    no_lock_out(caller, client, &after, force)?;
+    let guard = lock_out_guard(caller, client, force);
     let now = state.clock.now();
     let actor = caller.0.subject();
     let records: Vec<AllowedIpRange> = ranges
@@ -305,11 +305,12 @@ async fn add(
     state
         .revoking(Revocation::AllowList(org.to_string()), |store| async move {
             store
-                .create_allowed_ip_ranges(&stored, MAX_RANGES_PER_ORGANIZATION, &events)
+                .create_allowed_ip_ranges(&stored, MAX_RANGES_PER_ORGANIZATION, guard, &events)
                 .await
                 .map(Some)
         })
-        .await?;
+        .await
+        .map_err(|err| refusal(err, client))?;
     tracing::info!(organization_id = %org, added = records.len(), "allowed IP address ranges added");
     Ok(records)
 }
@@ -390,27 +391,10 @@ async fn remove(
         .organization(state, Action::DeleteAllowedIpRange, org)
         .await?;
     let ids: Vec<String> = ids.into_iter().filter(|id| is_id(id)).collect();
-    let current = state
-        .store
-        .list_allowed_ip_ranges(
-            org,
-            &PageRequest {
-                offset: 0,
-                limit: MAX_RANGES_PER_ORGANIZATION,
-                sorts: Vec::new(),
-            },
-        )
-        .await?
-        .items;
-    if !current.iter().any(|r| ids.contains(&r.id)) {
+    if ids.is_empty() {
         return Ok(0);
     }
-    let after: Vec<String> = current
-        .into_iter()
-        .filter(|r| !ids.contains(&r.id))
-        .map(|r| r.ip_address_range)
-        .collect();
-    no_lock_out(caller, client, &after, force)?;
+    let guard = lock_out_guard(caller, client, force);
     let audit = origin.event(
         caller.0.subject(),
         Some(org),
@@ -421,36 +405,40 @@ async fn remove(
     let o = org.to_string();
     let deleted = state
         .revoking(Revocation::AllowList(org.to_string()), |store| async move {
-            let deleted = store.delete_allowed_ip_ranges(&o, &ids, &audit).await?;
+            let deleted = store
+                .delete_allowed_ip_ranges(&o, &ids, guard, &audit)
+                .await?;
             Ok((!deleted.is_empty()).then_some(deleted.len()))
         })
-        .await?
+        .await
+        .map_err(|err| refusal(err, client))?
         .unwrap_or(0);
     tracing::info!(organization_id = %org, deleted, "allowed IP address ranges deleted");
     Ok(deleted)
 }
 
-/// Refuses a change that would leave `after` not allowing the caller's
-/// own address, unless forced. Root is exempt from the list, and an empty
-/// list allows everyone.
-fn no_lock_out(
-    caller: &Caller,
-    client: Option<IpAddr>,
-    after: &[String],
-    force: &ForceQuery,
-) -> Result<(), ApiError> {
+/// What a change must leave allowed: the caller's own address, unless the
+/// caller is root (exempt from the list) or sent `?force=true`. The store
+/// checks it in the change's transaction, so concurrent changes cannot
+/// together shut the caller out.
+fn lock_out_guard(caller: &Caller, client: Option<IpAddr>, force: &ForceQuery) -> LockOutGuard {
     if matches!(caller.0, Principal::Root { .. }) || force.force == Some(true) {
-        return Ok(());
+        LockOutGuard::Off
+    } else {
+        LockOutGuard::Keep(client)
     }
-    let networks = allowlist::networks_of(after.iter().map(String::as_str));
-    if allowlist::allows(&networks, client) {
-        return Ok(());
-    }
+}
+
+/// A store failure as the answer; a lock-out explains itself.
+fn refusal(err: StoreError, client: Option<IpAddr>) -> ApiError {
+    let StoreError::WouldLockOut = err else {
+        return err.into();
+    };
     let address = client.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
-    Err(ApiError::bad_request(format!(
+    ApiError::bad_request(format!(
         "this change would lock you out: your address ({address}) would be outside every \
          allowed IP address range of the organization, and your next request would be refused; \
          include a range that covers it, or repeat the request with ?force=true \
          (the root credential can always repair the list)"
-    )))
+    ))
 }

@@ -10,7 +10,7 @@ use super::db::Db;
 use super::revocations::Revocation;
 use super::rows::*;
 use super::sql::*;
-use super::{Page, PageRequest, Result, StoreError};
+use super::{LockOutGuard, Page, PageRequest, Result, StoreError};
 use crate::model::{AllowedIpRange, AuditEvent};
 use crate::token::id::new_ordered_id;
 
@@ -60,6 +60,7 @@ where
         &self,
         ranges: &[AllowedIpRange],
         limit: i64,
+        guard: LockOutGuard,
         audit: &[AuditEvent],
     ) -> Result<()> {
         let Some(org) = ranges.first().map(|r| r.organization_id.clone()) else {
@@ -89,6 +90,9 @@ where
             }
         }
         if refused.is_empty() {
+            if !Self::still_allows(&mut tx, &org, guard).await? {
+                return Err(StoreError::WouldLockOut);
+            }
             for event in audit {
                 Db::<DB>::record(&mut tx, event).await?;
             }
@@ -118,9 +122,11 @@ where
         &self,
         org: &str,
         ids: &[String],
+        guard: LockOutGuard,
         audit: &AuditEvent,
     ) -> Result<Vec<AllowedIpRange>> {
         let mut tx = self.0.begin().await?;
+        DB::lock_organization(&mut tx, org).await?;
         let mut deleted = Vec::new();
         for id in ids {
             let row = sqlx::query_as::<_, AllowedIpRangeRow>(DELETE_ALLOWED_IP_RANGE)
@@ -140,9 +146,30 @@ where
             }
         }
         if !deleted.is_empty() {
+            if !Self::still_allows(&mut tx, org, guard).await? {
+                return Err(StoreError::WouldLockOut);
+            }
             DB::announce(&mut tx, Revocation::AllowList(org.to_string())).await?;
             tx.commit().await?;
         }
         Ok(deleted)
+    }
+
+    /// Whether the organization's list, as this transaction leaves it, is
+    /// empty or allows what `guard` keeps.
+    async fn still_allows(
+        conn: &mut DB::Connection,
+        org: &str,
+        guard: LockOutGuard,
+    ) -> Result<bool> {
+        let LockOutGuard::Keep(client) = guard else {
+            return Ok(true);
+        };
+        let ranges: Vec<String> = sqlx::query_scalar(ALLOWED_IP_RANGES_OF)
+            .bind(org)
+            .fetch_all(conn)
+            .await?;
+        let networks = crate::allowlist::networks_of(ranges.iter().map(String::as_str));
+        Ok(crate::allowlist::allows(&networks, client))
     }
 }

@@ -15,7 +15,9 @@ use super::api_tokens::ApiTokens;
 use super::db::Db;
 use super::revocations::{Revocation, RevocationSink};
 use super::sessions::{SessionCutoffs, Sessions};
-use super::{ApiTokenFilter, AuditQuery, Page, PageRequest, PlaceFilter, Result, Store};
+use super::{
+    ApiTokenFilter, AuditQuery, LockOutGuard, Page, PageRequest, PlaceFilter, Result, Store,
+};
 use crate::model::{
     AgentCredential, AgentToken, AllowedIpRange, ApiCredential, ApiToken, ApiTokenChange,
     AuditEvent, ConsoleSession, Deployment, NewAgentToken, NewApiToken, Organization,
@@ -276,18 +278,24 @@ where
         &self,
         ranges: &[AllowedIpRange],
         limit: i64,
+        guard: LockOutGuard,
         audit: &[AuditEvent],
     ) -> Result<()> {
-        AllowedRanges(&self.pool).create(ranges, limit, audit).await
+        AllowedRanges(&self.pool)
+            .create(ranges, limit, guard, audit)
+            .await
     }
 
     async fn delete_allowed_ip_ranges(
         &self,
         org: &str,
         ids: &[String],
+        guard: LockOutGuard,
         audit: &AuditEvent,
     ) -> Result<Vec<AllowedIpRange>> {
-        AllowedRanges(&self.pool).delete(org, ids, audit).await
+        AllowedRanges(&self.pool)
+            .delete(org, ids, guard, audit)
+            .await
     }
 
     async fn record_audit_event(&self, event: &AuditEvent) -> Result<()> {

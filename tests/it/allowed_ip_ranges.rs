@@ -907,7 +907,12 @@ async fn the_list_is_cached_up_to_the_age_limit() {
         updated_by: crate::common::audit().actor,
     };
     app.store
-        .create_allowed_ip_ranges(&[behind_its_back], 1000, &[])
+        .create_allowed_ip_ranges(
+            &[behind_its_back],
+            1000,
+            agentkey::store::LockOutGuard::Off,
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(get().await.status, StatusCode::OK, "still the cached list");

@@ -15,7 +15,7 @@ use agentkey::model::{
 use agentkey::model::{ApiCredential, ApiToken, ApiTokenChange, ApiTokenEdit, NewApiToken};
 use agentkey::roles::{EntityType, Role, RoleGrant};
 use agentkey::store::ApiTokenFilter;
-use agentkey::store::{self, PageRequest, Sort, SortColumn, Store, StoreError};
+use agentkey::store::{self, LockOutGuard, PageRequest, Sort, SortColumn, Store, StoreError};
 use agentkey::token::{new_id, Digest};
 
 use crate::common::postgres::{fresh_postgres, with_database};
@@ -113,6 +113,7 @@ contract! {
         allowed_ranges_round_trip,
         allowed_ranges_are_added_all_or_none,
         allowed_ranges_are_deleted_in_bulk,
+        allowlist_changes_keep_the_guarded_address,
         agent_token_networks_round_trip,
     ],
     urls: [
@@ -2105,7 +2106,7 @@ async fn allowed_ranges_round_trip(store: Arc<dyn Store>) {
         .map(|r| range_audit(&org, "allowedIpAddressRange.create", &r.id))
         .collect();
     store
-        .create_allowed_ip_ranges(&ranges, 1000, &events)
+        .create_allowed_ip_ranges(&ranges, 1000, LockOutGuard::Off, &events)
         .await
         .expect("create");
     assert_eq!(
@@ -2168,7 +2169,7 @@ async fn allowed_ranges_are_added_all_or_none(store: Arc<dyn Store>) {
     let (org, _, _) = scaffold(store.as_ref()).await;
     let first = [range_in(&org, "10.0.0.0/8", 10)];
     store
-        .create_allowed_ip_ranges(&first, 3, &[range_audit(&org, "a", "t")])
+        .create_allowed_ip_ranges(&first, 3, LockOutGuard::Off, &[range_audit(&org, "a", "t")])
         .await
         .expect("first");
     let before = audit_count(store.as_ref(), &org).await;
@@ -2179,7 +2180,7 @@ async fn allowed_ranges_are_added_all_or_none(store: Arc<dyn Store>) {
         range_in(&org, "10.0.0.0/8", 11),
     ];
     match store
-        .create_allowed_ip_ranges(&clash, 3, &[range_audit(&org, "a", "t")])
+        .create_allowed_ip_ranges(&clash, 3, LockOutGuard::Off, &[range_audit(&org, "a", "t")])
         .await
     {
         Err(StoreError::AllowedIpRangeExists(present)) => assert_eq!(present, ["10.0.0.0/8"]),
@@ -2192,7 +2193,7 @@ async fn allowed_ranges_are_added_all_or_none(store: Arc<dyn Store>) {
         range_in(&org, "fc00::/7", 12),
     ];
     match store
-        .create_allowed_ip_ranges(&many, 3, &[range_audit(&org, "a", "t")])
+        .create_allowed_ip_ranges(&many, 3, LockOutGuard::Off, &[range_audit(&org, "a", "t")])
         .await
     {
         Err(StoreError::AllowedIpRangeLimit { limit: 3 }) => {}
@@ -2205,7 +2206,7 @@ async fn allowed_ranges_are_added_all_or_none(store: Arc<dyn Store>) {
     assert_eq!(audit_count(store.as_ref(), &org).await, before, "no event");
     // Up to the limit exactly is fine.
     store
-        .create_allowed_ip_ranges(&many[..2], 3, &[])
+        .create_allowed_ip_ranges(&many[..2], 3, LockOutGuard::Off, &[])
         .await
         .expect("up to the limit");
     assert_eq!(store.allowed_ip_ranges_of(&org.id).await.unwrap().len(), 3);
@@ -2225,11 +2226,11 @@ async fn allowed_ranges_are_deleted_in_bulk(store: Arc<dyn Store>) {
     ];
     let theirs = [range_in(&other, "10.0.0.0/8", 10)];
     store
-        .create_allowed_ip_ranges(&ours, 1000, &[])
+        .create_allowed_ip_ranges(&ours, 1000, LockOutGuard::Off, &[])
         .await
         .unwrap();
     store
-        .create_allowed_ip_ranges(&theirs, 1000, &[])
+        .create_allowed_ip_ranges(&theirs, 1000, LockOutGuard::Off, &[])
         .await
         .unwrap();
     let before = audit_count(store.as_ref(), &org).await;
@@ -2244,7 +2245,7 @@ async fn allowed_ranges_are_deleted_in_bulk(store: Arc<dyn Store>) {
     ];
     let template = range_audit(&org, "allowedIpAddressRange.delete", "");
     let deleted = store
-        .delete_allowed_ip_ranges(&org.id, &ids, &template)
+        .delete_allowed_ip_ranges(&org.id, &ids, LockOutGuard::Off, &template)
         .await
         .expect("delete");
     assert_eq!(deleted, vec![ours[0].clone(), ours[2].clone()]);
@@ -2276,13 +2277,13 @@ async fn allowed_ranges_are_deleted_in_bulk(store: Arc<dyn Store>) {
     );
     // Nothing left to delete: an empty answer, no event.
     let again = store
-        .delete_allowed_ip_ranges(&org.id, &ids, &template)
+        .delete_allowed_ip_ranges(&org.id, &ids, LockOutGuard::Off, &template)
         .await
         .unwrap();
     assert!(again.is_empty());
     assert_eq!(audit_count(store.as_ref(), &org).await, before + 2);
     store
-        .delete_allowed_ip_ranges(&org.id, &[ours[1].id.clone()], &template)
+        .delete_allowed_ip_ranges(&org.id, &[ours[1].id.clone()], LockOutGuard::Off, &template)
         .await
         .unwrap();
     assert!(
@@ -2350,7 +2351,9 @@ async fn concurrent_range_creates_through_two_pools_hold_the_limit(url: String) 
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         let range = range_in(&org, &format!("10.{i}.0.0/16"), 10);
         tasks.push(tokio::spawn(async move {
-            store.create_allowed_ip_ranges(&[range], 4, &[]).await
+            store
+                .create_allowed_ip_ranges(&[range], 4, LockOutGuard::Off, &[])
+                .await
         }));
     }
     let mut added = 0;
@@ -2365,4 +2368,66 @@ async fn concurrent_range_creates_through_two_pools_hold_the_limit(url: String) 
     assert_eq!(a.allowed_ip_ranges_of(&org.id).await.unwrap().len(), 4);
     a.close().await;
     b.close().await;
+}
+
+/// A change that would leave the list not allowing the guarded address is
+/// refused whole, decided inside its own transaction.
+async fn allowlist_changes_keep_the_guarded_address(store: Arc<dyn Store>) {
+    let (org, _, _) = scaffold(store.as_ref()).await;
+    let caller: std::net::IpAddr = "192.0.2.5".parse().unwrap();
+    let keep = LockOutGuard::Keep(Some(caller));
+    let outside = [range_in(&org, "198.51.100.0/24", 10)];
+    match store
+        .create_allowed_ip_ranges(&outside, 1000, keep, &[range_audit(&org, "a", "t")])
+        .await
+    {
+        Err(StoreError::WouldLockOut) => {}
+        other => panic!("expected WouldLockOut, got {other:?}"),
+    }
+    assert!(store
+        .allowed_ip_ranges_of(&org.id)
+        .await
+        .unwrap()
+        .is_empty());
+    let unknown = LockOutGuard::Keep(None);
+    assert!(matches!(
+        store
+            .create_allowed_ip_ranges(&outside, 1000, unknown, &[])
+            .await,
+        Err(StoreError::WouldLockOut)
+    ));
+    let both = [
+        range_in(&org, "192.0.2.0/24", 11),
+        range_in(&org, "198.51.100.0/24", 11),
+    ];
+    store
+        .create_allowed_ip_ranges(&both, 1000, keep, &[])
+        .await
+        .expect("the caller is covered");
+    let before = audit_count(store.as_ref(), &org).await;
+    let template = range_audit(&org, "allowedIpAddressRange.delete", "");
+    // Deleting the covering range would shut the caller out: nothing goes.
+    match store
+        .delete_allowed_ip_ranges(&org.id, &[both[0].id.clone()], keep, &template)
+        .await
+    {
+        Err(StoreError::WouldLockOut) => {}
+        other => panic!("expected WouldLockOut, got {other:?}"),
+    }
+    assert_eq!(store.allowed_ip_ranges_of(&org.id).await.unwrap().len(), 2);
+    assert_eq!(audit_count(store.as_ref(), &org).await, before, "no event");
+    // Emptying the list keeps everyone allowed; so does an unguarded change.
+    let all = vec![both[0].id.clone(), both[1].id.clone()];
+    assert_eq!(
+        store
+            .delete_allowed_ip_ranges(&org.id, &all, keep, &template)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    store
+        .create_allowed_ip_ranges(&outside, 1000, LockOutGuard::Off, &[])
+        .await
+        .expect("unguarded");
 }
