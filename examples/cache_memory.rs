@@ -38,6 +38,7 @@ fn main() {
             grace_until: None,
             issued_at: 1_700_000_000,
             secret_digest: digest,
+            allowed_networks: Vec::new(),
         };
         cache.insert(digest, credential, 0, cache.epoch());
     }

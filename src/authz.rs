@@ -42,10 +42,13 @@ pub enum Action {
     UpdateApiTokenRoles,
     RotateApiToken,
     DeleteApiToken,
+    GetAllowedIpRanges,
+    CreateAllowedIpRange,
+    DeleteAllowedIpRange,
 }
 
 impl Action {
-    pub const ALL: [Action; 27] = [
+    pub const ALL: [Action; 30] = [
         Action::CreateOrganization,
         Action::ListOrganizations,
         Action::GetOrganization,
@@ -71,6 +74,9 @@ impl Action {
         Action::UpdateApiTokenRoles,
         Action::RotateApiToken,
         Action::DeleteApiToken,
+        Action::GetAllowedIpRanges,
+        Action::CreateAllowedIpRange,
+        Action::DeleteAllowedIpRange,
         Action::ReadAuditLogs,
         Action::ReadMetrics,
     ];
@@ -102,6 +108,9 @@ impl Action {
             Action::UpdateApiToken | Action::UpdateApiTokenRoles => "organization.apiTokens.update",
             Action::RotateApiToken => "organization.apiTokens.rotate",
             Action::DeleteApiToken => "organization.apiTokens.delete",
+            Action::GetAllowedIpRanges => "organization.allowedIpAddressRanges.get",
+            Action::CreateAllowedIpRange => "organization.allowedIpAddressRanges.create",
+            Action::DeleteAllowedIpRange => "organization.allowedIpAddressRanges.delete",
         }
     }
 
@@ -135,6 +144,9 @@ impl Action {
             Action::UpdateApiTokenRoles => "change an API token's roles",
             Action::RotateApiToken => "rotate an API token",
             Action::DeleteApiToken => "delete an API token",
+            Action::GetAllowedIpRanges => "list the organization's allowed IP address ranges",
+            Action::CreateAllowedIpRange => "add allowed IP address ranges",
+            Action::DeleteAllowedIpRange => "delete allowed IP address ranges",
         }
     }
 }
@@ -203,7 +215,10 @@ fn rule(action: Action) -> Rule {
         | Action::DeleteWorkspace
         | Action::ListDeployments
         | Action::IntrospectTokens
-        | Action::ReadAuditLogs => Rule::Roles(OWNERS),
+        | Action::ReadAuditLogs
+        | Action::GetAllowedIpRanges
+        | Action::CreateAllowedIpRange
+        | Action::DeleteAllowedIpRange => Rule::Roles(OWNERS),
         Action::ListWorkspaces => Rule::Roles(ORG_READERS),
         Action::GetWorkspace => Rule::Roles(WORKSPACE_READERS),
         Action::UpdateWorkspace => Rule::Roles(WORKSPACE_MANAGERS),
@@ -445,6 +460,7 @@ mod tests {
             grace_until: None,
             issued_at: 0,
             secret_digest: Digest::of("x"),
+            allowed_networks: Vec::new(),
         });
         for action in Action::ALL {
             assert!(authorize(&root, action, Resource::Organization("o")).is_ok());

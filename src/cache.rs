@@ -90,6 +90,11 @@ impl VerifyCache {
         }
     }
 
+    /// Seconds a positive entry is trusted before it is read again.
+    pub fn positive_ttl(&self) -> i64 {
+        self.limits.positive_ttl
+    }
+
     pub fn lookup(&self, digest: &Digest, now: i64) -> Lookup {
         if let Some(entry) = read(&self.positive).get(digest) {
             if now - entry.loaded_at < self.limits.positive_ttl {
@@ -238,6 +243,7 @@ mod tests {
             grace_until: None,
             issued_at: 0,
             secret_digest: Digest::of(token),
+            allowed_networks: Vec::new(),
         }
     }
 

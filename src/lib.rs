@@ -1,6 +1,7 @@
 //! agentkey: issues and verifies Apache Airflow agent tokens with the wire
 //! contract of the Astro API v1 Agent Token endpoints.
 
+pub mod allowlist;
 pub mod app;
 pub mod authz;
 pub mod bootstrap;

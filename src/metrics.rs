@@ -58,6 +58,7 @@ labels! {
         Revoked => "revoked",
         Unknown => "unknown",
         Malformed => "malformed",
+        AddressNotAllowed => "address_not_allowed",
     }
 }
 

@@ -9,6 +9,22 @@ pub struct Organization {
     pub name: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Whether its allowlist holds any range (read with the row; ignored
+    /// when an organization is created).
+    pub has_allowed_ip_ranges: bool,
+    pub created_by: Subject,
+    pub updated_by: Subject,
+}
+
+/// One range of an organization's allowlist (`allowed-ip-address-ranges`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedIpRange {
+    pub id: String,
+    pub organization_id: String,
+    /// Normalised CIDR text (see `allowlist::parse_range`).
+    pub ip_address_range: String,
+    pub created_at: i64,
+    pub updated_at: i64,
     pub created_by: Subject,
     pub updated_by: Subject,
 }
@@ -150,6 +166,9 @@ pub struct AgentToken {
     /// After a rotation with a grace window: when the replaced secret stops
     /// verifying (it may be in the past).
     pub previous_secret_valid_until: Option<i64>,
+    /// The networks the token may be presented from (normalised CIDR
+    /// text); empty when it is not bound to any.
+    pub allowed_ip_ranges: Vec<String>,
 }
 
 /// What the store needs to insert an agent token: the record plus the digest
@@ -175,6 +194,9 @@ pub struct AgentCredential {
     /// When the presented secret was issued (creation or last rotation).
     pub issued_at: i64,
     pub secret_digest: Digest,
+    /// The networks the token may be presented from, parsed once when the
+    /// credential is read; empty when it is not bound.
+    pub allowed_networks: Vec<ipnet::IpNet>,
 }
 
 impl AgentCredential {
@@ -354,10 +376,15 @@ pub enum AuditAction {
     ApiTokenDelete,
     RootCredentialCreate,
     RootCredentialRotate,
+    AllowedIpRangeCreate,
+    AllowedIpRangeDelete,
+    /// A management request refused because the client's address is
+    /// outside the organization's allowlist.
+    AllowedIpRangeRefusal,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 18] = [
+    pub const ALL: [AuditAction; 21] = [
         AuditAction::OrganizationCreate,
         AuditAction::OrganizationUpdate,
         AuditAction::WorkspaceCreate,
@@ -376,6 +403,9 @@ impl AuditAction {
         AuditAction::ApiTokenDelete,
         AuditAction::RootCredentialCreate,
         AuditAction::RootCredentialRotate,
+        AuditAction::AllowedIpRangeCreate,
+        AuditAction::AllowedIpRangeDelete,
+        AuditAction::AllowedIpRangeRefusal,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -398,6 +428,9 @@ impl AuditAction {
             AuditAction::ApiTokenDelete => "apiToken.delete",
             AuditAction::RootCredentialCreate => "rootCredential.create",
             AuditAction::RootCredentialRotate => "rootCredential.rotate",
+            AuditAction::AllowedIpRangeCreate => "allowedIpAddressRange.create",
+            AuditAction::AllowedIpRangeDelete => "allowedIpAddressRange.delete",
+            AuditAction::AllowedIpRangeRefusal => "allowedIpAddressRange.refuse",
         }
     }
 
@@ -415,6 +448,7 @@ pub enum TargetKind {
     AgentToken,
     ApiToken,
     RootCredential,
+    AllowedIpRange,
 }
 
 impl TargetKind {
@@ -426,6 +460,7 @@ impl TargetKind {
             TargetKind::AgentToken => "AGENT_TOKEN",
             TargetKind::ApiToken => "API_TOKEN",
             TargetKind::RootCredential => "ROOT_CREDENTIAL",
+            TargetKind::AllowedIpRange => "ALLOWED_IP_ADDRESS_RANGE",
         }
     }
 }

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use crate::allowlist::{self, AllowLists};
 use crate::cache::{Cached, Lookup, VerifyCache};
 use crate::clock::Clock;
 use crate::metrics::{Metrics, Outcome};
@@ -89,6 +90,8 @@ pub enum Refusal {
     Expired,
     /// Replaced by a rotation, and its grace window has ended.
     Superseded,
+    /// Valid, but bound to networks the client is not in.
+    AddressNotAllowed,
 }
 
 impl Refusal {
@@ -101,6 +104,7 @@ impl Refusal {
             Refusal::Unknown => Outcome::Unknown,
             Refusal::Expired => Outcome::Expired,
             Refusal::Superseded => Outcome::Revoked,
+            Refusal::AddressNotAllowed => Outcome::AddressNotAllowed,
         }
     }
 }
@@ -136,6 +140,8 @@ pub struct Verifier {
     verify_reads: Semaphore,
     /// Turns for store reads of management credentials.
     manage_reads: Semaphore,
+    /// Organizations' allowlists, invalidated with the cache's revocations.
+    allowlists: AllowLists,
 }
 
 impl Verifier {
@@ -148,6 +154,7 @@ impl Verifier {
         configured_root: Option<Digest>,
     ) -> Verifier {
         Verifier {
+            allowlists: AllowLists::new(cache.positive_ttl()),
             store,
             clock,
             usage,
@@ -264,6 +271,13 @@ impl Verifier {
         if credential.grace_until.is_some_and(|end| now >= end) {
             return Err(VerifyError::Refused(Refusal::Superseded));
         }
+        // A token without networks pays for one length check; one with
+        // them for a walk over its few parsed networks, never a read.
+        if !credential.allowed_networks.is_empty()
+            && !allowlist::allows(&credential.allowed_networks, gate.and_then(|(_, ip)| ip))
+        {
+            return Err(VerifyError::Refused(Refusal::AddressNotAllowed));
+        }
         if entry.mark_used(now) {
             self.usage.touch(&credential.token_id, now);
         }
@@ -272,6 +286,21 @@ impl Verifier {
 
     pub fn cache(&self) -> &VerifyCache {
         &self.cache
+    }
+
+    pub fn allowlists(&self) -> &AllowLists {
+        &self.allowlists
+    }
+
+    /// The networks organization `org`'s management API may be called
+    /// from (empty: anywhere), from memory unless a change made them stale.
+    pub async fn organization_networks(
+        &self,
+        org: &str,
+    ) -> Result<std::sync::Arc<[ipnet::IpNet]>, StoreError> {
+        self.allowlists
+            .networks(self.store.as_ref(), org, self.clock.now())
+            .await
     }
 
     /// Identifies the caller of the management API.
@@ -386,10 +415,12 @@ impl RevocationSink for Verifier {
         match revocation {
             Revocation::Token(id) => self.cache.forget_token(&id),
             Revocation::Deployment(id) => self.cache.forget_deployment(&id),
+            Revocation::AllowList(org) => self.allowlists.forget(&org),
         }
     }
 
     fn following(&self, live: bool) {
         self.cache.set_enabled(live);
+        self.allowlists.set_enabled(live);
     }
 }

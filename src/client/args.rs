@@ -184,6 +184,10 @@ pub enum TokenCommand {
         /// Days until it expires, 1 to 3650; without it, it never expires.
         #[arg(long, allow_negative_numbers = true)]
         expiry_days: Option<i64>,
+        /// A network the token may be presented from, in CIDR form
+        /// (`10.0.0.0/8`); repeat for more. Without it, from anywhere.
+        #[arg(long = "allowed-ip-range", value_name = "CIDR")]
+        allowed_ip_ranges: Vec<String>,
     },
     /// Show an agent token (never its secret).
     Get {

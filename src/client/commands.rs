@@ -142,12 +142,15 @@ pub fn plan(command: ClientCommand) -> Planned {
                 name,
                 description,
                 expiry_days,
+                allowed_ip_ranges,
             } => planned(
                 Request::new(M::POST, &tokens_path(&scope.org, &scope.deployment, &[])).body(
                     &CreateAgentTokenRequest {
                         name: Some(name),
                         description,
                         token_expiry_period_in_days: expiry_days,
+                        allowed_ip_address_ranges: (!allowed_ip_ranges.is_empty())
+                            .then_some(allowed_ip_ranges),
                     },
                 ),
                 View::Token,
@@ -230,6 +233,7 @@ mod tests {
             name: "n".into(),
             description: None,
             expiry_days: Some(30),
+            allowed_ip_ranges: vec![],
         }));
         assert_eq!(p.request.method, Method::POST);
         assert_eq!(
@@ -239,6 +243,17 @@ mod tests {
         assert_eq!(
             p.request.body,
             Some(json!({"name": "n", "tokenExpiryPeriodInDays": 30}))
+        );
+        let bound = plan(ClientCommand::Token(TokenCommand::Create {
+            scope: scope(),
+            name: "n".into(),
+            description: None,
+            expiry_days: None,
+            allowed_ip_ranges: vec!["10.0.0.0/8".into(), "2001:db8::/32".into()],
+        }));
+        assert_eq!(
+            bound.request.body,
+            Some(json!({"name": "n", "allowedIpAddressRanges": ["10.0.0.0/8", "2001:db8::/32"]}))
         );
     }
 

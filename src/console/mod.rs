@@ -106,6 +106,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route(&format!("{org}/audit-logs"), get(pages::audit_logs))
         .route(
+            &format!("{org}/allowed-ip-address-ranges"),
+            get(pages::allow_list).post(pages::add_allowed_range),
+        )
+        .route(
+            &format!("{org}/allowed-ip-address-ranges/{{range}}/delete"),
+            post(pages::delete_allowed_range),
+        )
+        .route(
             "/console/{*rest}",
             get(pages::not_found).post(pages::not_found),
         )
@@ -149,13 +157,14 @@ async fn security_headers(request: Request, next: Next) -> Response {
 }
 
 /// The words of console paths that are not ids.
-const PATH_WORDS: [&str; 9] = [
+const PATH_WORDS: [&str; 10] = [
     "organizations",
     "workspaces",
     "deployments",
     "agent-tokens",
     "api-tokens",
     "audit-logs",
+    "allowed-ip-address-ranges",
     "rotate",
     "delete",
     "roles",

@@ -94,6 +94,7 @@ pub struct OrganizationPage {
     pub may_create_workspace: bool,
     pub may_see_api_tokens: bool,
     pub may_see_audit: bool,
+    pub may_see_allowlist: bool,
     pub workspace_form: FormState,
     pub deployment_form: FormState,
 }
@@ -124,6 +125,8 @@ pub struct AgentTokenRow {
     pub created_at: String,
     pub expires: String,
     pub last_used: String,
+    /// The networks the token is bound to, or "anywhere".
+    pub networks: String,
 }
 
 #[derive(Template)]
@@ -231,6 +234,19 @@ pub struct AuditPage {
     pub events: Vec<AuditLog>,
     pub actions: [&'static str; crate::model::AuditAction::ALL.len()],
     pub pager: Pager,
+    pub form: FormState,
+}
+
+#[derive(Template)]
+#[template(path = "console/allowlist.html")]
+pub struct AllowListPage {
+    pub layout: Layout,
+    pub org: Organization,
+    pub ranges: Vec<crate::http::allowed_ip_ranges::AllowedIpAddressRange>,
+    /// The address this request came from, as agentkey sees it.
+    pub client: String,
+    pub may_create: bool,
+    pub may_delete: bool,
     pub form: FormState,
 }
 

@@ -12,10 +12,11 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{ListQuery, OptionalJson, PathParams, Sortable, ValidJson};
 use super::schema::{ApiToken, ApiTokensPaginated, SecretResponse};
+use crate::allowlist::{parse_range, MAX_RANGES_PER_TOKEN};
 use crate::app::AppState;
 use crate::authz::{Action, Resource};
 use crate::http::request::{
-    end_of, parse_expiry_days, parse_grace_seconds, Description, Faults, Name,
+    end_of, parse_expiry_days, parse_grace_seconds, Description, Faults, FieldError, Name,
 };
 use crate::model::{AgentToken, NewAgentToken, Rotation, AGENT_ROLE};
 use crate::model::{AuditAction, TargetKind};
@@ -40,6 +41,11 @@ pub struct CreateAgentTokenRequest {
     #[schema(minimum = 1, maximum = 3650)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_expiry_period_in_days: Option<i64>,
+    /// agentkey's own: up to 100 CIDR blocks (normalised, e.g.
+    /// `10.0.0.0/8`) the token may be presented from. Absent or empty: from
+    /// anywhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_ip_address_ranges: Option<Vec<String>>,
 }
 
 /// agentkey's rotation request (Astro has no rotation for agent tokens).
@@ -119,8 +125,12 @@ pub async fn create_agent_token(
         "tokenExpiryPeriodInDays",
         request.token_expiry_period_in_days,
     ));
-    let (name, description, expiry_days) = faults
-        .finish(|| Some((name?, description?, expiry?)))
+    let ranges = faults.check(parse_token_ranges(
+        "allowedIpAddressRanges",
+        request.allowed_ip_address_ranges.unwrap_or_default(),
+    ));
+    let (name, description, expiry_days, ranges) = faults
+        .finish(|| Some((name?, description?, expiry?, ranges?)))
         .map_err(ApiError::invalid)?;
     caller
         .deployment(&state, Action::CreateAgentToken, &org, &dep)
@@ -147,6 +157,7 @@ pub async fn create_agent_token(
         last_used_at: None,
         last_rotated_at: None,
         previous_secret_valid_until: None,
+        allowed_ip_ranges: ranges,
     };
     let new = NewAgentToken {
         token,
@@ -285,4 +296,31 @@ pub async fn rotate_agent_token(
     Ok(SecretResponse::new(
         ApiToken::agent(&token, now).revealing(&secret),
     ))
+}
+
+/// The networks an agent token is bound to: at most
+/// [`MAX_RANGES_PER_TOKEN`], each normalised (see `allowlist`), none twice.
+fn parse_token_ranges(field: &str, texts: Vec<String>) -> Result<Vec<String>, FieldError> {
+    if texts.len() > MAX_RANGES_PER_TOKEN {
+        return Err(FieldError::new(
+            field,
+            "invalid",
+            format!("{field} holds at most {MAX_RANGES_PER_TOKEN} CIDR blocks"),
+        ));
+    }
+    let mut ranges: Vec<String> = Vec::with_capacity(texts.len());
+    for text in texts {
+        let range = parse_range(&text)
+            .map_err(|message| FieldError::new(field, "invalid", message))?
+            .to_string();
+        if ranges.contains(&range) {
+            return Err(FieldError::new(
+                field,
+                "duplicate",
+                format!("{text:?} appears more than once"),
+            ));
+        }
+        ranges.push(range);
+    }
+    Ok(ranges)
 }

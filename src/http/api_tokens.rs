@@ -157,6 +157,7 @@ impl From<&model::ApiToken> for ApiToken {
             last_rotated_at: t.last_rotated_at.map(rfc3339),
             last_used_at: None,
             previous_secret_valid_until: None,
+            allowed_ip_address_ranges: None,
             roles: Some(t.roles.iter().map(role_entry).collect()),
             token: None,
         }

@@ -8,10 +8,13 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use std::net::IpAddr;
 
+use super::audit::{Origin, Target};
 use super::error::ApiError;
+use crate::allowlist;
 use crate::app::AppState;
 use crate::authz::{self, Action, Resource};
 use crate::metrics::Check;
+use crate::model::{AuditAction, TargetKind};
 use crate::verify::{Principal, VerifyError};
 
 /// The authenticated caller of a management endpoint.
@@ -29,6 +32,57 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = authenticate(parts, state).await?;
+        if let Principal::ApiToken(token) = &caller.0 {
+            within_allowlist(parts, state, &caller.0, &token.organization_id).await?;
+        }
+        Ok(caller)
+    }
+}
+
+/// Refuses (403, audited) a request for organization `org` from an address
+/// outside its allowed IP address ranges, if it has any. The list comes
+/// from memory (`allowlist::AllowLists`), not a database read per request.
+/// A refusal counts against the client's limit of failed checks, so a
+/// client that keeps trying is soon answered 429 and writes no more events.
+async fn within_allowlist(
+    parts: &mut Parts,
+    state: &AppState,
+    principal: &Principal,
+    org: &str,
+) -> Result<(), ApiError> {
+    let networks = state.verifier.organization_networks(org).await?;
+    let client = super::client_ip::of(parts, state);
+    if allowlist::allows(&networks, client) {
+        return Ok(());
+    }
+    let address = client.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+    let refusal = ApiError::forbidden(format!(
+        "address {address} is not allowed: organization {org} accepts management requests \
+         only from its allowed IP address ranges"
+    ));
+    let refusal = failed(state, client, Check::Management, refusal);
+    if refusal.status == axum::http::StatusCode::FORBIDDEN {
+        let Ok(origin) = Origin::from_request_parts(parts, state).await;
+        let event = origin.event(
+            principal.subject(),
+            Some(org),
+            AuditAction::AllowedIpRangeRefusal,
+            Target(TargetKind::Organization, org),
+            state.clock.now(),
+        );
+        if let Err(err) = state.store.record_audit_event(&event).await {
+            tracing::warn!(error = %err, "could not record a refused address in the audit trail");
+        }
+    }
+    tracing::info!(organization_id = %org, client = %address, "management request from outside the allowlist refused");
+    Err(refusal)
+}
+
+/// The caller, authenticated: attached by the console, or from the bearer
+/// credential.
+async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+    {
         if let Some(Authenticated(principal)) = parts.extensions.get::<Authenticated>() {
             return Ok(Caller(principal.clone()));
         }

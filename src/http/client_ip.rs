@@ -152,7 +152,7 @@ fn parse_forwarded(entry: &str) -> Option<IpAddr> {
 
 /// IPv4 mapped into IPv6 (`::ffff:a.b.c.d`, as a dual-stack socket reports
 /// an IPv4 peer) is IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,

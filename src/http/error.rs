@@ -151,6 +151,18 @@ impl From<StoreError> for ApiError {
                 "this deployment already has {limit} agent tokens, the maximum; \
                  delete one before creating another"
             )),
+            StoreError::AllowedIpRangeLimit { limit } => ApiError::bad_request(format!(
+                "the organization would have more than {limit} allowed IP address ranges, \
+                 the maximum; nothing was added"
+            )),
+            StoreError::AllowedIpRangeExists(present) => ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "already in the organization's allowed IP address ranges: {}; \
+                     nothing was added",
+                    present.join(", ")
+                ),
+            ),
             // Deleted between the handler's lookup and the insert.
             StoreError::DeploymentNotFound => ApiError::not_found("deployment"),
             StoreError::WorkspaceNotFound => ApiError::invalid(vec![FieldError::new(

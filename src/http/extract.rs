@@ -25,7 +25,7 @@ pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 1000;
 /// The most field errors one answer lists: enough to fix a request, and no
 /// way to make a small request produce a huge answer.
-const MAX_FIELD_ERRORS: usize = 10;
+pub const MAX_FIELD_ERRORS: usize = 10;
 
 /// A JSON body deserialized into `T`. A wrong content type is a 415, a body
 /// over [`MAX_BODY_BYTES`] a 413, and malformed JSON or a wrongly typed field

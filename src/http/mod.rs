@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod agent_tokens;
+pub mod allowed_ip_ranges;
 pub mod api_tokens;
 pub mod audit;
 pub mod auth;
@@ -105,6 +106,17 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(authorize::authorize))
         .routes(routes!(introspect::introspect))
         .routes(routes!(audit::list_audit_logs))
+        .routes(routes!(
+            allowed_ip_ranges::list_allowed_ip_address_ranges,
+            allowed_ip_ranges::create_allowed_ip_address_range
+        ))
+        .routes(routes!(
+            allowed_ip_ranges::bulk_create_allowed_ip_address_ranges
+        ))
+        .routes(routes!(
+            allowed_ip_ranges::bulk_delete_allowed_ip_address_ranges
+        ))
+        .routes(routes!(allowed_ip_ranges::delete_allowed_ip_address_range))
         .routes(routes!(openapi::openapi_json))
 }
 

@@ -31,6 +31,9 @@ pub struct Organization {
     pub created_at: String,
     #[schema(format = DateTime)]
     pub updated_at: String,
+    /// Whether the organization has allowed IP address ranges, and so
+    /// answers management requests only from inside them.
+    pub has_allowed_ip_address_ranges: bool,
     pub created_by: BasicSubjectProfile,
     pub updated_by: BasicSubjectProfile,
     /// Always `false`: agentkey has no SCIM provisioning.
@@ -50,6 +53,7 @@ impl From<&model::Organization> for Organization {
             name: o.name.clone(),
             created_at: rfc3339(o.created_at),
             updated_at: rfc3339(o.updated_at),
+            has_allowed_ip_address_ranges: o.has_allowed_ip_ranges,
             created_by: (&o.created_by).into(),
             updated_by: (&o.updated_by).into(),
             is_scim_enabled: false,
@@ -130,6 +134,7 @@ pub async fn create_organization(
         updated_at: now,
         created_by: actor.clone(),
         updated_by: actor,
+        has_allowed_ip_ranges: false,
     };
     let audit = origin.event(
         caller.0.subject(),

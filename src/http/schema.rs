@@ -206,6 +206,12 @@ pub struct ApiToken {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false, format = DateTime)]
     pub previous_secret_valid_until: Option<String>,
+    /// agentkey's own, agent tokens only: the networks the token may be
+    /// presented from (`/v1/authorize` and `/v1/introspect` refuse it from
+    /// anywhere else). Absent when the token is not bound to any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub allowed_ip_address_ranges: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub roles: Option<Vec<ApiTokenRole>>,
@@ -304,6 +310,8 @@ impl From<&AgentToken> for ApiToken {
             last_rotated_at: t.last_rotated_at.map(rfc3339),
             last_used_at: t.last_used_at.map(rfc3339),
             previous_secret_valid_until: None,
+            allowed_ip_address_ranges: (!t.allowed_ip_ranges.is_empty())
+                .then(|| t.allowed_ip_ranges.clone()),
             roles: Some(vec![ApiTokenRole {
                 entity_id: t.deployment_id.clone(),
                 entity_type: t.role.entity_type().as_str().into(),

@@ -67,6 +67,7 @@ where
             .bind(&t.deployment_id)
             .bind(&t.organization_id)
             .bind(limit)
+            .bind(join_ranges(&t.allowed_ip_ranges))
             .fetch_optional(&mut *tx)
             .await?;
         if inserted.is_some() {

@@ -10,17 +10,19 @@ use async_trait::async_trait;
 use sqlx::{FromRow, Pool, QueryBuilder};
 
 use super::agent_tokens::AgentTokens;
+use super::allowed_ranges::AllowedRanges;
 use super::api_tokens::ApiTokens;
 use super::db::Db;
 use super::revocations::{Revocation, RevocationSink};
 use super::sessions::{SessionCutoffs, Sessions};
 use super::{
-    ApiTokenFilter, AuditQuery, Page, PageRequest, PlaceFilter, Result, Store, WorkspaceDeletion,
+    ApiTokenFilter, AuditQuery, LockOutGuard, Page, PageRequest, PlaceFilter, Result, Store,
+    WorkspaceDeletion,
 };
 use crate::model::{
-    AgentCredential, AgentToken, ApiCredential, ApiToken, ApiTokenChange, AuditEvent,
-    ConsoleSession, Deployment, NewAgentToken, NewApiToken, Organization, RootCredential, Rotation,
-    Workspace,
+    AgentCredential, AgentToken, AllowedIpRange, ApiCredential, ApiToken, ApiTokenChange,
+    AuditEvent, ConsoleSession, Deployment, NewAgentToken, NewApiToken, Organization,
+    RootCredential, Rotation, Workspace,
 };
 use crate::token::Digest;
 
@@ -38,6 +40,13 @@ pub trait Backend: sqlx::Database {
         org: &str,
         id: &str,
     ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Locks the organization's row until the transaction ends, where the
+    /// backend needs a lock for it (its allowlist's limit).
+    fn lock_organization(
+        conn: &mut Self::Connection,
+        org: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Tells the other processes sharing the database, when and only when
     /// the transaction commits, that a secret stopped being valid.
@@ -277,6 +286,47 @@ where
     ) -> Option<tokio::task::JoinHandle<()>> {
         DB::follow_revocations(&self.pool, sink, stop)
     }
+    async fn list_allowed_ip_ranges(
+        &self,
+        org: &str,
+        page: &PageRequest,
+    ) -> Result<Page<AllowedIpRange>> {
+        AllowedRanges(&self.pool).list(org, page).await
+    }
+
+    async fn allowed_ip_ranges_of(&self, org: &str) -> Result<Vec<String>> {
+        AllowedRanges(&self.pool).all_of(org).await
+    }
+
+    async fn create_allowed_ip_ranges(
+        &self,
+        ranges: &[AllowedIpRange],
+        limit: i64,
+        guard: LockOutGuard,
+        audit: &[AuditEvent],
+    ) -> Result<()> {
+        AllowedRanges(&self.pool)
+            .create(ranges, limit, guard, audit)
+            .await
+    }
+
+    async fn delete_allowed_ip_ranges(
+        &self,
+        org: &str,
+        ids: &[String],
+        guard: LockOutGuard,
+        audit: &AuditEvent,
+    ) -> Result<Vec<AllowedIpRange>> {
+        AllowedRanges(&self.pool)
+            .delete(org, ids, guard, audit)
+            .await
+    }
+
+    async fn record_audit_event(&self, event: &AuditEvent) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        Db::<DB>::record(&mut conn, event).await
+    }
+
     async fn create_api_token(&self, new: &NewApiToken, audit: &AuditEvent) -> Result<()> {
         ApiTokens(&self.pool).create(new, audit).await
     }

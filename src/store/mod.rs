@@ -6,6 +6,7 @@
 //! keep only what differs.
 
 mod agent_tokens;
+mod allowed_ranges;
 mod api_tokens;
 mod backend;
 mod db;
@@ -24,8 +25,8 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::model::{
-    AgentCredential, AgentToken, AuditEvent, Deployment, NewAgentToken, Organization,
-    RootCredential, Rotation, Workspace,
+    AgentCredential, AgentToken, AllowedIpRange, AuditEvent, Deployment, NewAgentToken,
+    Organization, RootCredential, Rotation, Workspace,
 };
 use crate::model::{ApiCredential, ApiToken, ApiTokenChange, ConsoleSession, NewApiToken};
 use crate::token::Digest;
@@ -41,6 +42,15 @@ pub enum StoreError {
     /// and the insert (its foreign key refused the row).
     #[error("no such workspace in this organization")]
     WorkspaceNotFound,
+    #[error("the organization already has {limit} allowed IP address ranges, the maximum")]
+    AllowedIpRangeLimit { limit: i64 },
+    /// Ranges already in the organization's allowlist (nothing was added).
+    #[error("already in the allowlist: {}", .0.join(", "))]
+    AllowedIpRangeExists(Vec<String>),
+    /// The change would have left a list that does not allow the address
+    /// its [`LockOutGuard`] keeps (nothing was changed).
+    #[error("the change would lock its caller out")]
+    WouldLockOut,
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://...")]
     UnsupportedUrl(String),
     #[error("database error: {0}")]
@@ -65,6 +75,7 @@ pub enum SortColumn {
     CreatedById,
     UpdatedById,
     StartAt,
+    IpAddressRange,
 }
 
 impl SortColumn {
@@ -77,6 +88,7 @@ impl SortColumn {
             SortColumn::CreatedById => "created_by_id",
             SortColumn::UpdatedById => "updated_by_id",
             SortColumn::StartAt => "start_at",
+            SortColumn::IpAddressRange => "ip_address_range",
         }
     }
 }
@@ -257,6 +269,43 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// One page of the organization's allowlist.
+    async fn list_allowed_ip_ranges(
+        &self,
+        org: &str,
+        page: &PageRequest,
+    ) -> Result<Page<AllowedIpRange>>;
+    /// Every range of the organization's allowlist (normalised text), in
+    /// the order they were added.
+    async fn allowed_ip_ranges_of(&self, org: &str) -> Result<Vec<String>>;
+    /// Adds every range (all of one organization) or none: none when one is
+    /// already there ([`StoreError::AllowedIpRangeExists`] naming each),
+    /// when the organization would hold more than `limit`, or when the list
+    /// would no longer allow what `guard` keeps
+    /// ([`StoreError::WouldLockOut`]). Writes `audit` with them and tells
+    /// the other replicas.
+    async fn create_allowed_ip_ranges(
+        &self,
+        ranges: &[AllowedIpRange],
+        limit: i64,
+        guard: LockOutGuard,
+        audit: &[AuditEvent],
+    ) -> Result<()>;
+    /// Deletes those of `ids` that are ranges of the organization (others,
+    /// and repeats, are passed over) in one transaction, with an audit
+    /// event each (`audit`, given its own id and the range as target);
+    /// answers the deleted ranges. Deletes none when the list left would
+    /// no longer allow what `guard` keeps ([`StoreError::WouldLockOut`]).
+    async fn delete_allowed_ip_ranges(
+        &self,
+        org: &str,
+        ids: &[String],
+        guard: LockOutGuard,
+        audit: &AuditEvent,
+    ) -> Result<Vec<AllowedIpRange>>;
+    /// Appends an event that records no change (a refused request).
+    async fn record_audit_event(&self, event: &AuditEvent) -> Result<()>;
+
     /// Inserts the API token and its roles, in one transaction.
     async fn create_api_token(&self, new: &NewApiToken, audit: &AuditEvent) -> Result<()>;
     /// The organization's API tokens, with their roles; narrowed by
@@ -297,6 +346,18 @@ pub trait Store: Send + Sync + 'static {
     /// Records a form nonce of the session as used; answers whether this
     /// was its first use.
     async fn use_console_nonce(&self, session: &Digest, nonce: &Digest, at: i64) -> Result<bool>;
+}
+
+/// What a change to an organization's allowlist must leave allowed,
+/// decided in the change's own transaction (so two concurrent changes
+/// cannot together shut out a caller that each alone would not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockOutGuard {
+    /// Nothing: the caller is exempt (root) or insists (`?force=true`).
+    Off,
+    /// This client address (`None`: unknown, which no range allows): the
+    /// list left must be empty or allow it.
+    Keep(Option<std::net::IpAddr>),
 }
 
 /// The audit events of one organization that occurred in `[from, until)`,

@@ -21,6 +21,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 /// Locks the deployment's row for the rest of the transaction.
 const LOCK_DEPLOYMENT: &str =
     "SELECT 1 FROM deployments WHERE organization_id = $1 AND id = $2 FOR UPDATE";
+/// Locks the organization's row for the rest of the transaction.
+const LOCK_ORGANIZATION: &str = "SELECT 1 FROM organizations WHERE id = $1 FOR UPDATE";
 /// Publishes a revocation to every replica's follower.
 const NOTIFY: &str = "SELECT pg_notify($1, $2)";
 
@@ -38,6 +40,16 @@ impl Backend for Postgres {
             .fetch_optional(conn)
             .await?;
         Ok(found.is_some())
+    }
+
+    /// Concurrent changes to one organization's allowlist, from any
+    /// replica, queue on its row.
+    async fn lock_organization(conn: &mut PgConnection, org: &str) -> Result<()> {
+        sqlx::query(LOCK_ORGANIZATION)
+            .bind(org)
+            .execute(conn)
+            .await?;
+        Ok(())
     }
 
     /// Called inside the transaction that makes the revocation: PostgreSQL

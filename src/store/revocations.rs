@@ -46,6 +46,8 @@ pub enum Revocation {
     Token(String),
     /// A deployment was deleted, and with it all its tokens.
     Deployment(String),
+    /// An organization's allowlist of IP address ranges changed.
+    AllowList(String),
 }
 
 impl Revocation {
@@ -53,6 +55,7 @@ impl Revocation {
         match self {
             Revocation::Token(id) => format!("token:{id}"),
             Revocation::Deployment(id) => format!("deployment:{id}"),
+            Revocation::AllowList(id) => format!("allowlist:{id}"),
         }
     }
 
@@ -60,6 +63,7 @@ impl Revocation {
         match payload.split_once(':')? {
             ("token", id) => Some(Revocation::Token(id.to_string())),
             ("deployment", id) => Some(Revocation::Deployment(id.to_string())),
+            ("allowlist", id) => Some(Revocation::AllowList(id.to_string())),
             _ => None,
         }
     }
@@ -200,6 +204,7 @@ mod tests {
         for revocation in [
             Revocation::Token("c1".into()),
             Revocation::Deployment("c2".into()),
+            Revocation::AllowList("c3".into()),
         ] {
             assert_eq!(Revocation::parse(&revocation.payload()), Some(revocation));
         }

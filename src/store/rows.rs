@@ -84,6 +84,7 @@ pub struct OrganizationRow {
     pub name: String,
     pub created_at: i64,
     pub updated_at: i64,
+    pub allowed_ip_range_count: i64,
     #[sqlx(flatten)]
     pub makers: MakersRow,
 }
@@ -96,6 +97,7 @@ impl From<OrganizationRow> for crate::model::Organization {
             name: r.name,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            has_allowed_ip_ranges: r.allowed_ip_range_count > 0,
             created_by,
             updated_by,
         }
@@ -193,6 +195,7 @@ pub struct AgentTokenRow {
     pub last_used_at: Option<i64>,
     pub last_rotated_at: Option<i64>,
     pub previous_valid_until: Option<i64>,
+    pub allowed_ip_ranges: Option<String>,
 }
 
 impl From<AgentTokenRow> for AgentToken {
@@ -223,6 +226,9 @@ impl From<AgentTokenRow> for AgentToken {
             last_used_at: r.last_used_at,
             last_rotated_at: r.last_rotated_at,
             previous_secret_valid_until: r.previous_valid_until,
+            allowed_ip_ranges: split_ranges(r.allowed_ip_ranges.as_deref())
+                .map(str::to_string)
+                .collect(),
         }
     }
 }
@@ -240,6 +246,7 @@ pub struct AgentCredentialRow {
     pub previous_digest: Option<String>,
     pub previous_valid_until: Option<i64>,
     pub previous_issued_at: Option<i64>,
+    pub allowed_ip_ranges: Option<String>,
 }
 
 impl AgentCredentialRow {
@@ -266,6 +273,11 @@ impl AgentCredentialRow {
             end_at: self.end_at,
             grace_until,
             issued_at,
+            // An entry that does not parse (a hand-edited row) binds the
+            // token to nowhere, never to everywhere.
+            allowed_networks: crate::allowlist::networks_of(split_ranges(
+                self.allowed_ip_ranges.as_deref(),
+            )),
         })
     }
 }
@@ -411,5 +423,41 @@ impl ApiTokenRow {
             ),
             last_rotated_at: self.last_rotated_at,
         })
+    }
+}
+
+/// The entries of an `allowed_ip_ranges` column (space-separated).
+pub fn split_ranges(column: Option<&str>) -> impl Iterator<Item = &str> {
+    column.unwrap_or_default().split_ascii_whitespace()
+}
+
+/// The column text of a token's networks: `None` when there are none.
+pub fn join_ranges(ranges: &[String]) -> Option<String> {
+    (!ranges.is_empty()).then(|| ranges.join(" "))
+}
+
+#[derive(FromRow)]
+pub struct AllowedIpRangeRow {
+    pub id: String,
+    pub organization_id: String,
+    pub ip_address_range: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    #[sqlx(flatten)]
+    pub makers: MakersRow,
+}
+
+impl From<AllowedIpRangeRow> for crate::model::AllowedIpRange {
+    fn from(r: AllowedIpRangeRow) -> Self {
+        let (created_by, updated_by) = r.makers.into_subjects();
+        crate::model::AllowedIpRange {
+            id: r.id,
+            organization_id: r.organization_id,
+            ip_address_range: r.ip_address_range,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            created_by,
+            updated_by,
+        }
     }
 }

@@ -10,7 +10,9 @@
 macro_rules! organization_columns {
     () => {
         "id, name, created_at, updated_at, created_by_id, created_by_type, created_by_name, \
-         updated_by_id, updated_by_type, updated_by_name"
+         updated_by_id, updated_by_type, updated_by_name, \
+         (SELECT COUNT(*) FROM allowed_ip_ranges r WHERE r.organization_id = organizations.id) \
+         AS allowed_ip_range_count"
     };
 }
 // A workspace is read with its organization's name (a key lookup per row).
@@ -34,7 +36,13 @@ macro_rules! agent_token_columns {
         "id, organization_id, deployment_id, name, description, short_token, role, \
          expiry_period_in_days, start_at, end_at, created_at, updated_at, created_by_id, \
          created_by_type, created_by_name, updated_by_id, updated_by_type, updated_by_name, \
-         last_used_at, last_rotated_at, previous_valid_until"
+         last_used_at, last_rotated_at, previous_valid_until, allowed_ip_ranges"
+    };
+}
+macro_rules! allowed_ip_range_columns {
+    () => {
+        "id, organization_id, ip_address_range, created_at, updated_at, created_by_id, \
+         created_by_type, created_by_name, updated_by_id, updated_by_type, updated_by_name"
     };
 }
 macro_rules! audit_event_columns {
@@ -58,6 +66,7 @@ pub const DEPLOYMENT_COLUMNS: &str = deployment_columns!();
 pub const AGENT_TOKEN_COLUMNS: &str = agent_token_columns!();
 pub const AUDIT_EVENT_COLUMNS: &str = audit_event_columns!();
 pub const API_TOKEN_COLUMNS: &str = api_token_columns!();
+pub const ALLOWED_IP_RANGE_COLUMNS: &str = allowed_ip_range_columns!();
 pub const API_TOKEN_ROLE_COLUMNS: &str = "token_id, entity_type, entity_id, role";
 
 pub const PING: &str = "SELECT 1";
@@ -144,14 +153,16 @@ pub const DELETE_ROLES_ON_DEPLOYMENT: &str =
 pub const DELETE_DEPLOYMENT: &str =
     "DELETE FROM deployments WHERE organization_id = $1 AND id = $2 RETURNING id";
 
-/// Inserts an agent token ($1..$19) only if its deployment ($20, in
-/// organization $21) exists and holds fewer than $22 tokens: one statement,
-/// so the count and the insert are one atomic step.
+/// Inserts an agent token ($1..$19, and its networks $23) only if its
+/// deployment ($20, in organization $21) exists and holds fewer than $22
+/// tokens: one statement, so the count and the insert are one atomic step.
 pub const INSERT_AGENT_TOKEN_WITHIN_LIMIT: &str = "INSERT INTO agent_tokens \
     (id, organization_id, deployment_id, name, description, short_token, secret_digest, role, \
     expiry_period_in_days, start_at, end_at, created_at, updated_at, created_by_id, \
-    created_by_type, created_by_name, updated_by_id, updated_by_type, updated_by_name) \
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19 \
+    created_by_type, created_by_name, updated_by_id, updated_by_type, updated_by_name, \
+    allowed_ip_ranges) \
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+    $23 \
     WHERE EXISTS (SELECT 1 FROM deployments WHERE id = $20 AND organization_id = $21) \
     AND (SELECT COUNT(*) FROM agent_tokens WHERE deployment_id = $20) < $22 RETURNING id";
 pub const GET_AGENT_TOKEN: &str = concat!(
@@ -177,7 +188,8 @@ pub const ROTATE_AGENT_TOKEN: &str = concat!(
 );
 pub const FIND_AGENT_CREDENTIAL: &str = "SELECT id, organization_id, deployment_id, name, \
     end_at, start_at, last_rotated_at, secret_digest, previous_digest, previous_valid_until, \
-    previous_issued_at FROM agent_tokens WHERE secret_digest = $1 OR previous_digest = $1";
+    previous_issued_at, allowed_ip_ranges FROM agent_tokens \
+    WHERE secret_digest = $1 OR previous_digest = $1";
 /// Raises `last_used_at` to $1, never lowering it (the larger of the two,
 /// spelled with `CASE`: SQLite says `MAX(a, b)`, PostgreSQL `GREATEST`).
 pub const RECORD_AGENT_TOKEN_USE: &str = "UPDATE agent_tokens SET last_used_at = \
@@ -218,3 +230,20 @@ pub const DELETE_API_TOKEN: &str =
 pub const INSERT_API_TOKEN_ROLE: &str = "INSERT INTO api_token_roles \
     (token_id, entity_type, entity_id, role) VALUES ($1, $2, $3, $4)";
 pub const CLEAR_API_TOKEN_ROLES: &str = "DELETE FROM api_token_roles WHERE token_id = $1";
+
+/// Inserts one range of organization $2's allowlist unless the organization
+/// already holds $12 ranges or this very range: the count, the uniqueness
+/// and the insert are one statement. Answers the id when it inserted.
+pub const INSERT_ALLOWED_IP_RANGE_WITHIN_LIMIT: &str = "INSERT INTO allowed_ip_ranges \
+    (id, organization_id, ip_address_range, created_at, updated_at, created_by_id, \
+    created_by_type, created_by_name, updated_by_id, updated_by_type, updated_by_name) \
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
+    WHERE (SELECT COUNT(*) FROM allowed_ip_ranges WHERE organization_id = $2) < $12 \
+    ON CONFLICT (organization_id, ip_address_range) DO NOTHING RETURNING id";
+/// The ranges of organization $1, in the order they were added.
+pub const ALLOWED_IP_RANGES_OF: &str = "SELECT ip_address_range FROM allowed_ip_ranges \
+    WHERE organization_id = $1 ORDER BY created_at, id";
+pub const DELETE_ALLOWED_IP_RANGE: &str = concat!(
+    "DELETE FROM allowed_ip_ranges WHERE organization_id = $1 AND id = $2 RETURNING ",
+    allowed_ip_range_columns!()
+);

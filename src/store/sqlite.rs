@@ -29,6 +29,12 @@ impl Backend for Sqlite {
         Ok(true)
     }
 
+    /// SQLite has one writer at a time: the transaction's first insert
+    /// waits for it, and the count in each insert sees every earlier one.
+    async fn lock_organization(_: &mut SqliteConnection, _: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// No one to tell: only this process uses the file.
     async fn announce(_: &mut SqliteConnection, _: Revocation) -> Result<()> {
         Ok(())

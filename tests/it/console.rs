@@ -150,6 +150,7 @@ on_every_backend!(
     offers_only_roles_the_credential_may_confer,
     the_audit_log_filters_and_pages,
     edits_a_workspace_and_a_deployment_as_the_api_allows,
+    manages_the_allowlist_and_token_networks,
 );
 
 async fn signs_in_and_out_with_a_strict_cookie(app: TestApp) {
@@ -982,4 +983,177 @@ async fn edits_a_workspace_and_a_deployment_as_the_api_allows(app: TestApp) {
         assert_eq!(refused.status, StatusCode::FORBIDDEN);
         assert_eq!(app.get(&api_path).await.body["name"], "renamed here");
     }
+}
+
+/// The organization's allowed IP address ranges and an agent token's
+/// networks, edited in the console: errors next to the field, the
+/// lock-out protection (in-process requests have no address, so an API
+/// token's session is outside any list), CSRF, and root's exemption.
+async fn manages_the_allowlist_and_token_networks(app: TestApp) {
+    let t = app.tenant().await;
+    let owner = api_token(&app, &t.org, "ORGANIZATION_OWNER", "ORGANIZATION", &t.org).await;
+    let page_path = format!("/console/organizations/{}/allowed-ip-address-ranges", t.org);
+    let api_path = format!("/v1/organizations/{}/allowed-ip-address-ranges", t.org);
+
+    let mut root = Browser::new(&app);
+    root.sign_in(&app.root).await;
+    let org_page = root.get(&format!("/console/organizations/{}", t.org)).await;
+    assert!(org_page.html.contains(&page_path), "{}", org_page.html);
+    let page = root.get(&page_path).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert!(page.html.contains("The list is empty"));
+    let csrf = page.hidden("csrf");
+
+    // A range not in normalised form: the API's words next to the field.
+    let refused = root
+        .post(
+            &page_path,
+            &[("csrf", &csrf), ("ipAddressRange", "10.1.2.3/8")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(
+        refused.html.contains("id=\"range-error\""),
+        "{}",
+        refused.html
+    );
+    assert!(refused.html.contains("10.0.0.0/8"));
+    assert!(listed_ranges(&app, &api_path).await.is_empty());
+    // Without the CSRF token nothing changes.
+    let forged = root
+        .post(&page_path, &[("ipAddressRange", "192.0.2.0/24")])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert!(listed_ranges(&app, &api_path).await.is_empty());
+
+    let added = root
+        .post(
+            &page_path,
+            &[("csrf", &csrf), ("ipAddressRange", "192.0.2.0/24")],
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.html);
+    let page = root.get(&page_path).await;
+    assert!(
+        page.html.contains("<code>192.0.2.0/24</code>"),
+        "{}",
+        page.html
+    );
+    assert!(page
+        .html
+        .contains("answers API tokens only from these ranges"));
+    assert_eq!(listed_ranges(&app, &api_path).await, ["192.0.2.0/24"]);
+    let org_page = root.get(&format!("/console/organizations/{}", t.org)).await;
+    assert!(org_page.html.contains("(enforced)"));
+
+    // An owner's session, from no known address, is refused.
+    let mut person = Browser::new(&app);
+    person.sign_in(&owner).await;
+    let shut_out = person.get(&page_path).await;
+    assert_eq!(shut_out.status, StatusCode::FORBIDDEN, "{}", shut_out.html);
+    assert!(
+        shut_out.html.contains("is not allowed"),
+        "{}",
+        shut_out.html
+    );
+
+    // Root deletes the range; the owner is let in again.
+    let range_id = app.get(&api_path).await.body["allowedIpAddressRanges"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deleted = root
+        .post(
+            &format!("{page_path}/{range_id}/delete"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER, "{}", deleted.html);
+    assert!(listed_ranges(&app, &api_path).await.is_empty());
+    let page = person.get(&page_path).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert!(page.html.contains("<code>unknown</code>"));
+    let person_csrf = page.hidden("csrf");
+
+    // The owner cannot lock itself out by mistake, only on purpose.
+    let locked = person
+        .post(
+            &page_path,
+            &[("csrf", &person_csrf), ("ipAddressRange", "192.0.2.0/24")],
+        )
+        .await;
+    assert_eq!(locked.status, StatusCode::BAD_REQUEST);
+    assert!(locked.html.contains("lock you out"), "{}", locked.html);
+    assert!(listed_ranges(&app, &api_path).await.is_empty());
+    let forced = person
+        .post(
+            &page_path,
+            &[
+                ("csrf", &person_csrf),
+                ("ipAddressRange", "192.0.2.0/24"),
+                ("force", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(forced.status, StatusCode::SEE_OTHER, "{}", forced.html);
+    assert_eq!(person.get(&page_path).await.status, StatusCode::FORBIDDEN);
+
+    // An agent token bound to networks, from the deployment's form.
+    let dep_path = format!(
+        "/console/organizations/{}/deployments/{}",
+        t.org, t.deployment
+    );
+    let page = root.get(&dep_path).await;
+    assert!(page.html.contains("Usable from (IP address ranges)"));
+    let bad = root
+        .post(
+            &format!("{dep_path}/agent-tokens"),
+            &[
+                ("csrf", &page.hidden("csrf")),
+                ("nonce", &page.hidden("nonce")),
+                ("name", "bound"),
+                ("allowedIpAddressRanges", "10.1.2.3/8"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(
+        bad.html.contains("id=\"token-networks-error\""),
+        "{}",
+        bad.html
+    );
+    let page = root.get(&dep_path).await;
+    let created = root
+        .post(
+            &format!("{dep_path}/agent-tokens"),
+            &[
+                ("csrf", &page.hidden("csrf")),
+                ("nonce", &page.hidden("nonce")),
+                ("name", "bound"),
+                ("allowedIpAddressRanges", "10.0.0.0/8, 2001:db8::/32"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.html);
+    let page = root.get(&dep_path).await;
+    assert!(
+        page.html.contains("<td>10.0.0.0/8, 2001:db8::/32</td>"),
+        "{}",
+        page.html
+    );
+    let tokens = app.get(t.tokens_path()).await;
+    assert_eq!(
+        tokens.body["tokens"][0]["allowedIpAddressRanges"],
+        json!(["10.0.0.0/8", "2001:db8::/32"])
+    );
+}
+
+async fn listed_ranges(app: &TestApp, api_path: &str) -> Vec<String> {
+    let reply = app.get(api_path).await;
+    reply.body["allowedIpAddressRanges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["ipAddressRange"].as_str().unwrap().to_string())
+        .collect()
 }

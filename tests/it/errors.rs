@@ -195,6 +195,11 @@ async fn the_openapi_document_covers_every_route(app: TestApp) {
         ("/v1/organizations/{organizationId}/tokens/{tokenId}", "delete"),
         ("/v1/organizations/{organizationId}/tokens/{tokenId}/roles", "post"),
         ("/v1/organizations/{organizationId}/tokens/{tokenId}/rotate", "post"),
+        ("/v1/organizations/{organizationId}/allowed-ip-address-ranges", "get"),
+        ("/v1/organizations/{organizationId}/allowed-ip-address-ranges", "post"),
+        ("/v1/organizations/{organizationId}/allowed-ip-address-ranges/bulk-create", "post"),
+        ("/v1/organizations/{organizationId}/allowed-ip-address-ranges/bulk-delete", "post"),
+        ("/v1/organizations/{organizationId}/allowed-ip-address-ranges/{allowedIpAddressRangeId}", "delete"),
     ];
     let documented: usize = paths
         .values()

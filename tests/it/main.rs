@@ -9,6 +9,7 @@ mod common;
 
 mod abuse;
 mod agent_tokens;
+mod allowed_ip_ranges;
 mod api_tokens;
 mod audit;
 mod authorize;
@@ -20,6 +21,7 @@ mod durability;
 mod e2e_binary;
 mod errors;
 mod first_start;
+mod gateway_nginx;
 mod introspect;
 mod list_edges;
 mod metrics;

@@ -663,6 +663,10 @@ async fn the_document_says_what_the_server_enforces(app: TestApp) {
 /// below sends it whole, with only its required fields, and without each
 /// required field in turn.
 fn sample_body(operation_id: &str, ids: &Ids) -> Value {
+    fn fresh() -> u8 {
+        static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
     match operation_id {
         "CreateOrganization" => json!({"name": "org b"}),
         "CreateWorkspace" => json!({"name": "ws b", "description": "d"}),
@@ -678,6 +682,15 @@ fn sample_body(operation_id: &str, ids: &Ids) -> Value {
             "entityId": ids.workspace, "kind": "STANDARD", "tokenExpiryPeriodInDays": 7
         }),
         "UpdateApiToken" => json!({"name": "renamed", "description": "d"}),
+        // A range can be added once: each sample is a range not sent before.
+        "CreateAllowedIpAddressRange" => {
+            json!({"ipAddressRange": format!("10.{}.0.0/16", fresh())})
+        }
+        "BulkCreateAllowedIpAddressRanges" => {
+            let n = fresh();
+            json!({"allowedIpAddressRanges": [format!("10.{n}.0.0/16"), format!("2001:db8:{n:x}::/48")]})
+        }
+        "BulkDeleteAllowedIpAddressRanges" => json!({"allowedIpAddressRangeIds": ["unknown"]}),
         "UpdateOrganization" => json!({"name": "org renamed", "isScimEnabled": false}),
         "UpdateWorkspace" => {
             json!({"name": "ws renamed", "description": "d", "cicdEnforcedDefault": true})
@@ -765,7 +778,7 @@ async fn required_request_fields_are_required_by_both(app: TestApp) {
         let reply = app
             .send(method.clone(), &path, Some(&app.root), Some(sample.clone()))
             .await;
-        assert_eq!(reply.status, StatusCode::OK, "{id} {}", reply.body);
+        assert!(reply.status.is_success(), "{id} {}", reply.body);
         doc.answer(method.clone(), &template, &reply);
 
         let resolved = doc.resolve(&schema);
@@ -778,7 +791,8 @@ async fn required_request_fields_are_required_by_both(app: TestApp) {
             .flat_map(|p| p["required"].as_array().cloned().unwrap_or_default())
             .map(|v| v.as_str().unwrap().to_string())
             .collect();
-        let minimal: Map<String, Value> = sample
+        // A second sample: some bodies (allowlist ranges) can be sent once.
+        let minimal: Map<String, Value> = sample_body(id, &ids)
             .as_object()
             .unwrap()
             .iter()
@@ -799,10 +813,10 @@ async fn required_request_fields_are_required_by_both(app: TestApp) {
                 Some(Value::Object(minimal.clone())),
             )
             .await;
-        assert_eq!(
+        assert!(
+            reply.status.is_success(),
+            "{id} with {minimal:?}: {} {}",
             reply.status,
-            StatusCode::OK,
-            "{id} with {minimal:?}: {}",
             reply.body
         );
 

@@ -17,6 +17,7 @@ async fn organizations_are_created_listed_and_fetched(app: TestApp) {
             "allowEnhancedSupportAccess",
             "createdAt",
             "createdBy",
+            "hasAllowedIpAddressRanges",
             "id",
             "isBlockedEnableAiFeatures",
             "isScimEnabled",
@@ -26,6 +27,7 @@ async fn organizations_are_created_listed_and_fetched(app: TestApp) {
             "updatedBy"
         ]
     );
+    assert_eq!(created.body["hasAllowedIpAddressRanges"], false);
     assert_eq!(created.body["createdAt"], "2022-11-22T04:37:12Z");
     let id = str_of(&created.body, "id");
 

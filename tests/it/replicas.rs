@@ -479,3 +479,60 @@ async fn a_silent_listener_connection_costs_no_pool_connection() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "PostgreSQL: set AGENTKEY_TEST_DATABASE_URL to run it"
+)]
+async fn an_allowlist_change_reaches_the_other_replica_within_a_second() {
+    let Some((_db, a, b, _proxy, root)) = two_replicas(Settings::default()).await else {
+        return;
+    };
+    let dep = deployment(&a, &root).await;
+    let org = dep.split('/').nth(3).unwrap().to_string();
+    let (_, owner) = a
+        .call(
+            Method::POST,
+            &format!("/v1/organizations/{org}/tokens"),
+            &root,
+            Some(json!({ "name": "o", "scope": "ORGANIZATION", "role": "ORGANIZATION_OWNER" })),
+        )
+        .await;
+    let owner = owner["token"].as_str().unwrap().to_string();
+    let org_path = format!("/v1/organizations/{org}");
+    // B reads, and caches, the empty list: the owner is let in.
+    assert_eq!(
+        b.call(Method::GET, &org_path, &owner, None).await.0,
+        StatusCode::OK
+    );
+    // A range added on A: B refuses the owner, whose in-process requests
+    // have no address, so are outside every range.
+    let ranges = format!("{org_path}/allowed-ip-address-ranges");
+    let (status, range) = a
+        .call(
+            Method::POST,
+            &ranges,
+            &root,
+            Some(json!({ "ipAddressRange": "192.0.2.0/24" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{range}");
+    let took = within(Duration::from_secs(1), async || {
+        b.call(Method::GET, &org_path, &owner, None).await.0 == StatusCode::FORBIDDEN
+    })
+    .await;
+    eprintln!("allowlist addition seen by the other replica after {took:?}");
+    // Deleted on B: A lets the owner in again.
+    assert_eq!(
+        a.call(Method::GET, &org_path, &owner, None).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let range_path = format!("{ranges}/{}", range["id"].as_str().unwrap());
+    let (status, _) = b.call(Method::DELETE, &range_path, &root, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    within(Duration::from_secs(1), async || {
+        a.call(Method::GET, &org_path, &owner, None).await.0 == StatusCode::OK
+    })
+    .await;
+}

@@ -9,12 +9,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use agentkey::model::{
-    AgentCredential, AgentToken, Deployment, DeploymentType, NewAgentToken, Organization,
-    RootCredential, Rotation, Subject, SubjectType, Workspace, AGENT_ROLE,
+    AgentCredential, AgentToken, AllowedIpRange, AuditEvent, Deployment, DeploymentType,
+    NewAgentToken, Organization, RootCredential, Rotation, Subject, SubjectType, Workspace,
+    AGENT_ROLE,
 };
 use agentkey::model::{ApiCredential, ApiToken, ApiTokenChange, ApiTokenEdit, NewApiToken};
 use agentkey::roles::{EntityType, Role, RoleGrant};
-use agentkey::store::{self, PageRequest, Sort, SortColumn, Store, StoreError};
+use agentkey::store::{self, LockOutGuard, PageRequest, Sort, SortColumn, Store, StoreError};
 use agentkey::store::{ApiTokenFilter, PlaceFilter, WorkspaceDeletion};
 use agentkey::token::{new_id, Digest};
 
@@ -113,11 +114,17 @@ contract! {
         registry_fields_round_trip,
         registry_updates_write_whole_with_their_event,
         a_workspace_is_deleted_only_when_empty,
+        allowed_ranges_round_trip,
+        allowed_ranges_are_added_all_or_none,
+        allowed_ranges_are_deleted_in_bulk,
+        allowlist_changes_keep_the_guarded_address,
+        agent_token_networks_round_trip,
     ],
     urls: [
         concurrent_creates_through_two_pools_hold_the_limit,
         old_rows_take_their_makers_from_the_audit_trail,
         unknown_stored_names_are_refused_where_read,
+        concurrent_range_creates_through_two_pools_hold_the_limit,
     ],
 }
 
@@ -191,6 +198,7 @@ fn org_named(name: &str, at: i64) -> Organization {
         updated_at: at,
         created_by: user("creator"),
         updated_by: user("creator"),
+        has_allowed_ip_ranges: false,
     }
 }
 
@@ -262,6 +270,7 @@ fn token_in(dep: &Deployment, name: &str, at: i64) -> NewAgentToken {
             last_used_at: None,
             last_rotated_at: None,
             previous_secret_valid_until: None,
+            allowed_ip_ranges: Vec::new(),
         },
         secret_digest: Digest::of(&format!("akagt_secret_{}", new_id())),
     }
@@ -425,6 +434,7 @@ impl Listed for AgentToken {
             SortColumn::CreatedById => Key::Text(&self.created_by.id),
             SortColumn::UpdatedById => Key::Text(&self.updated_by.id),
             SortColumn::StartAt => Key::Int(self.start_at),
+            SortColumn::IpAddressRange => no_such_column(column),
         }
     }
 }
@@ -879,6 +889,7 @@ async fn agent_tokens_round_trip(store: Arc<dyn Store>) {
             grace_until: None,
             issued_at: full.token.start_at,
             secret_digest: full.secret_digest,
+            allowed_networks: Vec::new(),
         })
     );
     let unknown = Digest::of("akagt_never_issued");
@@ -2168,6 +2179,31 @@ fn event_in(org: &Organization, action: &str) -> agentkey::model::AuditEvent {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Allowed IP address ranges
+// ---------------------------------------------------------------------------
+
+fn range_in(org: &Organization, cidr: &str, at: i64) -> AllowedIpRange {
+    AllowedIpRange {
+        id: new_id(),
+        organization_id: org.id.clone(),
+        ip_address_range: cidr.into(),
+        created_at: at,
+        updated_at: at,
+        created_by: user("creator"),
+        updated_by: user("creator"),
+    }
+}
+
+fn range_audit(org: &Organization, action: &str, target: &str) -> AuditEvent {
+    AuditEvent {
+        organization_id: Some(org.id.clone()),
+        action: action.into(),
+        target_id: target.into(),
+        ..crate::common::audit()
+    }
+}
+
 async fn registry_fields_round_trip(store: Arc<dyn Store>) {
     let org = Organization {
         created_by: service_key("c00000000000000000000tok1", "ci"),
@@ -2672,4 +2708,364 @@ async fn postgres_a_deployment_committed_during_a_workspace_delete_keeps_it() {
         store.close().await;
     })
     .await;
+}
+
+async fn audit_count(store: &dyn Store, org: &Organization) -> i64 {
+    store
+        .list_audit_events(&org.id, &Default::default(), &all())
+        .await
+        .expect("audit")
+        .total
+}
+
+async fn allowed_ranges_round_trip(store: Arc<dyn Store>) {
+    let (org, _, _) = scaffold(store.as_ref()).await;
+    let other = org_named("other", 1);
+    store
+        .create_organization(&other, &crate::common::audit())
+        .await
+        .expect("other org");
+    assert!(
+        !store
+            .get_organization(&org.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .has_allowed_ip_ranges
+    );
+
+    let ranges = [
+        range_in(&org, "10.0.0.0/8", 10),
+        range_in(&org, "2001:db8::/32", 11),
+        range_in(&org, "192.0.2.7/32", 12),
+    ];
+    let events: Vec<AuditEvent> = ranges
+        .iter()
+        .map(|r| range_audit(&org, "allowedIpAddressRange.create", &r.id))
+        .collect();
+    store
+        .create_allowed_ip_ranges(&ranges, 1000, LockOutGuard::Off, &events)
+        .await
+        .expect("create");
+    assert_eq!(
+        audit_count(store.as_ref(), &org).await,
+        3,
+        "one event per range"
+    );
+
+    let got = store.get_organization(&org.id).await.unwrap().unwrap();
+    assert!(got.has_allowed_ip_ranges);
+    let listed = store.list_organizations(&all()).await.unwrap().items;
+    let flags: Vec<(String, bool)> = listed
+        .iter()
+        .map(|o| (o.id.clone(), o.has_allowed_ip_ranges))
+        .collect();
+    assert!(flags.contains(&(org.id.clone(), true)));
+    assert!(flags.contains(&(other.id.clone(), false)));
+
+    let page = store
+        .list_allowed_ip_ranges(&org.id, &all())
+        .await
+        .expect("list");
+    assert_eq!(page.total, 3);
+    assert_eq!(page.items, ranges.to_vec(), "created order, whole records");
+    assert_eq!(
+        store.allowed_ip_ranges_of(&org.id).await.unwrap(),
+        vec!["10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32"]
+    );
+    // Sorted by the range's text (byte order), and paged.
+    let by_text = store
+        .list_allowed_ip_ranges(
+            &org.id,
+            &PageRequest {
+                offset: 1,
+                limit: 1,
+                sorts: vec![Sort {
+                    column: SortColumn::IpAddressRange,
+                    descending: false,
+                }],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_text.total, 3);
+    assert_eq!(by_text.items[0].ip_address_range, "192.0.2.7/32");
+    assert!(store
+        .list_allowed_ip_ranges(&other.id, &all())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert!(store
+        .allowed_ip_ranges_of(&other.id)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn allowed_ranges_are_added_all_or_none(store: Arc<dyn Store>) {
+    let (org, _, _) = scaffold(store.as_ref()).await;
+    let first = [range_in(&org, "10.0.0.0/8", 10)];
+    store
+        .create_allowed_ip_ranges(&first, 3, LockOutGuard::Off, &[range_audit(&org, "a", "t")])
+        .await
+        .expect("first");
+    let before = audit_count(store.as_ref(), &org).await;
+
+    // One already present: nothing added, the present one named.
+    let clash = [
+        range_in(&org, "172.16.0.0/12", 11),
+        range_in(&org, "10.0.0.0/8", 11),
+    ];
+    match store
+        .create_allowed_ip_ranges(&clash, 3, LockOutGuard::Off, &[range_audit(&org, "a", "t")])
+        .await
+    {
+        Err(StoreError::AllowedIpRangeExists(present)) => assert_eq!(present, ["10.0.0.0/8"]),
+        other => panic!("expected AllowedIpRangeExists, got {other:?}"),
+    }
+    // Over the limit: nothing added either.
+    let many = [
+        range_in(&org, "172.16.0.0/12", 12),
+        range_in(&org, "192.168.0.0/16", 12),
+        range_in(&org, "fc00::/7", 12),
+    ];
+    match store
+        .create_allowed_ip_ranges(&many, 3, LockOutGuard::Off, &[range_audit(&org, "a", "t")])
+        .await
+    {
+        Err(StoreError::AllowedIpRangeLimit { limit: 3 }) => {}
+        other => panic!("expected AllowedIpRangeLimit, got {other:?}"),
+    }
+    assert_eq!(
+        store.allowed_ip_ranges_of(&org.id).await.unwrap(),
+        vec!["10.0.0.0/8"]
+    );
+    assert_eq!(audit_count(store.as_ref(), &org).await, before, "no event");
+    // Up to the limit exactly is fine.
+    store
+        .create_allowed_ip_ranges(&many[..2], 3, LockOutGuard::Off, &[])
+        .await
+        .expect("up to the limit");
+    assert_eq!(store.allowed_ip_ranges_of(&org.id).await.unwrap().len(), 3);
+}
+
+async fn allowed_ranges_are_deleted_in_bulk(store: Arc<dyn Store>) {
+    let (org, _, _) = scaffold(store.as_ref()).await;
+    let other = org_named("other", 1);
+    store
+        .create_organization(&other, &crate::common::audit())
+        .await
+        .unwrap();
+    let ours = [
+        range_in(&org, "10.0.0.0/8", 10),
+        range_in(&org, "2001:db8::/32", 11),
+        range_in(&org, "192.0.2.7/32", 12),
+    ];
+    let theirs = [range_in(&other, "10.0.0.0/8", 10)];
+    store
+        .create_allowed_ip_ranges(&ours, 1000, LockOutGuard::Off, &[])
+        .await
+        .unwrap();
+    store
+        .create_allowed_ip_ranges(&theirs, 1000, LockOutGuard::Off, &[])
+        .await
+        .unwrap();
+    let before = audit_count(store.as_ref(), &org).await;
+
+    // Repeats, an unknown id and another organization's id are passed over.
+    let ids = vec![
+        ours[0].id.clone(),
+        ours[0].id.clone(),
+        new_id(),
+        theirs[0].id.clone(),
+        ours[2].id.clone(),
+    ];
+    let template = range_audit(&org, "allowedIpAddressRange.delete", "");
+    let deleted = store
+        .delete_allowed_ip_ranges(&org.id, &ids, LockOutGuard::Off, &template)
+        .await
+        .expect("delete");
+    assert_eq!(deleted, vec![ours[0].clone(), ours[2].clone()]);
+    assert_eq!(
+        store.allowed_ip_ranges_of(&org.id).await.unwrap(),
+        vec!["2001:db8::/32"]
+    );
+    assert_eq!(
+        store.allowed_ip_ranges_of(&other.id).await.unwrap(),
+        vec!["10.0.0.0/8"]
+    );
+    let events = store
+        .list_audit_events(&org.id, &Default::default(), &all())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        events.len() as i64,
+        before + 2,
+        "one event per deleted range"
+    );
+    let targets: BTreeSet<&str> = events[events.len() - 2..]
+        .iter()
+        .map(|e| e.target_id.as_str())
+        .collect();
+    assert_eq!(
+        targets,
+        BTreeSet::from([ours[0].id.as_str(), ours[2].id.as_str()])
+    );
+    // Nothing left to delete: an empty answer, no event.
+    let again = store
+        .delete_allowed_ip_ranges(&org.id, &ids, LockOutGuard::Off, &template)
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    assert_eq!(audit_count(store.as_ref(), &org).await, before + 2);
+    store
+        .delete_allowed_ip_ranges(&org.id, &[ours[1].id.clone()], LockOutGuard::Off, &template)
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .get_organization(&org.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .has_allowed_ip_ranges
+    );
+}
+
+async fn agent_token_networks_round_trip(store: Arc<dyn Store>) {
+    let (_, _, dep) = scaffold(store.as_ref()).await;
+    let mut bound = token_in(&dep, "bound", 10);
+    bound.token.allowed_ip_ranges = vec!["127.0.0.2/32".into(), "2001:db8::/32".into()];
+    let free = token_in(&dep, "free", 11);
+    for t in [&bound, &free] {
+        store
+            .create_agent_token(t, 50, &crate::common::audit())
+            .await
+            .expect("create");
+    }
+    let got = store
+        .get_agent_token(&dep.organization_id, &dep.id, &bound.token.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, bound.token);
+    let got = store
+        .get_agent_token(&dep.organization_id, &dep.id, &free.token.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(got.allowed_ip_ranges.is_empty());
+    let credential = store
+        .find_agent_credential(&bound.secret_digest)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        credential
+            .allowed_networks
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["127.0.0.2/32", "2001:db8::/32"]
+    );
+    let credential = store
+        .find_agent_credential(&free.secret_digest)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(credential.allowed_networks.is_empty());
+}
+
+/// Two pools on one database adding ranges to one organization at once:
+/// the limit holds.
+async fn concurrent_range_creates_through_two_pools_hold_the_limit(url: String) {
+    let a = store::open(&url).await.expect("open a");
+    let b = store::open(&url).await.expect("open b");
+    let (org, _, _) = scaffold(a.as_ref()).await;
+    let mut tasks = Vec::new();
+    for i in 0..10u8 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let range = range_in(&org, &format!("10.{i}.0.0/16"), 10);
+        tasks.push(tokio::spawn(async move {
+            store
+                .create_allowed_ip_ranges(&[range], 4, LockOutGuard::Off, &[])
+                .await
+        }));
+    }
+    let mut added = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(()) => added += 1,
+            Err(StoreError::AllowedIpRangeLimit { limit: 4 }) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(added, 4);
+    assert_eq!(a.allowed_ip_ranges_of(&org.id).await.unwrap().len(), 4);
+    a.close().await;
+    b.close().await;
+}
+
+/// A change that would leave the list not allowing the guarded address is
+/// refused whole, decided inside its own transaction.
+async fn allowlist_changes_keep_the_guarded_address(store: Arc<dyn Store>) {
+    let (org, _, _) = scaffold(store.as_ref()).await;
+    let caller: std::net::IpAddr = "192.0.2.5".parse().unwrap();
+    let keep = LockOutGuard::Keep(Some(caller));
+    let outside = [range_in(&org, "198.51.100.0/24", 10)];
+    match store
+        .create_allowed_ip_ranges(&outside, 1000, keep, &[range_audit(&org, "a", "t")])
+        .await
+    {
+        Err(StoreError::WouldLockOut) => {}
+        other => panic!("expected WouldLockOut, got {other:?}"),
+    }
+    assert!(store
+        .allowed_ip_ranges_of(&org.id)
+        .await
+        .unwrap()
+        .is_empty());
+    let unknown = LockOutGuard::Keep(None);
+    assert!(matches!(
+        store
+            .create_allowed_ip_ranges(&outside, 1000, unknown, &[])
+            .await,
+        Err(StoreError::WouldLockOut)
+    ));
+    let both = [
+        range_in(&org, "192.0.2.0/24", 11),
+        range_in(&org, "198.51.100.0/24", 11),
+    ];
+    store
+        .create_allowed_ip_ranges(&both, 1000, keep, &[])
+        .await
+        .expect("the caller is covered");
+    let before = audit_count(store.as_ref(), &org).await;
+    let template = range_audit(&org, "allowedIpAddressRange.delete", "");
+    // Deleting the covering range would shut the caller out: nothing goes.
+    match store
+        .delete_allowed_ip_ranges(&org.id, &[both[0].id.clone()], keep, &template)
+        .await
+    {
+        Err(StoreError::WouldLockOut) => {}
+        other => panic!("expected WouldLockOut, got {other:?}"),
+    }
+    assert_eq!(store.allowed_ip_ranges_of(&org.id).await.unwrap().len(), 2);
+    assert_eq!(audit_count(store.as_ref(), &org).await, before, "no event");
+    // Emptying the list keeps everyone allowed; so does an unguarded change.
+    let all = vec![both[0].id.clone(), both[1].id.clone()];
+    assert_eq!(
+        store
+            .delete_allowed_ip_ranges(&org.id, &all, keep, &template)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    store
+        .create_allowed_ip_ranges(&outside, 1000, LockOutGuard::Off, &[])
+        .await
+        .expect("unguarded");
 }

@@ -192,6 +192,10 @@ fn agent_token_row(t: &ApiToken, now: i64) -> AgentTokenRow {
         created_at: when(&t.created_at),
         expires: t.end_at.as_deref().map_or("never".to_string(), when),
         last_used: t.last_used_at.as_deref().map_or("never".to_string(), when),
+        networks: t
+            .allowed_ip_address_ranges
+            .as_ref()
+            .map_or("anywhere".to_string(), |ranges| ranges.join(", ")),
     }
 }
 
@@ -203,6 +207,9 @@ pub struct AgentTokenForm {
     description: String,
     #[serde(default, rename = "tokenExpiryPeriodInDays")]
     expiry_days: String,
+    /// CIDR blocks separated by commas, spaces or new lines.
+    #[serde(default, rename = "allowedIpAddressRanges")]
+    networks: String,
     #[serde(default)]
     nonce: String,
 }
@@ -216,6 +223,7 @@ pub async fn create_agent_token(
         ("name", form.name.as_str()),
         ("description", &form.description),
         ("tokenExpiryPeriodInDays", &form.expiry_days),
+        ("allowedIpAddressRanges", &form.networks),
     ];
     let fail = |e: ApiError| form_state(&values, Some(e));
     spend_nonce(&ctx, &form.nonce, &here).await?;
@@ -225,10 +233,16 @@ pub async fn create_agent_token(
             &form.expiry_days,
             "Expires in (days)",
         )?;
+        let networks: Vec<&str> = form
+            .networks
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|n| !n.is_empty())
+            .collect();
         let body = json!({
             "name": form.name,
             "description": form.description,
             "tokenExpiryPeriodInDays": days,
+            "allowedIpAddressRanges": networks,
         });
         ctx.api
             .post::<ApiToken>(

@@ -41,12 +41,14 @@ const LIST_ALL: &str = "limit=1000";
 type Page = Result<Response, Response>;
 
 mod agent_tokens;
+mod allowlist;
 mod api_tokens;
 mod audit;
 mod places;
 mod sign_in;
 
 pub use agent_tokens::*;
+pub use allowlist::*;
 pub use api_tokens::*;
 pub use audit::*;
 pub use places::*;
@@ -292,6 +294,8 @@ fn notice(code: Option<&str>) -> Option<String> {
         "deleted" => "Deleted. The token is refused from now on.",
         "saved" => "Saved.",
         "created" => "Created.",
+        "range-added" => "Added. The organization's API now answers only from its allowed ranges.",
+        "range-deleted" => "Deleted.",
         "already-done" => {
             "That form was already sent once; nothing was done again, and its secret is not \
              shown again."

@@ -191,6 +191,39 @@ impl TestApp {
         }
     }
 
+    /// A request from TCP peer `peer` (an address; the server records it as
+    /// `ConnectInfo`), with `token`, extra headers and a JSON body.
+    pub async fn send_from(
+        &self,
+        peer: &str,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut request = match body {
+            Some(body) => request
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string())),
+            None => request.body(Body::empty()),
+        }
+        .expect("request");
+        let ip: std::net::IpAddr = peer.parse().expect("peer address");
+        let peer = std::net::SocketAddr::new(ip, 40000);
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        self.raw(request).await
+    }
+
     pub async fn get(&self, path: impl AsRef<str>) -> Reply {
         self.send(Method::GET, path.as_ref(), Some(&self.root), None)
             .await
