@@ -38,10 +38,15 @@ pub enum Action {
     UpdateApiTokenRoles,
     RotateApiToken,
     DeleteApiToken,
+    GetWebhooks,
+    CreateWebhook,
+    RotateWebhook,
+    DeleteWebhook,
+    RedeliverWebhook,
 }
 
 impl Action {
-    pub const ALL: [Action; 23] = [
+    pub const ALL: [Action; 28] = [
         Action::CreateOrganization,
         Action::ListOrganizations,
         Action::GetOrganization,
@@ -64,6 +69,11 @@ impl Action {
         Action::RotateApiToken,
         Action::DeleteApiToken,
         Action::ReadAuditLogs,
+        Action::GetWebhooks,
+        Action::CreateWebhook,
+        Action::RotateWebhook,
+        Action::DeleteWebhook,
+        Action::RedeliverWebhook,
         Action::ReadMetrics,
     ];
 
@@ -90,6 +100,12 @@ impl Action {
             Action::UpdateApiToken | Action::UpdateApiTokenRoles => "organization.apiTokens.update",
             Action::RotateApiToken => "organization.apiTokens.rotate",
             Action::DeleteApiToken => "organization.apiTokens.delete",
+            // agentkey's own: Astro has no webhooks.
+            Action::GetWebhooks => "organization.webhooks.get",
+            Action::CreateWebhook => "organization.webhooks.create",
+            Action::RotateWebhook => "organization.webhooks.rotate",
+            Action::DeleteWebhook => "organization.webhooks.delete",
+            Action::RedeliverWebhook => "organization.webhooks.redeliver",
         }
     }
 
@@ -119,6 +135,11 @@ impl Action {
             Action::UpdateApiTokenRoles => "change an API token's roles",
             Action::RotateApiToken => "rotate an API token",
             Action::DeleteApiToken => "delete an API token",
+            Action::GetWebhooks => "list and get webhook endpoints and their deliveries",
+            Action::CreateWebhook => "create a webhook endpoint",
+            Action::RotateWebhook => "rotate a webhook endpoint's signing secret",
+            Action::DeleteWebhook => "delete a webhook endpoint",
+            Action::RedeliverWebhook => "send a webhook delivery again",
         }
     }
 }
@@ -178,7 +199,12 @@ fn rule(action: Action) -> Rule {
         Action::CreateWorkspace
         | Action::ListDeployments
         | Action::IntrospectTokens
-        | Action::ReadAuditLogs => Rule::Roles(OWNERS),
+        | Action::ReadAuditLogs
+        | Action::GetWebhooks
+        | Action::CreateWebhook
+        | Action::RotateWebhook
+        | Action::DeleteWebhook
+        | Action::RedeliverWebhook => Rule::Roles(OWNERS),
         Action::ListWorkspaces => Rule::Roles(ORG_READERS),
         Action::GetWorkspace => Rule::Roles(WORKSPACE_READERS),
         Action::CreateDeployment | Action::DeleteDeployment => Rule::Roles(DEPLOYMENT_MANAGERS),

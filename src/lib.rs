@@ -21,3 +21,4 @@ pub mod token;
 pub mod transport;
 pub mod usage;
 pub mod verify;
+pub mod webhooks;

@@ -301,10 +301,14 @@ pub enum AuditAction {
     ApiTokenDelete,
     RootCredentialCreate,
     RootCredentialRotate,
+    WebhookCreate,
+    WebhookRotate,
+    WebhookDelete,
+    WebhookRedeliver,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 14] = [
+    pub const ALL: [AuditAction; 18] = [
         AuditAction::OrganizationCreate,
         AuditAction::WorkspaceCreate,
         AuditAction::DeploymentCreate,
@@ -319,6 +323,10 @@ impl AuditAction {
         AuditAction::ApiTokenDelete,
         AuditAction::RootCredentialCreate,
         AuditAction::RootCredentialRotate,
+        AuditAction::WebhookCreate,
+        AuditAction::WebhookRotate,
+        AuditAction::WebhookDelete,
+        AuditAction::WebhookRedeliver,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -337,6 +345,10 @@ impl AuditAction {
             AuditAction::ApiTokenDelete => "apiToken.delete",
             AuditAction::RootCredentialCreate => "rootCredential.create",
             AuditAction::RootCredentialRotate => "rootCredential.rotate",
+            AuditAction::WebhookCreate => "webhook.create",
+            AuditAction::WebhookRotate => "webhook.rotate",
+            AuditAction::WebhookDelete => "webhook.delete",
+            AuditAction::WebhookRedeliver => "webhookDelivery.redeliver",
         }
     }
 
@@ -354,6 +366,8 @@ pub enum TargetKind {
     AgentToken,
     ApiToken,
     RootCredential,
+    Webhook,
+    WebhookDelivery,
 }
 
 impl TargetKind {
@@ -365,6 +379,8 @@ impl TargetKind {
             TargetKind::AgentToken => "AGENT_TOKEN",
             TargetKind::ApiToken => "API_TOKEN",
             TargetKind::RootCredential => "ROOT_CREDENTIAL",
+            TargetKind::Webhook => "WEBHOOK",
+            TargetKind::WebhookDelivery => "WEBHOOK_DELIVERY",
         }
     }
 }

@@ -221,7 +221,7 @@ pub struct AuditPage {
     pub layout: Layout,
     pub org: Organization,
     pub events: Vec<AuditLog>,
-    pub actions: [&'static str; 14],
+    pub actions: [&'static str; crate::model::AuditAction::ALL.len()],
     pub pager: Pager,
     pub form: FormState,
 }

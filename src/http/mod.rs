@@ -23,6 +23,7 @@ pub mod openapi;
 pub mod organizations;
 pub mod refusals;
 pub mod schema;
+pub mod webhooks;
 pub mod workspaces;
 
 use std::sync::{Arc, OnceLock};
@@ -84,6 +85,11 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(authorize::authorize))
         .routes(routes!(introspect::introspect))
         .routes(routes!(audit::list_audit_logs))
+        .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
+        .routes(routes!(webhooks::get_webhook, webhooks::delete_webhook))
+        .routes(routes!(webhooks::rotate_webhook))
+        .routes(routes!(webhooks::list_webhook_deliveries))
+        .routes(routes!(webhooks::redeliver_webhook))
         .routes(routes!(openapi::openapi_json))
 }
 

@@ -10,9 +10,11 @@ use super::db::Db;
 use super::revocations::Revocation;
 use super::rows::*;
 use super::sql::*;
+use super::webhooks::Webhooks;
 use super::{Page, PageRequest, Result, StoreError};
 use crate::model::{AgentCredential, AgentToken, AuditEvent, NewAgentToken, Rotation};
 use crate::token::Digest;
+use crate::webhooks::{Event, EventType, Snapshot};
 
 /// The agent-token statements on one backend's pool; the bounds are those
 /// of [`Db`].
@@ -122,6 +124,7 @@ where
         audit: &AuditEvent,
     ) -> Result<Option<Digest>> {
         let mut tx = self.0.begin().await?;
+        let subject = Webhooks::<DB>::snapshot(&mut tx, "AGENT_TOKEN", id).await?;
         let digest: Option<String> = sqlx::query_scalar(DELETE_AGENT_TOKEN)
             .bind(org)
             .bind(deployment)
@@ -130,7 +133,7 @@ where
             .await?;
         if digest.is_some() {
             DB::announce(&mut tx, Revocation::Token(id.to_string())).await?;
-            Db::<DB>::record(&mut tx, audit).await?;
+            Db::<DB>::record_with(&mut tx, audit, Some(subject)).await?;
             tx.commit().await?;
         }
         Ok(digest.and_then(|d| Digest::from_hex(&d)))
@@ -185,6 +188,27 @@ where
         }
         let mut tx = self.0.begin().await?;
         for (id, at) in latest {
+            // A first use sets lastUsedAt from nothing and reports
+            // `agent_token.first_used`, in this same transaction.
+            let first: Option<(String, String, String, Option<i64>)> =
+                sqlx::query_as(RECORD_FIRST_AGENT_TOKEN_USE)
+                    .bind(at)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some((org, name, deployment, end_at)) = first {
+                let subject = Snapshot {
+                    kind: "AGENT_TOKEN".into(),
+                    id: id.to_string(),
+                    name: Some(name),
+                    parent_id: Some(deployment),
+                    end_at,
+                };
+                let event =
+                    Event::observed(EventType::AgentTokenFirstUsed, &org, at, &subject, None);
+                Webhooks::<DB>::emit(&mut tx, &event).await?;
+                continue;
+            }
             sqlx::query(RECORD_AGENT_TOKEN_USE)
                 .bind(at)
                 .bind(id)

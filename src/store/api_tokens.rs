@@ -10,6 +10,7 @@ use super::backend::Backend;
 use super::db::Db;
 use super::rows::*;
 use super::sql::*;
+use super::webhooks::Webhooks;
 use super::{ApiTokenFilter, Homes, Page, PageRequest, Result};
 use crate::model::{
     ApiCredential, ApiToken, ApiTokenChange, ApiTokenEdit, AuditEvent, NewApiToken,
@@ -174,6 +175,7 @@ where
     /// Deletes the token and its roles; answers whether there was one.
     pub async fn delete(&self, org: &str, id: &str, audit: &AuditEvent) -> Result<bool> {
         let mut tx = self.0.begin().await?;
+        let subject = Webhooks::<DB>::snapshot(&mut tx, "API_TOKEN", id).await?;
         sqlx::query(DELETE_API_TOKEN_ROLES)
             .bind(org)
             .bind(id)
@@ -185,7 +187,7 @@ where
             .fetch_optional(&mut *tx)
             .await?;
         if deleted.is_some() {
-            Db::<DB>::record(&mut tx, audit).await?;
+            Db::<DB>::record_with(&mut tx, audit, Some(subject)).await?;
             tx.commit().await?;
         }
         Ok(deleted.is_some())

@@ -10,9 +10,11 @@ use super::backend::Backend;
 use super::revocations::Revocation;
 use super::rows::*;
 use super::sql::*;
+use super::webhooks::Webhooks;
 use super::{AuditQuery, Page, PageRequest, PlaceFilter, Result};
 use crate::model::{AuditEvent, Deployment, Organization, RootCredential, Workspace};
 use crate::token::Digest;
+use crate::webhooks::Snapshot;
 
 /// The statements on one backend's pool. sqlx's bounds for binding text
 /// and integers and reading rows are spelled once, on the `impl` below.
@@ -37,8 +39,20 @@ where
         Ok(())
     }
 
-    /// Appends `event` to the audit trail, inside the caller's transaction.
+    /// Appends `event` to the audit trail, inside the caller's transaction,
+    /// and the webhook event it reports, if any, to the outbox (so that an
+    /// event exists if and only if its change commits).
     pub async fn record(conn: &mut DB::Connection, event: &AuditEvent) -> Result<()> {
+        Self::record_with(conn, event, None).await
+    }
+
+    /// [`Db::record`] with the target as read before the change: what a
+    /// delete reports about what it deleted.
+    pub async fn record_with(
+        conn: &mut DB::Connection,
+        event: &AuditEvent,
+        subject: Option<Snapshot>,
+    ) -> Result<()> {
         sqlx::query(INSERT_AUDIT_EVENT)
             .bind(&event.id)
             .bind(&event.organization_id)
@@ -51,9 +65,9 @@ where
             .bind(&event.target_id)
             .bind(&event.request_id)
             .bind(&event.source_ip)
-            .execute(conn)
+            .execute(&mut *conn)
             .await?;
-        Ok(())
+        Webhooks::<DB>::emit_for_audit(conn, event, subject).await
     }
 
     /// One page of `SELECT columns FROM table WHERE filter`, and how many
@@ -240,6 +254,7 @@ where
             // Nothing to delete; the transaction is rolled back on drop.
             return Ok(None);
         }
+        let subject = Webhooks::<DB>::snapshot(&mut tx, "DEPLOYMENT", id).await?;
         let digests: Vec<String> = sqlx::query_scalar(DELETE_DEPLOYMENT_AGENT_TOKENS)
             .bind(org)
             .bind(id)
@@ -268,7 +283,7 @@ where
             return Ok(None);
         }
         DB::announce(&mut tx, Revocation::Deployment(id.to_string())).await?;
-        Self::record(&mut tx, audit).await?;
+        Self::record_with(&mut tx, audit, Some(subject)).await?;
         tx.commit().await?;
         Ok(Some(
             digests.iter().filter_map(|d| Digest::from_hex(d)).collect(),

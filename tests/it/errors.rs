@@ -191,6 +191,13 @@ async fn the_openapi_document_covers_every_route(app: TestApp) {
         ("/v1/organizations/{organizationId}/tokens/{tokenId}", "delete"),
         ("/v1/organizations/{organizationId}/tokens/{tokenId}/roles", "post"),
         ("/v1/organizations/{organizationId}/tokens/{tokenId}/rotate", "post"),
+        ("/v1/organizations/{organizationId}/webhooks", "get"),
+        ("/v1/organizations/{organizationId}/webhooks", "post"),
+        ("/v1/organizations/{organizationId}/webhooks/{webhookId}", "get"),
+        ("/v1/organizations/{organizationId}/webhooks/{webhookId}", "delete"),
+        ("/v1/organizations/{organizationId}/webhooks/{webhookId}/rotate", "post"),
+        ("/v1/organizations/{organizationId}/webhooks/{webhookId}/deliveries", "get"),
+        ("/v1/organizations/{organizationId}/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver", "post"),
     ];
     let documented: usize = paths
         .values()

@@ -28,3 +28,4 @@ mod replicas;
 mod rotation;
 mod store_contract;
 mod transport;
+mod webhooks;
