@@ -56,7 +56,7 @@ Environment:
   AGENTKEY_LOG_FORMAT                       text or json (default text)
   AGENTKEY_LOG                              log filter, e.g. debug or agentkey=debug (default info,sqlx=warn)
 
-Client commands (org, workspace, deployment, token): see `agentkey token --help`.";
+Client commands (org, workspace, deployment, token, webhook): see `agentkey token --help`.";
 
 const CLIENT_HELP: &str = "\
 Environment:
@@ -111,6 +111,9 @@ pub enum Command {
     /// Client: list, create, show, delete and rotate agent tokens.
     #[command(after_help = CLIENT_HELP)]
     Token(ClientArgs<TokenCommand>),
+    /// Client: list webhook endpoints, their deliveries, and redeliver.
+    #[command(after_help = CLIENT_HELP)]
+    Webhook(ClientArgs<WebhookCommand>),
 }
 
 /// A client command group: the options every client command takes, and
@@ -147,6 +150,41 @@ pub enum ClientCommand {
     Workspace(WorkspaceCommand),
     Deployment(DeploymentCommand),
     Token(TokenCommand),
+    Webhook(WebhookCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// List the webhook endpoints of an organization (never their secrets).
+    List {
+        #[command(flatten)]
+        org: OrgScope,
+        #[command(flatten)]
+        list: ListOptions,
+    },
+    /// List an endpoint's deliveries, newest first, with their status and
+    /// attempts.
+    Deliveries {
+        #[command(flatten)]
+        org: OrgScope,
+        /// Webhook endpoint id.
+        webhook: String,
+        /// Results per page, 0 to 100 (server default 20).
+        #[arg(long, allow_negative_numbers = true)]
+        limit: Option<i64>,
+        /// Results to skip (default 0).
+        #[arg(long, allow_negative_numbers = true)]
+        offset: Option<i64>,
+    },
+    /// Send a delivery's event again (a new delivery, same event id).
+    Redeliver {
+        #[command(flatten)]
+        org: OrgScope,
+        /// Webhook endpoint id.
+        webhook: String,
+        /// Delivery id.
+        delivery: String,
+    },
 }
 
 /// The page of a list command.
@@ -613,6 +651,7 @@ pub fn run() -> ExitCode {
         Command::Workspace(a) => (a.options, ClientCommand::Workspace(a.command)),
         Command::Deployment(a) => (a.options, ClientCommand::Deployment(a.command)),
         Command::Token(a) => (a.options, ClientCommand::Token(a.command)),
+        Command::Webhook(a) => (a.options, ClientCommand::Webhook(a.command)),
         server_command => return run_server_command(&runtime, server_command),
     };
     if let ClientCommand::Deployment(DeploymentCommand::Delete { id, yes, .. }) = &command {
@@ -696,7 +735,8 @@ fn run_server_command(runtime: &tokio::runtime::Runtime, command: Command) -> Ex
             Command::Org(_)
             | Command::Workspace(_)
             | Command::Deployment(_)
-            | Command::Token(_) => {
+            | Command::Token(_)
+            | Command::Webhook(_) => {
                 unreachable!("client commands are run by crate::client")
             }
         }

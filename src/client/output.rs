@@ -29,6 +29,9 @@ pub enum View {
     Deployments,
     Token,
     Tokens,
+    Webhooks,
+    Deliveries,
+    Delivery,
     /// A 204: nothing came back; say what is gone and what follows.
     Deleted {
         what: &'static str,
@@ -147,6 +150,63 @@ fn table(view: View, id: Option<&str>, body: Option<Value>) -> Result<String, Cl
                     ]
                 },
             )
+        }
+        View::Webhooks => {
+            let page: Page<Webhook> = decode_page(body, "webhooks")?;
+            list(
+                &page,
+                "webhook endpoints",
+                &["ID", "URL", "EVENT TYPES", "CREATED"],
+                |w| {
+                    vec![
+                        w.id.clone(),
+                        w.url.clone(),
+                        w.event_types.join(", "),
+                        w.created_at.clone(),
+                    ]
+                },
+            )
+        }
+        View::Deliveries => {
+            let page: Page<Delivery> = decode_page(body, "deliveries")?;
+            list(
+                &page,
+                "deliveries",
+                &[
+                    "ID",
+                    "EVENT",
+                    "STATUS",
+                    "ATTEMPTS",
+                    "LAST CODE",
+                    "CREATED",
+                    "LAST ERROR",
+                ],
+                |d| {
+                    vec![
+                        d.id.clone(),
+                        d.event_type.clone(),
+                        d.status.clone(),
+                        d.attempt_count.to_string(),
+                        d.last_status_code
+                            .map_or_else(|| "-".into(), |c| c.to_string()),
+                        d.created_at.clone(),
+                        shorten(d.last_error.as_deref().unwrap_or("-")),
+                    ]
+                },
+            )
+        }
+        View::Delivery => {
+            let d = decode::<Delivery>(body)?;
+            details(&[
+                ("ID", d.id.clone()),
+                ("Event", d.event_type.clone()),
+                ("Event id", d.event_id.clone()),
+                ("Webhook", d.webhook_id.clone()),
+                ("Status", d.status.clone()),
+                ("Attempts", d.attempt_count.to_string()),
+                ("Next attempt", or_dash(&d.next_attempt_at)),
+                ("Created", d.created_at.clone()),
+            ])
         }
         View::Deleted { .. } => unreachable!("handled above"),
     })
@@ -326,6 +386,30 @@ fn deployment_rows(d: &Deployment) -> Vec<(&'static str, String)> {
 }
 
 /// Astro's `ApiToken`, the fields the tables show. Deliberately without
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Webhook {
+    id: String,
+    url: String,
+    event_types: Vec<String>,
+    created_at: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Delivery {
+    id: String,
+    event_id: String,
+    webhook_id: String,
+    event_type: String,
+    status: String,
+    attempt_count: i64,
+    next_attempt_at: Option<String>,
+    last_status_code: Option<i64>,
+    last_error: Option<String>,
+    created_at: String,
+}
+
 /// `Debug`: it may hold the secret.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
