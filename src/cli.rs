@@ -508,6 +508,15 @@ impl WebhookArgs {
         }
         thresholds.sort_unstable_by(|a, b| b.cmp(a));
         thresholds.dedup();
+        // A lease that could run out while its attempt is still waiting for
+        // an answer would let another replica send the same delivery at once.
+        if self.webhook_lease_seconds <= self.webhook_timeout_seconds {
+            return Err(format!(
+                "AGENTKEY_WEBHOOK_LEASE_SECONDS ({}) must be longer than \
+                 AGENTKEY_WEBHOOK_TIMEOUT_SECONDS ({})",
+                self.webhook_lease_seconds, self.webhook_timeout_seconds
+            ));
+        }
         Ok(crate::webhooks::worker::WebhookSettings {
             key,
             allow_private: self.webhook_allow_private,

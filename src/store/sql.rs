@@ -315,6 +315,15 @@ pub const EXPIRY_CANDIDATE_AGENT_TOKENS: &str = "SELECT id, organization_id, nam
 pub const EXPIRY_CANDIDATE_API_TOKENS: &str = "SELECT id, organization_id, name, \
     entity_id, end_at FROM api_tokens \
     WHERE end_at IS NOT NULL AND end_at <= $1 AND end_at > $2 ORDER BY id";
+/// The marks already made for the tokens the candidate statements above
+/// answer (same $1, $2), so a scan opens a transaction only for a token
+/// with a threshold still to mark.
+pub const EXPIRY_MARKS_AGENT_TOKENS: &str = "SELECT token_id, threshold_days \
+    FROM token_expiry_marks WHERE token_kind = 'AGENT_TOKEN' AND token_id IN \
+    (SELECT id FROM agent_tokens WHERE end_at IS NOT NULL AND end_at <= $1 AND end_at > $2)";
+pub const EXPIRY_MARKS_API_TOKENS: &str = "SELECT token_id, threshold_days \
+    FROM token_expiry_marks WHERE token_kind = 'API_TOKEN' AND token_id IN \
+    (SELECT id FROM api_tokens WHERE end_at IS NOT NULL AND end_at <= $1 AND end_at > $2)";
 /// Marks threshold $3 of token ($1 kind, $2 id) as handled; answers a row
 /// only for the one transaction, on any replica, that marked it first.
 pub const INSERT_EXPIRY_MARK: &str = "INSERT INTO token_expiry_marks \

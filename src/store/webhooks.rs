@@ -526,25 +526,37 @@ where
     pub async fn scan_expiry(&self, now: i64, thresholds: &[i64], lookback: i64) -> Result<usize> {
         let horizon = now + thresholds.iter().copied().max().unwrap_or(0) * 86_400;
         let mut emitted = 0;
-        for (kind, statement, expiring, expired) in [
+        for (kind, candidates_sql, marks_sql, expiring, expired) in [
             (
                 "AGENT_TOKEN",
                 EXPIRY_CANDIDATE_AGENT_TOKENS,
+                EXPIRY_MARKS_AGENT_TOKENS,
                 EventType::AgentTokenExpiring,
                 EventType::AgentTokenExpired,
             ),
             (
                 "API_TOKEN",
                 EXPIRY_CANDIDATE_API_TOKENS,
+                EXPIRY_MARKS_API_TOKENS,
                 EventType::ApiTokenExpiring,
                 EventType::ApiTokenExpired,
             ),
         ] {
-            let candidates: Vec<(String, String, String, String, i64)> = sqlx::query_as(statement)
+            let candidates: Vec<(String, String, String, String, i64)> =
+                sqlx::query_as(candidates_sql)
+                    .bind(horizon)
+                    .bind(now - lookback)
+                    .fetch_all(self.0)
+                    .await?;
+            if candidates.is_empty() {
+                continue;
+            }
+            let marks: Vec<(String, i64)> = sqlx::query_as(marks_sql)
                 .bind(horizon)
                 .bind(now - lookback)
                 .fetch_all(self.0)
                 .await?;
+            let marked: std::collections::HashSet<(String, i64)> = marks.into_iter().collect();
             for (id, org, name, parent, end_at) in candidates {
                 let token = CandidateRow {
                     id,
@@ -553,40 +565,39 @@ where
                     parent,
                     end_at,
                 };
+                let due = crossed(token.end_at, now, thresholds);
+                if due
+                    .iter()
+                    .all(|days| marked.contains(&(token.id.clone(), *days)))
+                {
+                    continue;
+                }
                 emitted += self
-                    .mark_token(kind, &token, now, thresholds, expiring, expired)
+                    .mark_token(kind, &token, now, &due, expiring, expired)
                     .await?;
             }
         }
         Ok(emitted)
     }
 
+    /// Marks the thresholds `crossed` (nearest last) of one token, in one
+    /// transaction, and emits the event of the nearest this pass marked
+    /// first, if any.
     async fn mark_token(
         &self,
         kind: &str,
         token: &CandidateRow,
         now: i64,
-        thresholds: &[i64],
+        crossed: &[i64],
         expiring: EventType,
         expired: EventType,
     ) -> Result<usize> {
-        let is_expired = token.end_at <= now;
-        // Largest first, so the last new mark is the nearest threshold.
-        let mut crossed: Vec<i64> = thresholds
-            .iter()
-            .copied()
-            .filter(|days| is_expired || token.end_at - days * 86_400 <= now)
-            .collect();
-        crossed.sort_unstable_by(|a, b| b.cmp(a));
-        if is_expired {
-            crossed.push(0);
-        }
         if crossed.is_empty() {
             return Ok(0);
         }
         let mut tx = self.0.begin().await?;
         let mut newest = None;
-        for days in crossed {
+        for &days in crossed {
             let marked: Option<String> = sqlx::query_scalar(INSERT_EXPIRY_MARK)
                 .bind(kind)
                 .bind(&token.id)
@@ -616,5 +627,39 @@ where
         Self::emit(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(1)
+    }
+}
+
+/// The thresholds (days before `end_at`) a token has crossed at `now`,
+/// largest first, then 0 if it has expired (every threshold counts as
+/// crossed then).
+fn crossed(end_at: i64, now: i64, thresholds: &[i64]) -> Vec<i64> {
+    let is_expired = end_at <= now;
+    let mut crossed: Vec<i64> = thresholds
+        .iter()
+        .copied()
+        .filter(|days| is_expired || end_at - days * 86_400 <= now)
+        .collect();
+    crossed.sort_unstable_by(|a, b| b.cmp(a));
+    crossed.dedup();
+    if is_expired {
+        crossed.push(0);
+    }
+    crossed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crossed;
+
+    #[test]
+    fn thresholds_crossed_nearest_last() {
+        let day = 86_400;
+        let end = 100 * day;
+        assert!(crossed(end, end - 31 * day, &[30, 7, 1]).is_empty());
+        assert_eq!(crossed(end, end - 30 * day, &[1, 30, 7]), vec![30]);
+        assert_eq!(crossed(end, end - day, &[30, 7, 1]), vec![30, 7, 1]);
+        assert_eq!(crossed(end, end, &[30, 7, 1]), vec![30, 7, 1, 0]);
+        assert_eq!(crossed(end, end + 5, &[]), vec![0]);
     }
 }

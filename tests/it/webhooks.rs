@@ -642,8 +642,9 @@ async fn expiry_thresholds_fire_once_each_postgres() {
     }
 }
 
-/// A token created with less than a day to live crosses every threshold
-/// at once: one event, for the nearest.
+/// Tokens (an agent token and an API token) created with a day to live
+/// cross every threshold at once: one event each, for the nearest; then
+/// `.expired` once each.
 #[tokio::test]
 async fn a_short_lived_token_gets_one_warning() {
     let app = TestApp::sqlite(app_settings()).await;
@@ -652,16 +653,45 @@ async fn a_short_lived_token_gets_one_warning() {
     let hook = str_of(&hook, "id").to_string();
     app.agent_token(&t, json!({"name": "day", "tokenExpiryPeriodInDays": 1}))
         .await;
-    agentkey::webhooks::expiry::scan(app.store.as_ref(), app.clock.as_ref(), &[30, 7, 1])
-        .await
-        .unwrap();
+    let api = app
+        .post(
+            format!("/v1/organizations/{}/tokens", t.org),
+            json!({"name": "ci", "scope": "ORGANIZATION", "role": "ORGANIZATION_MEMBER", "tokenExpiryPeriodInDays": 1}),
+        )
+        .await;
+    assert_eq!(api.status, StatusCode::OK, "{}", api.body);
+    let scan =
+        || agentkey::webhooks::expiry::scan(app.store.as_ref(), app.clock.as_ref(), &[30, 7, 1]);
+    assert_eq!(scan().await.unwrap(), 2);
+    assert_eq!(scan().await.unwrap(), 0);
     let listed = deliveries(&app, &t.org, &hook).await;
     let types: Vec<&str> = listed
         .iter()
         .map(|d| d["eventType"].as_str().unwrap())
         .collect();
-    assert_eq!(types, vec!["agent_token.expiring", "agent_token.created"]);
+    assert_eq!(
+        types,
+        vec![
+            "api_token.expiring",
+            "agent_token.expiring",
+            "api_token.created",
+            "agent_token.created"
+        ]
+    );
     assert_eq!(listed[0]["event"]["data"]["thresholdDays"], 1);
+    assert_eq!(listed[0]["event"]["data"]["object"]["name"], "ci");
+    assert_eq!(
+        listed[0]["event"]["data"]["object"]["entityId"],
+        t.org.as_str()
+    );
+    assert_eq!(listed[1]["event"]["data"]["thresholdDays"], 1);
+    // Expired, a day later: `.expired` once each.
+    app.clock.advance(86_400);
+    assert_eq!(scan().await.unwrap(), 2);
+    assert_eq!(scan().await.unwrap(), 0);
+    let listed = deliveries(&app, &t.org, &hook).await;
+    assert_eq!(listed[0]["eventType"], "api_token.expired");
+    assert_eq!(listed[1]["eventType"], "agent_token.expired");
 }
 
 async fn api(
@@ -694,8 +724,8 @@ async fn a_server_killed_mid_delivery_delivers_after_restart() {
         ("AGENTKEY_WEBHOOK_KEY", KEY),
         ("AGENTKEY_WEBHOOK_ALLOW_PRIVATE", "true"),
         ("AGENTKEY_WEBHOOK_POLL_MS", "20"),
-        ("AGENTKEY_WEBHOOK_LEASE_SECONDS", "1"),
-        ("AGENTKEY_WEBHOOK_TIMEOUT_SECONDS", "60"),
+        ("AGENTKEY_WEBHOOK_LEASE_SECONDS", "2"),
+        ("AGENTKEY_WEBHOOK_TIMEOUT_SECONDS", "1"),
     ];
     let mut server = Server::start(&db, &env);
     let root = server.printed_root().expect("root credential");
@@ -829,4 +859,122 @@ async fn two_replicas_never_send_one_delivery_at_once() {
     assert!(receiver.inner.lock().unwrap().overlaps.is_empty());
     assert!(sa > 0 && sb > 0, "both replicas sent some: {sa} and {sb}");
     second.close().await;
+}
+
+/// Webhook settings that cannot work stop `serve` at once, saying which.
+#[test]
+fn bad_webhook_settings_refuse_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("agentkey.db").display());
+    for (env, says) in [
+        (
+            vec![("AGENTKEY_WEBHOOK_KEY", "short")],
+            "at least 32 characters",
+        ),
+        (
+            vec![("AGENTKEY_WEBHOOK_EXPIRY_DAYS", "30,soon")],
+            "AGENTKEY_WEBHOOK_EXPIRY_DAYS",
+        ),
+        (
+            vec![
+                ("AGENTKEY_WEBHOOK_LEASE_SECONDS", "5"),
+                ("AGENTKEY_WEBHOOK_TIMEOUT_SECONDS", "10"),
+            ],
+            "must be longer than AGENTKEY_WEBHOOK_TIMEOUT_SECONDS",
+        ),
+    ] {
+        let mut command = std::process::Command::new(crate::common::process::BIN);
+        command
+            .arg("serve")
+            .env("AGENTKEY_LISTEN", "127.0.0.1:0")
+            .env("AGENTKEY_DATABASE_URL", &db)
+            .env_remove("AGENTKEY_WEBHOOK_KEY")
+            .current_dir(dir.path());
+        for (key, value) in &env {
+            command.env(key, value);
+        }
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{env:?} started");
+        assert!(stderr.contains(says), "{env:?}: {stderr}");
+        assert!(
+            !stderr.contains("short\""),
+            "the key is never echoed: {stderr}"
+        );
+    }
+}
+
+/// The store's lease, on each backend: a claimed delivery is no one
+/// else's until its lease runs out; then another owner claims it, and the
+/// first owner's late outcome no longer counts.
+async fn a_lease_keeps_a_delivery_to_one_owner_until_it_runs_out(app: TestApp) {
+    use agentkey::webhooks::{Attempt, DeliveryStatus, Outcome};
+    let t = app.tenant().await;
+    create_webhook(&app, &t.org, json!({"url": "http://127.0.0.1:9/hook"})).await;
+    app.agent_token(&t, json!({"name": "x"})).await;
+    let store = &app.store;
+    let now = agentkey::webhooks::now_ms();
+    let first = store
+        .claim_webhook_deliveries("owner-a", now, now + 1_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(first[0].payload.contains("agent_token.created"));
+    assert!(store
+        .claim_webhook_deliveries("owner-b", now, now + 1_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let later = store
+        .claim_webhook_deliveries("owner-b", now + 2_000, now + 3_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].id, first[0].id);
+    // Each call is a new attempt, with an id of its own.
+    let outcome = || Outcome {
+        attempt: Attempt {
+            id: agentkey::token::new_id(),
+            delivery_id: first[0].id.clone(),
+            attempted_at_ms: now,
+            latency_ms: 3,
+            status_code: Some(200),
+            succeeded: true,
+            error: None,
+        },
+        status: DeliveryStatus::Succeeded,
+        due_ms: now,
+        deadline_ms: Some(now + 1_000),
+    };
+    assert!(!store
+        .finish_webhook_delivery("owner-a", &outcome(), 0)
+        .await
+        .unwrap());
+    assert!(store
+        .finish_webhook_delivery("owner-b", &outcome(), 0)
+        .await
+        .unwrap());
+    assert!(store
+        .claim_webhook_deliveries("owner-c", now + 10_000, now + 11_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.webhook_backlog().await.unwrap(), (0, 0));
+}
+
+#[tokio::test]
+async fn a_lease_keeps_a_delivery_to_one_owner_sqlite() {
+    a_lease_keeps_a_delivery_to_one_owner_until_it_runs_out(TestApp::sqlite(app_settings()).await)
+        .await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "PostgreSQL: set AGENTKEY_TEST_DATABASE_URL to run it"
+)]
+async fn a_lease_keeps_a_delivery_to_one_owner_postgres() {
+    if let Some(app) = TestApp::postgres(app_settings()).await {
+        a_lease_keeps_a_delivery_to_one_owner_until_it_runs_out(app).await;
+    }
 }
