@@ -394,13 +394,13 @@ where
             .await
     }
 
-    async fn finish_webhook_delivery(
+    async fn finish_webhook_deliveries(
         &self,
         owner: &str,
-        outcome: &Outcome,
+        outcomes: &[Outcome],
         at: i64,
-    ) -> Result<bool> {
-        Webhooks(&self.pool).finish(owner, outcome, at).await
+    ) -> Result<Vec<bool>> {
+        Webhooks(&self.pool).finish(owner, outcomes, at).await
     }
 
     async fn webhook_backlog(&self) -> Result<(i64, i64)> {

@@ -329,13 +329,14 @@ pub trait Store: Send + Sync + 'static {
         lease_until_ms: i64,
         limit: i64,
     ) -> Result<Vec<Claimed>>;
-    /// Records an attempt; answers whether `owner` still held the lease.
-    async fn finish_webhook_delivery(
+    /// Records attempts, in one transaction; answers, for each, whether
+    /// `owner` still held the lease.
+    async fn finish_webhook_deliveries(
         &self,
         owner: &str,
-        outcome: &Outcome,
+        outcomes: &[Outcome],
         at: i64,
-    ) -> Result<bool>;
+    ) -> Result<Vec<bool>>;
     /// (pending, failed) deliveries.
     async fn webhook_backlog(&self) -> Result<(i64, i64)>;
     /// One pass of the expiry scan; answers how many tokens it marked.

@@ -477,38 +477,44 @@ where
         Ok(claimed)
     }
 
-    /// Records an attempt and its outcome; answers whether `owner` still
-    /// held the lease (the attempt is recorded either way: it happened).
-    pub async fn finish(&self, owner: &str, outcome: &Outcome, at: i64) -> Result<bool> {
-        let a = &outcome.attempt;
+    /// Records attempts and their outcomes, all in one transaction (one
+    /// commit for a worker's whole round); answers, for each, whether
+    /// `owner` still held the lease. An attempt is recorded either way: it
+    /// happened.
+    pub async fn finish(&self, owner: &str, outcomes: &[Outcome], at: i64) -> Result<Vec<bool>> {
         let mut tx = self.0.begin().await?;
-        sqlx::query(INSERT_WEBHOOK_ATTEMPT)
-            .bind(&a.id)
-            .bind(&a.delivery_id)
-            .bind(a.attempted_at_ms)
-            .bind(a.latency_ms)
-            .bind(a.status_code)
-            .bind(if a.succeeded {
-                DeliveryStatus::Succeeded.as_str()
-            } else {
-                DeliveryStatus::Failed.as_str()
-            })
-            .bind(&a.error)
-            .execute(&mut *tx)
-            .await?;
-        let held: Option<String> = sqlx::query_scalar(FINISH_WEBHOOK_DELIVERY)
-            .bind(&a.delivery_id)
-            .bind(owner)
-            .bind(outcome.status.as_str())
-            .bind(outcome.due_ms)
-            .bind(outcome.deadline_ms)
-            .bind(a.status_code)
-            .bind(&a.error)
-            .bind(at)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let mut held_all = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            let a = &outcome.attempt;
+            sqlx::query(INSERT_WEBHOOK_ATTEMPT)
+                .bind(&a.id)
+                .bind(&a.delivery_id)
+                .bind(a.attempted_at_ms)
+                .bind(a.latency_ms)
+                .bind(a.status_code)
+                .bind(if a.succeeded {
+                    DeliveryStatus::Succeeded.as_str()
+                } else {
+                    DeliveryStatus::Failed.as_str()
+                })
+                .bind(&a.error)
+                .execute(&mut *tx)
+                .await?;
+            let held: Option<String> = sqlx::query_scalar(FINISH_WEBHOOK_DELIVERY)
+                .bind(&a.delivery_id)
+                .bind(owner)
+                .bind(outcome.status.as_str())
+                .bind(outcome.due_ms)
+                .bind(outcome.deadline_ms)
+                .bind(a.status_code)
+                .bind(&a.error)
+                .bind(at)
+                .fetch_optional(&mut *tx)
+                .await?;
+            held_all.push(held.is_some());
+        }
         tx.commit().await?;
-        Ok(held.is_some())
+        Ok(held_all)
     }
 
     /// (pending, failed) deliveries.

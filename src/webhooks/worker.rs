@@ -131,7 +131,10 @@ impl Worker {
         }
     }
 
-    /// One round: claim, send all at once, record. Answers how many it sent.
+    /// One round: claim, send all at once, record every attempt in one
+    /// transaction (one commit per round, not per attempt: a crash before
+    /// it only means those deliveries are sent again, which at-least-once
+    /// allows). Answers how many it sent.
     pub async fn round(self: &Arc<Self>) -> crate::store::Result<usize> {
         let now = now_ms();
         let lease_until = now + self.settings.lease.as_millis() as i64;
@@ -145,15 +148,34 @@ impl Worker {
             let worker = self.clone();
             tasks.spawn(async move { worker.deliver(delivery).await });
         }
+        let mut outcomes = Vec::with_capacity(count);
         while let Some(done) = tasks.join_next().await {
-            if let Ok(Err(err)) = done {
-                tracing::warn!(error = %err, "could not record a webhook attempt");
+            match done {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(err) => tracing::warn!(error = %err, "a webhook attempt did not finish"),
+            }
+        }
+        if outcomes.is_empty() {
+            return Ok(count);
+        }
+        let held = self
+            .store
+            .finish_webhook_deliveries(&self.owner, &outcomes, now_ms() / 1000)
+            .await?;
+        for (outcome, held) in outcomes.iter().zip(held) {
+            if !held {
+                tracing::warn!(
+                    delivery = %outcome.attempt.delivery_id,
+                    "webhook lease ran out before the attempt was recorded; another worker may send it too"
+                );
             }
         }
         Ok(count)
     }
 
-    async fn deliver(&self, delivery: Claimed) -> crate::store::Result<()> {
+    /// Sends one delivery and decides what comes next: done, a retry when,
+    /// or given up.
+    async fn deliver(&self, delivery: Claimed) -> Outcome {
         let started_ms = now_ms();
         let started = Instant::now();
         let (status_code, error) = self.send(&delivery).await;
@@ -203,17 +225,7 @@ impl Worker {
             DeliveryStatus::Pending => "retrying",
             DeliveryStatus::Failed => "failed",
         });
-        let held = self
-            .store
-            .finish_webhook_delivery(&self.owner, &outcome, started_ms / 1000)
-            .await?;
-        if !held {
-            tracing::warn!(
-                delivery = %delivery.id,
-                "webhook lease ran out before the attempt ended; another worker may send it too"
-            );
-        }
-        Ok(())
+        outcome
     }
 
     /// Sends one delivery: the receiver's status and, on failure, why.

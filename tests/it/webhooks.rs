@@ -946,14 +946,18 @@ async fn a_lease_keeps_a_delivery_to_one_owner_until_it_runs_out(app: TestApp) {
         due_ms: now,
         deadline_ms: Some(now + 1_000),
     };
-    assert!(!store
-        .finish_webhook_delivery("owner-a", &outcome(), 0)
-        .await
-        .unwrap());
-    assert!(store
-        .finish_webhook_delivery("owner-b", &outcome(), 0)
-        .await
-        .unwrap());
+    assert!(
+        !store
+            .finish_webhook_deliveries("owner-a", &[outcome()], 0)
+            .await
+            .unwrap()[0]
+    );
+    assert!(
+        store
+            .finish_webhook_deliveries("owner-b", &[outcome()], 0)
+            .await
+            .unwrap()[0]
+    );
     assert!(store
         .claim_webhook_deliveries("owner-c", now + 10_000, now + 11_000, 10)
         .await
