@@ -123,20 +123,32 @@ where
         id: &str,
         audit: &AuditEvent,
     ) -> Result<Option<Digest>> {
+        // The first statement writes: on SQLite a transaction that read
+        // first could not wait for the write lock (it would fail at once
+        // when another writer holds it), so what the event says about the
+        // token comes back from the delete itself.
         let mut tx = self.0.begin().await?;
-        let subject = Webhooks::<DB>::snapshot(&mut tx, "AGENT_TOKEN", id).await?;
-        let digest: Option<String> = sqlx::query_scalar(DELETE_AGENT_TOKEN)
-            .bind(org)
-            .bind(deployment)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if digest.is_some() {
-            DB::announce(&mut tx, Revocation::Token(id.to_string())).await?;
-            Db::<DB>::record_with(&mut tx, audit, Some(subject)).await?;
-            tx.commit().await?;
-        }
-        Ok(digest.and_then(|d| Digest::from_hex(&d)))
+        let deleted: Option<(String, String, String, Option<i64>)> =
+            sqlx::query_as(DELETE_AGENT_TOKEN)
+                .bind(org)
+                .bind(deployment)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((digest, name, deployment_id, end_at)) = deleted else {
+            return Ok(None);
+        };
+        DB::announce(&mut tx, Revocation::Token(id.to_string())).await?;
+        let subject = Snapshot {
+            kind: "AGENT_TOKEN".into(),
+            id: id.to_string(),
+            name: Some(name),
+            parent_id: Some(deployment_id),
+            end_at,
+        };
+        Db::<DB>::record_with(&mut tx, audit, Some(subject)).await?;
+        tx.commit().await?;
+        Ok(Digest::from_hex(&digest))
     }
 
     /// Rotation is one statement (`ROTATE_AGENT_TOKEN`), so it

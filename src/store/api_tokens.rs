@@ -175,12 +175,14 @@ where
     /// Deletes the token and its roles; answers whether there was one.
     pub async fn delete(&self, org: &str, id: &str, audit: &AuditEvent) -> Result<bool> {
         let mut tx = self.0.begin().await?;
-        let subject = Webhooks::<DB>::snapshot(&mut tx, "API_TOKEN", id).await?;
+        // A write first (see `AgentTokens::delete`), then what the event
+        // says about the token, read before the token itself goes.
         sqlx::query(DELETE_API_TOKEN_ROLES)
             .bind(org)
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        let subject = Webhooks::<DB>::snapshot(&mut tx, "API_TOKEN", id).await?;
         let deleted: Option<String> = sqlx::query_scalar(DELETE_API_TOKEN)
             .bind(org)
             .bind(id)

@@ -254,12 +254,14 @@ where
             // Nothing to delete; the transaction is rolled back on drop.
             return Ok(None);
         }
-        let subject = Webhooks::<DB>::snapshot(&mut tx, "DEPLOYMENT", id).await?;
         let digests: Vec<String> = sqlx::query_scalar(DELETE_DEPLOYMENT_AGENT_TOKENS)
             .bind(org)
             .bind(id)
             .fetch_all(&mut *tx)
             .await?;
+        // After a write (see `AgentTokens::delete`), before the deployment
+        // itself goes: what the `deployment.deleted` event says about it.
+        let subject = Webhooks::<DB>::snapshot(&mut tx, "DEPLOYMENT", id).await?;
         for statement in [
             DELETE_DEPLOYMENT_API_TOKEN_ROLES,
             DELETE_DEPLOYMENT_API_TOKENS,

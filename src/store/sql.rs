@@ -119,8 +119,11 @@ pub const GET_AGENT_TOKEN: &str = concat!(
     agent_token_columns!(),
     " FROM agent_tokens WHERE organization_id = $1 AND deployment_id = $2 AND id = $3"
 );
+/// Answers the digest, and what the `agent_token.deleted` event says about
+/// the token (its name, deployment and end).
 pub const DELETE_AGENT_TOKEN: &str = "DELETE FROM agent_tokens \
-    WHERE organization_id = $1 AND deployment_id = $2 AND id = $3 RETURNING secret_digest";
+    WHERE organization_id = $1 AND deployment_id = $2 AND id = $3 \
+    RETURNING secret_digest, name, deployment_id, end_at";
 /// Rotation in one statement. `SET` expressions read the row as it was, so
 /// `previous_digest` takes the secret being replaced; with no grace window
 /// ($1 NULL) all three `previous_*` columns become NULL.
