@@ -170,4 +170,31 @@ mod tests {
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_CHARS));
         assert!(check_url(&long, false).is_err());
     }
+
+    /// `localhost` resolves from the hosts file, to loopback only: refused
+    /// unless allowed, and nothing is connected to either way.
+    #[tokio::test]
+    async fn the_resolver_drops_private_addresses() {
+        use reqwest::dns::Resolve;
+        let name = |text: &str| text.parse::<reqwest::dns::Name>().unwrap();
+        let refused = GuardedResolver {
+            allow_private: false,
+        }
+        .resolve(name("localhost"))
+        .await;
+        let reason = refused.err().expect("refused").to_string();
+        assert!(
+            reason.contains("AGENTKEY_WEBHOOK_ALLOW_PRIVATE"),
+            "{reason}"
+        );
+        let allowed: Vec<SocketAddr> = GuardedResolver {
+            allow_private: true,
+        }
+        .resolve(name("localhost"))
+        .await
+        .expect("resolves")
+        .collect();
+        assert!(!allowed.is_empty());
+        assert!(allowed.iter().all(|a| a.ip().is_loopback()), "{allowed:?}");
+    }
 }

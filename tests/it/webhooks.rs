@@ -982,3 +982,39 @@ async fn a_lease_keeps_a_delivery_to_one_owner_postgres() {
         a_lease_keeps_a_delivery_to_one_owner_until_it_runs_out(app).await;
     }
 }
+
+/// A host name is checked once resolved: `localhost` (from the hosts file)
+/// is refused at delivery when private addresses are not allowed, before
+/// any connection, and the attempt says why.
+#[tokio::test]
+async fn a_name_resolving_to_a_private_address_is_refused_at_delivery() {
+    let strict = WebhookSettings {
+        allow_private: false,
+        retry_for: Duration::ZERO,
+        ..settings()
+    };
+    let app = TestApp::sqlite(Settings {
+        webhooks: strict.clone(),
+        ..Settings::default()
+    })
+    .await;
+    let t = app.tenant().await;
+    let receiver = Receiver::start().await;
+    let port = receiver.url.split(':').nth(2).unwrap().to_string();
+    let hook = create_webhook(
+        &app,
+        &t.org,
+        json!({"url": format!("http://localhost:{port}")}),
+    )
+    .await;
+    let hook = str_of(&hook, "id").to_string();
+    app.agent_token(&t, json!({"name": "x"})).await;
+    let w = worker(&app, strict);
+    drain(&app, &w).await;
+    let listed = deliveries(&app, &t.org, &hook).await;
+    assert_eq!(listed[0]["status"], "FAILED");
+    let error = listed[0]["lastError"].as_str().unwrap();
+    assert!(error.contains("AGENTKEY_WEBHOOK_ALLOW_PRIVATE"), "{error}");
+    assert!(listed[0]["attempts"][0]["statusCode"].is_null());
+    assert!(receiver.got().is_empty(), "nothing reached the receiver");
+}
