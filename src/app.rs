@@ -31,6 +31,8 @@ pub struct Settings {
     pub auth_failures: FailureLimits,
     /// Cache-miss credential reads at once, per lane (see `verify`).
     pub credential_reads: usize,
+    /// Signed event webhooks and the expiry scan.
+    pub webhooks: crate::webhooks::worker::WebhookSettings,
 }
 
 impl Default for Settings {
@@ -43,6 +45,7 @@ impl Default for Settings {
             trusted_proxies: TrustedProxies::default(),
             auth_failures: FailureLimits::default(),
             credential_reads: crate::verify::DEFAULT_CREDENTIAL_READS,
+            webhooks: Default::default(),
         }
     }
 }
@@ -151,6 +154,7 @@ impl AppState {
             pool_idle,
             cache_entries: self.verifier.cache().len(),
             limited_clients: self.auth_failures.clients(),
+            webhook_backlog: self.store.webhook_backlog().await?,
         }))
     }
 }

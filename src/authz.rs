@@ -45,10 +45,15 @@ pub enum Action {
     GetAllowedIpRanges,
     CreateAllowedIpRange,
     DeleteAllowedIpRange,
+    GetWebhooks,
+    CreateWebhook,
+    RotateWebhook,
+    DeleteWebhook,
+    RedeliverWebhook,
 }
 
 impl Action {
-    pub const ALL: [Action; 30] = [
+    pub const ALL: [Action; 35] = [
         Action::CreateOrganization,
         Action::ListOrganizations,
         Action::GetOrganization,
@@ -78,6 +83,11 @@ impl Action {
         Action::CreateAllowedIpRange,
         Action::DeleteAllowedIpRange,
         Action::ReadAuditLogs,
+        Action::GetWebhooks,
+        Action::CreateWebhook,
+        Action::RotateWebhook,
+        Action::DeleteWebhook,
+        Action::RedeliverWebhook,
         Action::ReadMetrics,
     ];
 
@@ -111,6 +121,12 @@ impl Action {
             Action::GetAllowedIpRanges => "organization.allowedIpAddressRanges.get",
             Action::CreateAllowedIpRange => "organization.allowedIpAddressRanges.create",
             Action::DeleteAllowedIpRange => "organization.allowedIpAddressRanges.delete",
+            // agentkey's own: Astro has no webhooks.
+            Action::GetWebhooks => "organization.webhooks.get",
+            Action::CreateWebhook => "organization.webhooks.create",
+            Action::RotateWebhook => "organization.webhooks.rotate",
+            Action::DeleteWebhook => "organization.webhooks.delete",
+            Action::RedeliverWebhook => "organization.webhooks.redeliver",
         }
     }
 
@@ -147,6 +163,11 @@ impl Action {
             Action::GetAllowedIpRanges => "list the organization's allowed IP address ranges",
             Action::CreateAllowedIpRange => "add allowed IP address ranges",
             Action::DeleteAllowedIpRange => "delete allowed IP address ranges",
+            Action::GetWebhooks => "list and get webhook endpoints and their deliveries",
+            Action::CreateWebhook => "create a webhook endpoint",
+            Action::RotateWebhook => "rotate a webhook endpoint's signing secret",
+            Action::DeleteWebhook => "delete a webhook endpoint",
+            Action::RedeliverWebhook => "send a webhook delivery again",
         }
     }
 }
@@ -218,7 +239,12 @@ fn rule(action: Action) -> Rule {
         | Action::ReadAuditLogs
         | Action::GetAllowedIpRanges
         | Action::CreateAllowedIpRange
-        | Action::DeleteAllowedIpRange => Rule::Roles(OWNERS),
+        | Action::DeleteAllowedIpRange
+        | Action::GetWebhooks
+        | Action::CreateWebhook
+        | Action::RotateWebhook
+        | Action::DeleteWebhook
+        | Action::RedeliverWebhook => Rule::Roles(OWNERS),
         Action::ListWorkspaces => Rule::Roles(ORG_READERS),
         Action::GetWorkspace => Rule::Roles(WORKSPACE_READERS),
         Action::UpdateWorkspace => Rule::Roles(WORKSPACE_MANAGERS),

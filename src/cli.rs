@@ -18,7 +18,8 @@ use std::time::Duration;
 use crate::app::Settings;
 use crate::cache::CacheLimits;
 use crate::client::args::{
-    ClientArgs, ClientCommand, DeploymentCommand, OrgCommand, TokenCommand, WorkspaceCommand,
+    ClientArgs, ClientCommand, DeploymentCommand, OrgCommand, TokenCommand, WebhookCommand,
+    WorkspaceCommand,
 };
 use crate::config::{Config, ConfigError, LogFormat, ROOT_TOKEN_ENV};
 use crate::console::session::SessionSettings;
@@ -47,10 +48,21 @@ Environment:
   AGENTKEY_CONSOLE_IDLE_MINUTES             minutes a console session may sit unused (default 30)
   AGENTKEY_CONSOLE_SESSION_HOURS            hours a console session lasts at most (default 12)
   AGENTKEY_PUBLIC_URL                       the console's public origin behind a proxy (default none)
+  AGENTKEY_WEBHOOK_KEY                      turns webhooks on: the key their signing secrets derive from,
+                                            32+ printable characters; read only from the environment
+  AGENTKEY_WEBHOOK_ALLOW_PRIVATE            true: allow loopback/private/link-local endpoints (default false)
+  AGENTKEY_WEBHOOK_POLL_MS                  how often due deliveries are looked for (default 1000)
+  AGENTKEY_WEBHOOK_LEASE_SECONDS            how long a replica holds a delivery it sends (default 60)
+  AGENTKEY_WEBHOOK_RETRY_BASE_MS            first retry delay, doubled each time, with jitter (default 30000)
+  AGENTKEY_WEBHOOK_RETRY_MAX_INTERVAL_SECONDS  longest wait between attempts (default 3600)
+  AGENTKEY_WEBHOOK_RETRY_FOR_SECONDS        how long a delivery is retried before it FAILED (default 86400)
+  AGENTKEY_WEBHOOK_TIMEOUT_SECONDS          time limit of one attempt (default 10)
+  AGENTKEY_WEBHOOK_EXPIRY_DAYS              days before endAt to send .expiring (default 30,7,1)
+  AGENTKEY_WEBHOOK_EXPIRY_SCAN_SECONDS      how often the expiry scan runs (default 60)
   AGENTKEY_LOG_FORMAT                       text or json (default text)
   AGENTKEY_LOG                              log filter, e.g. debug or agentkey=debug (default info,sqlx=warn)
 
-Client commands (org, workspace, deployment, token): see `agentkey token --help`.";
+Client commands (org, workspace, deployment, token, webhook): see `agentkey token --help`.";
 
 const CLIENT_HELP: &str = "\
 Environment:
@@ -105,6 +117,9 @@ pub enum Command {
     /// Client: list, create, show, delete and rotate agent tokens.
     #[command(after_help = CLIENT_HELP)]
     Token(ClientArgs<TokenCommand>),
+    /// Client: list webhook endpoints, their deliveries, and redeliver.
+    #[command(after_help = CLIENT_HELP)]
+    Webhook(ClientArgs<WebhookCommand>),
 }
 
 #[derive(Args)]
@@ -182,6 +197,106 @@ pub struct ServeArgs {
     pub public_url: Option<String>,
     #[command(flatten)]
     pub abuse: AbuseArgs,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+}
+
+/// Signed event webhooks and expiry warnings (see docs/events.md). The
+/// key itself (`AGENTKEY_WEBHOOK_KEY`) is read only from the environment.
+#[derive(Args)]
+pub struct WebhookArgs {
+    /// Allow webhook endpoints on loopback, private and link-local
+    /// addresses (refused by default, so webhooks cannot probe the network
+    /// agentkey runs in).
+    #[arg(long, env = "AGENTKEY_WEBHOOK_ALLOW_PRIVATE", default_value_t = false,
+          action = clap::ArgAction::Set)]
+    pub webhook_allow_private: bool,
+    /// Milliseconds between looks for due deliveries when there were none.
+    #[arg(long, env = "AGENTKEY_WEBHOOK_POLL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub webhook_poll_ms: u64,
+    /// Seconds a replica holds a delivery it is sending; one that dies
+    /// mid-delivery leaves it to others after this long.
+    #[arg(long, env = "AGENTKEY_WEBHOOK_LEASE_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub webhook_lease_seconds: u64,
+    /// Milliseconds before the first retry; each later one doubles, with jitter.
+    #[arg(long, env = "AGENTKEY_WEBHOOK_RETRY_BASE_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub webhook_retry_base_ms: u64,
+    /// The longest wait between two attempts, in seconds.
+    #[arg(long, env = "AGENTKEY_WEBHOOK_RETRY_MAX_INTERVAL_SECONDS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub webhook_retry_max_interval_seconds: u64,
+    /// Seconds after its first attempt a delivery is retried before it is
+    /// marked FAILED.
+    #[arg(long, env = "AGENTKEY_WEBHOOK_RETRY_FOR_SECONDS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(0..=604_800))]
+    pub webhook_retry_for_seconds: u64,
+    /// Seconds an attempt may take (connecting included).
+    #[arg(long, env = "AGENTKEY_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub webhook_timeout_seconds: u64,
+    /// Days before a token's endAt at which `.expiring` is sent,
+    /// comma-separated.
+    #[arg(long, env = "AGENTKEY_WEBHOOK_EXPIRY_DAYS", default_value = "30,7,1")]
+    pub webhook_expiry_days: String,
+    /// Seconds between two expiry scans.
+    #[arg(long, env = "AGENTKEY_WEBHOOK_EXPIRY_SCAN_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub webhook_expiry_scan_seconds: u64,
+}
+
+impl WebhookArgs {
+    /// The webhook settings, with the key from `AGENTKEY_WEBHOOK_KEY`.
+    fn settings(self) -> Result<crate::webhooks::worker::WebhookSettings, String> {
+        let key = match std::env::var("AGENTKEY_WEBHOOK_KEY") {
+            Ok(text) if !text.is_empty() => Some(crate::webhooks::sign::WebhookKey::parse(&text)?),
+            Ok(_) | Err(std::env::VarError::NotPresent) => None,
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err("AGENTKEY_WEBHOOK_KEY is not valid UTF-8".into())
+            }
+        };
+        let mut thresholds = Vec::new();
+        for part in self.webhook_expiry_days.split(',').map(str::trim) {
+            if part.is_empty() {
+                continue;
+            }
+            match part.parse::<i64>() {
+                Ok(days) if (1..=3650).contains(&days) => thresholds.push(days),
+                _ => {
+                    return Err(format!(
+                        "AGENTKEY_WEBHOOK_EXPIRY_DAYS: {part:?} is not a whole number of days \
+                         from 1 to 3650"
+                    ))
+                }
+            }
+        }
+        thresholds.sort_unstable_by(|a, b| b.cmp(a));
+        thresholds.dedup();
+        // A lease that could run out while its attempt is still waiting for
+        // an answer would let another replica send the same delivery at once.
+        if self.webhook_lease_seconds <= self.webhook_timeout_seconds {
+            return Err(format!(
+                "AGENTKEY_WEBHOOK_LEASE_SECONDS ({}) must be longer than \
+                 AGENTKEY_WEBHOOK_TIMEOUT_SECONDS ({})",
+                self.webhook_lease_seconds, self.webhook_timeout_seconds
+            ));
+        }
+        Ok(crate::webhooks::worker::WebhookSettings {
+            key,
+            allow_private: self.webhook_allow_private,
+            poll_interval: Duration::from_millis(self.webhook_poll_ms),
+            lease: Duration::from_secs(self.webhook_lease_seconds),
+            retry_base: Duration::from_millis(self.webhook_retry_base_ms),
+            retry_max_interval: Duration::from_secs(self.webhook_retry_max_interval_seconds),
+            retry_for: Duration::from_secs(self.webhook_retry_for_seconds),
+            timeout: Duration::from_secs(self.webhook_timeout_seconds),
+            expiry_thresholds: thresholds,
+            expiry_scan_interval: Duration::from_secs(self.webhook_expiry_scan_seconds),
+            ..Default::default()
+        })
+    }
 }
 
 /// A listen address: an IP address and a port, with a hint for the usual
@@ -316,6 +431,7 @@ pub fn run() -> ExitCode {
         Command::Workspace(a) => (a.options, ClientCommand::Workspace(a.command)),
         Command::Deployment(a) => (a.options, ClientCommand::Deployment(a.command)),
         Command::Token(a) => (a.options, ClientCommand::Token(a.command)),
+        Command::Webhook(a) => (a.options, ClientCommand::Webhook(a.command)),
         server_command => return run_server_command(&runtime, server_command, &given),
     };
     if let ClientCommand::Deployment(DeploymentCommand::Delete { id, yes, .. }) = &command {
@@ -367,6 +483,7 @@ fn run_server_command(
                         lifetime: Duration::from_secs(args.console_session_hours * 3600),
                         public_origin: args.public_url,
                     },
+                    webhooks: args.webhooks.settings().map_err(|e| anyhow!(e))?,
                     ..Settings::default()
                 };
                 let settings = args.abuse.apply(settings, given)?;
@@ -403,7 +520,8 @@ fn run_server_command(
             Command::Org(_)
             | Command::Workspace(_)
             | Command::Deployment(_)
-            | Command::Token(_) => {
+            | Command::Token(_)
+            | Command::Webhook(_) => {
                 unreachable!("client commands are run by crate::client")
             }
         }

@@ -22,3 +22,4 @@ pub mod token;
 pub mod transport;
 pub mod usage;
 pub mod verify;
+pub mod webhooks;

@@ -187,6 +187,8 @@ pub struct Metrics {
     connections: IntGauge,
     connection_timeouts: Counters<ConnectionTimeout>,
     abuse: AbuseMetrics,
+    webhook_attempts: IntCounterVec,
+    webhook_backlog: IntGaugeVec,
 }
 
 /// The counter and histogram of one (method, route, status), resolved once
@@ -234,6 +236,8 @@ pub struct Snapshot {
     pub cache_entries: (usize, usize),
     /// Addresses the failure limiter tracks.
     pub limited_clients: usize,
+    /// Webhook deliveries (pending, failed).
+    pub webhook_backlog: (i64, i64),
 }
 
 impl Metrics {
@@ -346,8 +350,26 @@ impl Metrics {
             credential_lookups: Counters::new(&credential_lookups),
             read_turns: Counters::new(&read_turns),
         };
+        let webhook_attempts = IntCounterVec::new(
+            Opts::new(
+                "webhook_attempts_total",
+                "Webhook delivery attempts by this process, by outcome: succeeded, retrying (failed, another attempt is scheduled), failed (failed, no more attempts)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let webhook_backlog = IntGaugeVec::new(
+            Opts::new(
+                "webhook_deliveries",
+                "Webhook deliveries in the outbox, by state: pending (not yet delivered), failed (given up)",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(webhook_attempts.clone()),
+            Box::new(webhook_backlog.clone()),
             Box::new(latency.clone()),
             Box::new(verifications.clone()),
             Box::new(cache.clone()),
@@ -373,7 +395,14 @@ impl Metrics {
             latency,
             connections,
             abuse,
+            webhook_attempts,
+            webhook_backlog,
         }
+    }
+
+    /// Counts a webhook attempt: `succeeded`, `retrying` or `failed`.
+    pub fn webhook_attempt(&self, outcome: &str) {
+        self.webhook_attempts.with_label_values(&[outcome]).inc();
     }
 
     /// The handles that count and time requests of one method, route and
@@ -470,6 +499,12 @@ impl Metrics {
         self.cache_entries
             .set(CacheEntryKind::Negative, now.cache_entries.1 as i64);
         self.abuse.limited_clients.set(now.limited_clients as i64);
+        self.webhook_backlog
+            .with_label_values(&["pending"])
+            .set(now.webhook_backlog.0);
+        self.webhook_backlog
+            .with_label_values(&["failed"])
+            .set(now.webhook_backlog.1);
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -553,6 +588,7 @@ mod tests {
             pool_idle: 3,
             cache_entries: (11, 13),
             limited_clients: 1,
+            webhook_backlog: (0, 0),
         });
         let counted = |metric: &str, label: &str, all: Vec<(String, f64)>, one: &str| {
             for (name, value) in all {

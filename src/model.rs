@@ -381,10 +381,14 @@ pub enum AuditAction {
     /// A management request refused because the client's address is
     /// outside the organization's allowlist.
     AllowedIpRangeRefusal,
+    WebhookCreate,
+    WebhookRotate,
+    WebhookDelete,
+    WebhookRedeliver,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 21] = [
+    pub const ALL: [AuditAction; 25] = [
         AuditAction::OrganizationCreate,
         AuditAction::OrganizationUpdate,
         AuditAction::WorkspaceCreate,
@@ -406,6 +410,10 @@ impl AuditAction {
         AuditAction::AllowedIpRangeCreate,
         AuditAction::AllowedIpRangeDelete,
         AuditAction::AllowedIpRangeRefusal,
+        AuditAction::WebhookCreate,
+        AuditAction::WebhookRotate,
+        AuditAction::WebhookDelete,
+        AuditAction::WebhookRedeliver,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -431,6 +439,10 @@ impl AuditAction {
             AuditAction::AllowedIpRangeCreate => "allowedIpAddressRange.create",
             AuditAction::AllowedIpRangeDelete => "allowedIpAddressRange.delete",
             AuditAction::AllowedIpRangeRefusal => "allowedIpAddressRange.refuse",
+            AuditAction::WebhookCreate => "webhook.create",
+            AuditAction::WebhookRotate => "webhook.rotate",
+            AuditAction::WebhookDelete => "webhook.delete",
+            AuditAction::WebhookRedeliver => "webhookDelivery.redeliver",
         }
     }
 
@@ -449,6 +461,8 @@ pub enum TargetKind {
     ApiToken,
     RootCredential,
     AllowedIpRange,
+    Webhook,
+    WebhookDelivery,
 }
 
 impl TargetKind {
@@ -461,6 +475,8 @@ impl TargetKind {
             TargetKind::ApiToken => "API_TOKEN",
             TargetKind::RootCredential => "ROOT_CREDENTIAL",
             TargetKind::AllowedIpRange => "ALLOWED_IP_ADDRESS_RANGE",
+            TargetKind::Webhook => "WEBHOOK",
+            TargetKind::WebhookDelivery => "WEBHOOK_DELIVERY",
         }
     }
 }

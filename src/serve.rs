@@ -125,6 +125,26 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         flusher_stopped,
     ));
     let follower = store.follow_revocations(state.verifier.clone(), stopped.clone());
+    // Webhooks (when AGENTKEY_WEBHOOK_KEY is set): the delivery worker and
+    // the expiry scan, stopped with the server.
+    let mut background = Vec::new();
+    let webhooks = &config.settings.webhooks;
+    if let Some(worker) =
+        crate::webhooks::worker::Worker::new(store.clone(), webhooks.clone(), state.metrics.clone())
+    {
+        background.push(tokio::spawn(worker.run(stopped.clone())));
+        background.push(tokio::spawn(crate::webhooks::expiry::run(
+            store.clone(),
+            state.clock.clone(),
+            webhooks.expiry_thresholds.clone(),
+            webhooks.expiry_scan_interval,
+            stopped.clone(),
+        )));
+        tracing::info!(
+            allow_private = webhooks.allow_private,
+            "webhooks on: delivering events and scanning for expiring tokens"
+        );
+    }
     let serve_until_stopped = |listener, router: axum::Router| {
         tokio::spawn(crate::transport::serve(
             listener,
@@ -187,6 +207,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = stop_flusher.send(true);
     let finished = async {
         let _ = flusher.await;
+        for task in background {
+            let _ = task.await;
+        }
         if let Some(follower) = follower {
             let _ = follower.await;
         }

@@ -40,6 +40,41 @@ pub enum ClientCommand {
     Workspace(WorkspaceCommand),
     Deployment(DeploymentCommand),
     Token(TokenCommand),
+    Webhook(WebhookCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// List the webhook endpoints of an organization (never their secrets).
+    List {
+        #[command(flatten)]
+        org: OrgScope,
+        #[command(flatten)]
+        list: ListOptions,
+    },
+    /// List an endpoint's deliveries, newest first, with their status and
+    /// attempts.
+    Deliveries {
+        #[command(flatten)]
+        org: OrgScope,
+        /// Webhook endpoint id.
+        webhook: String,
+        /// Results per page, 0 to 100 (server default 20).
+        #[arg(long, allow_negative_numbers = true)]
+        limit: Option<i64>,
+        /// Results to skip (default 0).
+        #[arg(long, allow_negative_numbers = true)]
+        offset: Option<i64>,
+    },
+    /// Send a delivery's event again (a new delivery, same event id).
+    Redeliver {
+        #[command(flatten)]
+        org: OrgScope,
+        /// Webhook endpoint id.
+        webhook: String,
+        /// Delivery id.
+        delivery: String,
+    },
 }
 
 /// The page of a list command.

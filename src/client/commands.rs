@@ -11,7 +11,7 @@ use crate::http::workspaces::CreateWorkspaceRequest;
 
 use super::args::{
     ClientCommand, ClientOptions, DeploymentCommand, ListOptions, OrgCommand, TokenCommand,
-    WorkspaceCommand,
+    WebhookCommand, WorkspaceCommand,
 };
 use super::output::{self, View};
 use super::{Client, ClientError, Request};
@@ -188,6 +188,60 @@ pub fn plan(command: ClientCommand) -> Planned {
                 }
                 planned(request, View::Token, Some(id))
             }
+        },
+        ClientCommand::Webhook(command) => match command {
+            WebhookCommand::List { org, list } => planned(
+                paged(
+                    Request::new(M::GET, &["organizations", &org.org, "webhooks"]),
+                    list,
+                ),
+                View::Webhooks,
+                None,
+            ),
+            WebhookCommand::Deliveries {
+                org,
+                webhook,
+                limit,
+                offset,
+            } => {
+                let mut request = Request::new(
+                    M::GET,
+                    &[
+                        "organizations",
+                        &org.org,
+                        "webhooks",
+                        &webhook,
+                        "deliveries",
+                    ],
+                );
+                if let Some(limit) = limit {
+                    request = request.query("limit", limit);
+                }
+                if let Some(offset) = offset {
+                    request = request.query("offset", offset);
+                }
+                planned(request, View::Deliveries, None)
+            }
+            WebhookCommand::Redeliver {
+                org,
+                webhook,
+                delivery,
+            } => planned(
+                Request::new(
+                    M::POST,
+                    &[
+                        "organizations",
+                        &org.org,
+                        "webhooks",
+                        &webhook,
+                        "deliveries",
+                        &delivery,
+                        "redeliver",
+                    ],
+                ),
+                View::Delivery,
+                Some(delivery),
+            ),
         },
     }
 }

@@ -13,6 +13,9 @@ use super::ClientError;
 use crate::http::deployments::{Deployment, DeploymentsPaginated};
 use crate::http::organizations::{Organization, OrganizationsPaginated};
 use crate::http::schema::{ApiToken, ApiTokensPaginated};
+use crate::http::webhooks::{
+    Webhook, WebhookDeliveriesPaginated, WebhookDelivery, WebhooksPaginated,
+};
 use crate::http::workspaces::{Workspace, WorkspacesPaginated};
 
 /// How answers are printed.
@@ -35,6 +38,9 @@ pub enum View {
     Deployments,
     Token,
     Tokens,
+    Webhooks,
+    Deliveries,
+    Delivery,
     /// A 204: nothing came back; say what is gone and what follows.
     Deleted {
         what: &'static str,
@@ -154,6 +160,63 @@ fn table(view: View, id: Option<&str>, body: Option<Value>) -> Result<String, Cl
                 },
             )
         }
+        View::Webhooks => {
+            let page: Page<Webhook> = decode::<WebhooksPaginated>(body)?.into();
+            list(
+                &page,
+                "webhook endpoints",
+                &["ID", "URL", "EVENT TYPES", "CREATED"],
+                |w| {
+                    vec![
+                        w.id.clone(),
+                        w.url.clone(),
+                        w.event_types.join(", "),
+                        w.created_at.clone(),
+                    ]
+                },
+            )
+        }
+        View::Deliveries => {
+            let page: Page<WebhookDelivery> = decode::<WebhookDeliveriesPaginated>(body)?.into();
+            list(
+                &page,
+                "deliveries",
+                &[
+                    "ID",
+                    "EVENT",
+                    "STATUS",
+                    "ATTEMPTS",
+                    "LAST CODE",
+                    "CREATED",
+                    "LAST ERROR",
+                ],
+                |d| {
+                    vec![
+                        d.id.clone(),
+                        d.event_type.clone(),
+                        d.status.clone(),
+                        d.attempt_count.to_string(),
+                        d.last_status_code
+                            .map_or_else(|| "-".into(), |c| c.to_string()),
+                        d.created_at.clone(),
+                        shorten(d.last_error.as_deref().unwrap_or("-")),
+                    ]
+                },
+            )
+        }
+        View::Delivery => {
+            let d = decode::<WebhookDelivery>(body)?;
+            details(&[
+                ("ID", d.id.clone()),
+                ("Event", d.event_type.clone()),
+                ("Event id", d.event_id.clone()),
+                ("Webhook", d.webhook_id.clone()),
+                ("Status", d.status.clone()),
+                ("Attempts", d.attempt_count.to_string()),
+                ("Next attempt", or_dash(&d.next_attempt_at)),
+                ("Created", d.created_at.clone()),
+            ])
+        }
         View::Deleted { .. } => unreachable!("handled above"),
     })
 }
@@ -190,6 +253,8 @@ page_from!(OrganizationsPaginated, Organization, organizations);
 page_from!(WorkspacesPaginated, Workspace, workspaces);
 page_from!(DeploymentsPaginated, Deployment, deployments);
 page_from!(ApiTokensPaginated, ApiToken, tokens);
+page_from!(WebhooksPaginated, Webhook, webhooks);
+page_from!(WebhookDeliveriesPaginated, WebhookDelivery, deliveries);
 
 /// A list as a table with a header row, and a line saying where the page
 /// sits when it does not hold every match.

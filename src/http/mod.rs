@@ -26,6 +26,7 @@ pub mod organizations;
 pub mod refusals;
 pub mod request;
 pub mod schema;
+pub mod webhooks;
 pub mod workspaces;
 
 use std::sync::{Arc, OnceLock};
@@ -117,6 +118,11 @@ fn api_routes() -> OpenApiRouter<AppState> {
             allowed_ip_ranges::bulk_delete_allowed_ip_address_ranges
         ))
         .routes(routes!(allowed_ip_ranges::delete_allowed_ip_address_range))
+        .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
+        .routes(routes!(webhooks::get_webhook, webhooks::delete_webhook))
+        .routes(routes!(webhooks::rotate_webhook))
+        .routes(routes!(webhooks::list_webhook_deliveries))
+        .routes(routes!(webhooks::redeliver_webhook))
         .routes(routes!(openapi::openapi_json))
 }
 

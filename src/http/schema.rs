@@ -258,6 +258,11 @@ impl<'de> Deserialize<'de> for RevealedSecret {
 }
 
 impl RevealedSecret {
+    /// Wraps a secret that a response is about to show, once.
+    pub fn new(secret: impl Into<String>) -> RevealedSecret {
+        RevealedSecret(secret.into())
+    }
+
     /// The secret, for the one page that shows it.
     pub fn expose(&self) -> &str {
         &self.0

@@ -10,9 +10,11 @@ use super::db::Db;
 use super::revocations::Revocation;
 use super::rows::*;
 use super::sql::*;
+use super::webhooks::Webhooks;
 use super::{Page, PageRequest, Result, StoreError};
 use crate::model::{AgentCredential, AgentToken, AuditEvent, NewAgentToken, Rotation};
 use crate::token::Digest;
+use crate::webhooks::{Event, EventType, Snapshot};
 
 /// The agent-token statements on one backend's pool; the bounds are those
 /// of [`Db`].
@@ -124,19 +126,32 @@ where
         id: &str,
         audit: &AuditEvent,
     ) -> Result<Option<Digest>> {
+        // The first statement writes: on SQLite a transaction that read
+        // first could not wait for the write lock (it would fail at once
+        // when another writer holds it), so what the event says about the
+        // token comes back from the delete itself.
         let mut tx = self.0.begin().await?;
-        let digest: Option<String> = sqlx::query_scalar(DELETE_AGENT_TOKEN)
-            .bind(org)
-            .bind(deployment)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if digest.is_some() {
-            DB::announce(&mut tx, Revocation::Token(id.to_string())).await?;
-            Db::<DB>::record(&mut tx, audit).await?;
-            tx.commit().await?;
-        }
-        Ok(digest.and_then(|d| Digest::from_hex(&d)))
+        let deleted: Option<(String, String, String, Option<i64>)> =
+            sqlx::query_as(DELETE_AGENT_TOKEN)
+                .bind(org)
+                .bind(deployment)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((digest, name, deployment_id, end_at)) = deleted else {
+            return Ok(None);
+        };
+        DB::announce(&mut tx, Revocation::Token(id.to_string())).await?;
+        let subject = Snapshot {
+            kind: "AGENT_TOKEN".into(),
+            id: id.to_string(),
+            name: Some(name),
+            parent_id: Some(deployment_id),
+            end_at,
+        };
+        Db::<DB>::record_with(&mut tx, audit, Some(subject)).await?;
+        tx.commit().await?;
+        Ok(Digest::from_hex(&digest))
     }
 
     /// Rotation is one statement (`ROTATE_AGENT_TOKEN`), so it
@@ -188,6 +203,27 @@ where
         }
         let mut tx = self.0.begin().await?;
         for (id, at) in latest {
+            // A first use sets lastUsedAt from nothing and reports
+            // `agent_token.first_used`, in this same transaction.
+            let first: Option<(String, String, String, Option<i64>)> =
+                sqlx::query_as(RECORD_FIRST_AGENT_TOKEN_USE)
+                    .bind(at)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some((org, name, deployment, end_at)) = first {
+                let subject = Snapshot {
+                    kind: "AGENT_TOKEN".into(),
+                    id: id.to_string(),
+                    name: Some(name),
+                    parent_id: Some(deployment),
+                    end_at,
+                };
+                let event =
+                    Event::observed(EventType::AgentTokenFirstUsed, &org, at, &subject, None);
+                Webhooks::<DB>::emit(&mut tx, &event).await?;
+                continue;
+            }
             sqlx::query(RECORD_AGENT_TOKEN_USE)
                 .bind(at)
                 .bind(id)

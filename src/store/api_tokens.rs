@@ -10,6 +10,7 @@ use super::backend::Backend;
 use super::db::Db;
 use super::rows::*;
 use super::sql::*;
+use super::webhooks::Webhooks;
 use super::{ApiTokenFilter, Homes, Page, PageRequest, Result};
 use crate::model::{
     ApiCredential, ApiToken, ApiTokenChange, ApiTokenEdit, AuditEvent, NewApiToken,
@@ -176,18 +177,21 @@ where
     /// Deletes the token and its roles; answers whether there was one.
     pub async fn delete(&self, org: &str, id: &str, audit: &AuditEvent) -> Result<bool> {
         let mut tx = self.0.begin().await?;
+        // A write first (see `AgentTokens::delete`), then what the event
+        // says about the token, read before the token itself goes.
         sqlx::query(DELETE_API_TOKEN_ROLES)
             .bind(org)
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        let subject = Webhooks::<DB>::snapshot(&mut tx, "API_TOKEN", id).await?;
         let deleted: Option<String> = sqlx::query_scalar(DELETE_API_TOKEN)
             .bind(org)
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
         if deleted.is_some() {
-            Db::<DB>::record(&mut tx, audit).await?;
+            Db::<DB>::record_with(&mut tx, audit, Some(subject)).await?;
             tx.commit().await?;
         }
         Ok(deleted.is_some())

@@ -15,6 +15,7 @@ use super::api_tokens::ApiTokens;
 use super::db::Db;
 use super::revocations::{Revocation, RevocationSink};
 use super::sessions::{SessionCutoffs, Sessions};
+use super::webhooks::Webhooks;
 use super::{
     ApiTokenFilter, AuditQuery, LockOutGuard, Page, PageRequest, PlaceFilter, Result, Store,
     WorkspaceDeletion,
@@ -25,12 +26,17 @@ use crate::model::{
     RootCredential, Rotation, Workspace,
 };
 use crate::token::Digest;
+use crate::webhooks::{Claimed, Delivery, Endpoint, Outcome};
 
 /// What one backend does its own way, around statements that are the same.
 pub trait Backend: sqlx::Database {
     /// Begins a read-only transaction whose statements all see one state
     /// (a count and its page, a token and its roles).
     const READ_SNAPSHOT: &'static str;
+
+    /// Leases due webhook deliveries (see `sql::claim_webhook_deliveries`):
+    /// where replicas share the database, each row to one of them.
+    const CLAIM_DELIVERIES: &'static str;
 
     /// Locks the deployment's row until the transaction ends, where the
     /// backend needs a lock for it; answers `false` only when it found that
@@ -382,5 +388,108 @@ where
 
     async fn use_console_nonce(&self, session: &Digest, nonce: &Digest, at: i64) -> Result<bool> {
         Sessions(&self.pool).use_nonce(session, nonce, at).await
+    }
+
+    async fn create_webhook_endpoint(&self, endpoint: &Endpoint, audit: &AuditEvent) -> Result<()> {
+        Webhooks(&self.pool).create_endpoint(endpoint, audit).await
+    }
+
+    async fn list_webhook_endpoints(
+        &self,
+        org: &str,
+        page: &PageRequest,
+    ) -> Result<Page<Endpoint>> {
+        Webhooks(&self.pool).list_endpoints(org, page).await
+    }
+
+    async fn get_webhook_endpoint(&self, org: &str, id: &str) -> Result<Option<Endpoint>> {
+        Webhooks(&self.pool).get_endpoint(org, id).await
+    }
+
+    async fn rotate_webhook_endpoint(
+        &self,
+        org: &str,
+        id: &str,
+        audit: &AuditEvent,
+    ) -> Result<Option<Endpoint>> {
+        Webhooks(&self.pool).rotate_endpoint(org, id, audit).await
+    }
+
+    async fn delete_webhook_endpoint(
+        &self,
+        org: &str,
+        id: &str,
+        audit: &AuditEvent,
+    ) -> Result<bool> {
+        Webhooks(&self.pool).delete_endpoint(org, id, audit).await
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        org: &str,
+        endpoint: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Page<Delivery>> {
+        Webhooks(&self.pool)
+            .list_deliveries(org, endpoint, offset, limit)
+            .await
+    }
+
+    async fn get_webhook_delivery(
+        &self,
+        org: &str,
+        endpoint: &str,
+        id: &str,
+    ) -> Result<Option<Delivery>> {
+        Webhooks(&self.pool).get_delivery(org, endpoint, id).await
+    }
+
+    async fn redeliver_webhook(
+        &self,
+        org: &str,
+        endpoint: &str,
+        id: &str,
+        audit: &AuditEvent,
+    ) -> Result<Option<String>> {
+        Webhooks(&self.pool)
+            .redeliver(org, endpoint, id, audit)
+            .await
+    }
+
+    async fn claim_webhook_deliveries(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<Claimed>> {
+        Webhooks(&self.pool)
+            .claim(owner, now_ms, lease_until_ms, limit)
+            .await
+    }
+
+    async fn finish_webhook_deliveries(
+        &self,
+        owner: &str,
+        outcomes: &[Outcome],
+        at: i64,
+    ) -> Result<Vec<bool>> {
+        Webhooks(&self.pool).finish(owner, outcomes, at).await
+    }
+
+    async fn webhook_backlog(&self) -> Result<(i64, i64)> {
+        Webhooks(&self.pool).backlog().await
+    }
+
+    async fn scan_token_expiry(
+        &self,
+        now: i64,
+        thresholds: &[i64],
+        lookback: i64,
+    ) -> Result<usize> {
+        Webhooks(&self.pool)
+            .scan_expiry(now, thresholds, lookback)
+            .await
     }
 }

@@ -10,9 +10,11 @@ use super::backend::Backend;
 use super::revocations::Revocation;
 use super::rows::*;
 use super::sql::*;
+use super::webhooks::Webhooks;
 use super::{AuditQuery, Page, PageRequest, PlaceFilter, Result, WorkspaceDeletion};
 use crate::model::{AuditEvent, Deployment, Organization, RootCredential, Subject, Workspace};
 use crate::token::Digest;
+use crate::webhooks::Snapshot;
 
 /// The statements on one backend's pool. sqlx's bounds for binding text
 /// and integers and reading rows are spelled once, on the `impl` below.
@@ -39,8 +41,20 @@ where
         Ok(())
     }
 
-    /// Appends `event` to the audit trail, inside the caller's transaction.
+    /// Appends `event` to the audit trail, inside the caller's transaction,
+    /// and the webhook event it reports, if any, to the outbox (so that an
+    /// event exists if and only if its change commits).
     pub async fn record(conn: &mut DB::Connection, event: &AuditEvent) -> Result<()> {
+        Self::record_with(conn, event, None).await
+    }
+
+    /// [`Db::record`] with the target as read before the change: what a
+    /// delete reports about what it deleted.
+    pub async fn record_with(
+        conn: &mut DB::Connection,
+        event: &AuditEvent,
+        subject: Option<Snapshot>,
+    ) -> Result<()> {
         sqlx::query(INSERT_AUDIT_EVENT)
             .bind(&event.id)
             .bind(&event.organization_id)
@@ -53,9 +67,9 @@ where
             .bind(&event.target_id)
             .bind(&event.request_id)
             .bind(&event.source_ip)
-            .execute(conn)
+            .execute(&mut *conn)
             .await?;
-        Ok(())
+        Webhooks::<DB>::emit_for_audit(conn, event, subject).await
     }
 
     /// One page of `SELECT columns FROM table WHERE filter`, and how many
@@ -261,6 +275,9 @@ where
             .bind(id)
             .fetch_all(&mut *tx)
             .await?;
+        // After a write (see `AgentTokens::delete`), before the deployment
+        // itself goes: what the `deployment.deleted` event says about it.
+        let subject = Webhooks::<DB>::snapshot(&mut tx, "DEPLOYMENT", id).await?;
         for statement in [
             DELETE_DEPLOYMENT_API_TOKEN_ROLES,
             DELETE_DEPLOYMENT_API_TOKENS,
@@ -284,7 +301,7 @@ where
             return Ok(None);
         }
         DB::announce(&mut tx, Revocation::Deployment(id.to_string())).await?;
-        Self::record(&mut tx, audit).await?;
+        Self::record_with(&mut tx, audit, Some(subject)).await?;
         tx.commit().await?;
         Ok(Some(
             digests.iter().filter_map(|d| Digest::from_hex(d)).collect(),

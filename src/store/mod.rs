@@ -16,6 +16,7 @@ mod rows;
 pub mod sessions;
 mod sql;
 mod sqlite;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ use crate::model::{
 };
 use crate::model::{ApiCredential, ApiToken, ApiTokenChange, ConsoleSession, NewApiToken};
 use crate::token::Digest;
+use crate::webhooks::{Claimed, Delivery, Endpoint, Outcome};
 pub use sessions::SessionCutoffs;
 
 #[derive(Debug, thiserror::Error)]
@@ -346,6 +348,70 @@ pub trait Store: Send + Sync + 'static {
     /// Records a form nonce of the session as used; answers whether this
     /// was its first use.
     async fn use_console_nonce(&self, session: &Digest, nonce: &Digest, at: i64) -> Result<bool>;
+
+    /// Stores a new webhook endpoint.
+    async fn create_webhook_endpoint(&self, endpoint: &Endpoint, audit: &AuditEvent) -> Result<()>;
+    async fn list_webhook_endpoints(&self, org: &str, page: &PageRequest)
+        -> Result<Page<Endpoint>>;
+    async fn get_webhook_endpoint(&self, org: &str, id: &str) -> Result<Option<Endpoint>>;
+    /// Raises the endpoint's generation (its secret derives from it);
+    /// answers the endpoint as it now is, or `None` if there is none.
+    async fn rotate_webhook_endpoint(
+        &self,
+        org: &str,
+        id: &str,
+        audit: &AuditEvent,
+    ) -> Result<Option<Endpoint>>;
+    /// Deletes the endpoint and its deliveries; answers whether there was one.
+    async fn delete_webhook_endpoint(
+        &self,
+        org: &str,
+        id: &str,
+        audit: &AuditEvent,
+    ) -> Result<bool>;
+    /// The endpoint's deliveries, newest first, with their latest attempts.
+    async fn list_webhook_deliveries(
+        &self,
+        org: &str,
+        endpoint: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Page<Delivery>>;
+    async fn get_webhook_delivery(
+        &self,
+        org: &str,
+        endpoint: &str,
+        id: &str,
+    ) -> Result<Option<Delivery>>;
+    /// Queues the delivery's event again; answers the new delivery's id.
+    async fn redeliver_webhook(
+        &self,
+        org: &str,
+        endpoint: &str,
+        id: &str,
+        audit: &AuditEvent,
+    ) -> Result<Option<String>>;
+    /// Leases up to `limit` due deliveries to `owner` (see `webhooks::worker`).
+    async fn claim_webhook_deliveries(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<Claimed>>;
+    /// Records attempts, in one transaction; answers, for each, whether
+    /// `owner` still held the lease.
+    async fn finish_webhook_deliveries(
+        &self,
+        owner: &str,
+        outcomes: &[Outcome],
+        at: i64,
+    ) -> Result<Vec<bool>>;
+    /// (pending, failed) deliveries.
+    async fn webhook_backlog(&self) -> Result<(i64, i64)>;
+    /// One pass of the expiry scan; answers how many tokens it marked.
+    async fn scan_token_expiry(&self, now: i64, thresholds: &[i64], lookback: i64)
+        -> Result<usize>;
 }
 
 /// What a change to an organization's allowlist must leave allowed,

@@ -30,6 +30,11 @@ impl Backend for Postgres {
     /// The count and the page (a token and its roles) from one snapshot.
     const READ_SNAPSHOT: &'static str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 
+    /// Replicas claiming at once skip each other's locked rows, and each
+    /// row's lease is re-checked once its lock is taken.
+    const CLAIM_DELIVERIES: &'static str =
+        super::sql::claim_webhook_deliveries!(" FOR UPDATE OF d SKIP LOCKED");
+
     /// Concurrent writers to one deployment, from any replica, queue on its
     /// row; each statement after the lock (READ COMMITTED) sees what those
     /// before it committed.

@@ -170,8 +170,11 @@ pub const GET_AGENT_TOKEN: &str = concat!(
     agent_token_columns!(),
     " FROM agent_tokens WHERE organization_id = $1 AND deployment_id = $2 AND id = $3"
 );
+/// Answers the digest, and what the `agent_token.deleted` event says about
+/// the token (its name, deployment and end).
 pub const DELETE_AGENT_TOKEN: &str = "DELETE FROM agent_tokens \
-    WHERE organization_id = $1 AND deployment_id = $2 AND id = $3 RETURNING secret_digest";
+    WHERE organization_id = $1 AND deployment_id = $2 AND id = $3 \
+    RETURNING secret_digest, name, deployment_id, end_at";
 /// Rotation in one statement. `SET` expressions read the row as it was, so
 /// `previous_digest` takes the secret being replaced; with no grace window
 /// ($1 NULL) all three `previous_*` columns become NULL.
@@ -247,3 +250,159 @@ pub const DELETE_ALLOWED_IP_RANGE: &str = concat!(
     "DELETE FROM allowed_ip_ranges WHERE organization_id = $1 AND id = $2 RETURNING ",
     allowed_ip_range_columns!()
 );
+
+// Webhooks (issue 15).
+
+macro_rules! webhook_endpoint_columns {
+    () => {
+        "id, organization_id, url, description, event_types, generation, created_at, \
+         updated_at, created_by_id, created_by_type, created_by_name"
+    };
+}
+macro_rules! webhook_delivery_columns {
+    () => {
+        "d.id, d.event_id, d.endpoint_id, e.event_type, d.subject_id, d.status, d.attempts, \
+         d.due_ms, d.last_status_code, d.last_error, d.created_at, d.updated_at, e.payload"
+    };
+}
+pub const WEBHOOK_ENDPOINT_COLUMNS: &str = webhook_endpoint_columns!();
+
+pub const INSERT_WEBHOOK_ENDPOINT: &str = concat!(
+    "INSERT INTO webhook_endpoints (",
+    webhook_endpoint_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+);
+pub const GET_WEBHOOK_ENDPOINT: &str = concat!(
+    "SELECT ",
+    webhook_endpoint_columns!(),
+    " FROM webhook_endpoints WHERE organization_id = $1 AND id = $2"
+);
+/// A new secret: the generation goes up by one.
+pub const ROTATE_WEBHOOK_ENDPOINT: &str = concat!(
+    "UPDATE webhook_endpoints SET generation = generation + 1, updated_at = $3 \
+     WHERE organization_id = $1 AND id = $2 RETURNING ",
+    webhook_endpoint_columns!()
+);
+/// Deleting an endpoint ($1 organization, $2 endpoint): its attempts, its
+/// deliveries, then itself. Events stay while other endpoints use them.
+pub const DELETE_WEBHOOK_ATTEMPTS: &str = "DELETE FROM webhook_attempts WHERE delivery_id IN \
+    (SELECT id FROM webhook_deliveries WHERE organization_id = $1 AND endpoint_id = $2)";
+pub const DELETE_WEBHOOK_DELIVERIES: &str =
+    "DELETE FROM webhook_deliveries WHERE organization_id = $1 AND endpoint_id = $2";
+pub const DELETE_WEBHOOK_ENDPOINT: &str =
+    "DELETE FROM webhook_endpoints WHERE organization_id = $1 AND id = $2 RETURNING id";
+
+/// The endpoints of organization $1 that want events of type $2 (given as
+/// `%,type,%`).
+pub const WEBHOOK_ENDPOINTS_FOR: &str = "SELECT id FROM webhook_endpoints \
+    WHERE organization_id = $1 AND (event_types = '*' OR event_types LIKE $2) ORDER BY id";
+pub const INSERT_WEBHOOK_EVENT: &str = "INSERT INTO webhook_events \
+    (id, organization_id, event_type, subject_id, payload, created_at) \
+    VALUES ($1, $2, $3, $4, $5, $6)";
+pub const INSERT_WEBHOOK_DELIVERY: &str = "INSERT INTO webhook_deliveries \
+    (id, event_id, endpoint_id, organization_id, subject_id, status, attempts, due_ms, \
+    created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'PENDING', 0, $6, $7, $7)";
+
+/// What an event says about its subject, read in the change's transaction:
+/// (name, parent id, endAt).
+pub const SNAPSHOT_AGENT_TOKEN: &str =
+    "SELECT name, deployment_id, end_at FROM agent_tokens WHERE id = $1";
+pub const SNAPSHOT_API_TOKEN: &str = "SELECT name, entity_id, end_at FROM api_tokens WHERE id = $1";
+pub const SNAPSHOT_DEPLOYMENT: &str =
+    "SELECT name, workspace_id, CAST(NULL AS BIGINT) FROM deployments WHERE id = $1";
+
+/// One page of an endpoint's deliveries ($1 organization, $2 endpoint),
+/// newest first.
+pub const LIST_WEBHOOK_DELIVERIES: &str = concat!(
+    "SELECT ",
+    webhook_delivery_columns!(),
+    " FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id \
+     WHERE d.organization_id = $1 AND d.endpoint_id = $2 ORDER BY d.seq DESC LIMIT $3 OFFSET $4"
+);
+pub const COUNT_WEBHOOK_DELIVERIES: &str =
+    "SELECT COUNT(*) FROM webhook_deliveries WHERE organization_id = $1 AND endpoint_id = $2";
+pub const GET_WEBHOOK_DELIVERY: &str = concat!(
+    "SELECT ",
+    webhook_delivery_columns!(),
+    " FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id \
+     WHERE d.organization_id = $1 AND d.endpoint_id = $2 AND d.id = $3"
+);
+pub const LIST_WEBHOOK_ATTEMPTS: &str = "SELECT id, delivery_id, attempted_at, latency_ms, \
+    status_code, outcome, error FROM webhook_attempts WHERE delivery_id = $1 \
+    ORDER BY attempted_at DESC, id DESC LIMIT 20";
+
+/// Claims up to $4 due deliveries for lease owner $1 until $2 (now: $3):
+/// pending, due, not leased by a live worker, and the first pending one of
+/// its subject for its endpoint (so one subject's events go out in order).
+/// The argument is what follows the inner `SELECT` (PostgreSQL's
+/// `FOR UPDATE SKIP LOCKED`, so replicas claim different rows).
+macro_rules! claim_webhook_deliveries {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE webhook_deliveries SET lease_owner = $1, lease_until_ms = $2 \
+             WHERE id IN (SELECT d.id FROM webhook_deliveries d \
+             WHERE d.status = 'PENDING' AND d.due_ms <= $3 \
+             AND (d.lease_until_ms IS NULL OR d.lease_until_ms < $3) \
+             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p \
+             WHERE p.endpoint_id = d.endpoint_id AND p.subject_id = d.subject_id \
+             AND p.status = 'PENDING' AND p.seq < d.seq) \
+             ORDER BY d.seq LIMIT $4",
+            $lock,
+            ") RETURNING id"
+        )
+    };
+}
+pub(super) use claim_webhook_deliveries;
+
+/// What a claimed delivery ($1) needs for sending, if its owner is still $2.
+pub const CLAIMED_WEBHOOK_DELIVERY: &str = "SELECT d.id, d.event_id, d.endpoint_id, \
+    d.attempts, d.deadline_ms, w.url, w.generation, e.payload \
+    FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id \
+    JOIN webhook_endpoints w ON w.id = d.endpoint_id \
+    WHERE d.id = $1 AND d.lease_owner = $2";
+/// Records an attempt's outcome on the delivery, if lease owner $2 still
+/// holds it ($1 the delivery).
+pub const FINISH_WEBHOOK_DELIVERY: &str = "UPDATE webhook_deliveries SET status = $3, \
+    attempts = attempts + 1, due_ms = $4, deadline_ms = $5, last_status_code = $6, \
+    last_error = $7, lease_owner = NULL, lease_until_ms = NULL, updated_at = $8 \
+    WHERE id = $1 AND lease_owner = $2 RETURNING id";
+pub const INSERT_WEBHOOK_ATTEMPT: &str = "INSERT INTO webhook_attempts \
+    (id, delivery_id, attempted_at, latency_ms, status_code, outcome, error) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7)";
+/// A delivery sent once more: a new row for the same event and endpoint.
+pub const REDELIVER_WEBHOOK: &str = "INSERT INTO webhook_deliveries \
+    (id, event_id, endpoint_id, organization_id, subject_id, status, attempts, due_ms, \
+    created_at, updated_at) SELECT $1, event_id, endpoint_id, organization_id, subject_id, \
+    'PENDING', 0, 0, $2, $2 FROM webhook_deliveries \
+    WHERE organization_id = $3 AND endpoint_id = $4 AND id = $5 RETURNING id";
+/// (pending, failed) deliveries: the backlog for `/metrics`.
+pub const COUNT_WEBHOOK_BACKLOG: &str = "SELECT \
+    COALESCE(SUM(CASE WHEN status = 'PENDING' THEN 1 ELSE 0 END), 0), \
+    COALESCE(SUM(CASE WHEN status = 'FAILED' THEN 1 ELSE 0 END), 0) FROM webhook_deliveries";
+
+/// Tokens whose `endAt` lies in ($2, $1]: those the expiry scan looks at.
+pub const EXPIRY_CANDIDATE_AGENT_TOKENS: &str = "SELECT id, organization_id, name, \
+    deployment_id, end_at FROM agent_tokens \
+    WHERE end_at IS NOT NULL AND end_at <= $1 AND end_at > $2 ORDER BY id";
+pub const EXPIRY_CANDIDATE_API_TOKENS: &str = "SELECT id, organization_id, name, \
+    entity_id, end_at FROM api_tokens \
+    WHERE end_at IS NOT NULL AND end_at <= $1 AND end_at > $2 ORDER BY id";
+/// The marks already made for the tokens the candidate statements above
+/// answer (same $1, $2), so a scan opens a transaction only for a token
+/// with a threshold still to mark.
+pub const EXPIRY_MARKS_AGENT_TOKENS: &str = "SELECT token_id, threshold_days \
+    FROM token_expiry_marks WHERE token_kind = 'AGENT_TOKEN' AND token_id IN \
+    (SELECT id FROM agent_tokens WHERE end_at IS NOT NULL AND end_at <= $1 AND end_at > $2)";
+pub const EXPIRY_MARKS_API_TOKENS: &str = "SELECT token_id, threshold_days \
+    FROM token_expiry_marks WHERE token_kind = 'API_TOKEN' AND token_id IN \
+    (SELECT id FROM api_tokens WHERE end_at IS NOT NULL AND end_at <= $1 AND end_at > $2)";
+/// Marks threshold $3 of token ($1 kind, $2 id) as handled; answers a row
+/// only for the one transaction, on any replica, that marked it first.
+pub const INSERT_EXPIRY_MARK: &str = "INSERT INTO token_expiry_marks \
+    (token_kind, token_id, threshold_days, marked_at) VALUES ($1, $2, $3, $4) \
+    ON CONFLICT (token_kind, token_id, threshold_days) DO NOTHING RETURNING token_id";
+
+/// Sets `lastUsedAt` only if the token had never been used: the first use.
+pub const RECORD_FIRST_AGENT_TOKEN_USE: &str = "UPDATE agent_tokens SET last_used_at = $1 \
+    WHERE id = $2 AND last_used_at IS NULL \
+    RETURNING organization_id, name, deployment_id, end_at";

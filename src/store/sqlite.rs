@@ -23,6 +23,10 @@ impl Backend for Sqlite {
     /// snapshot that every later statement in it sees.
     const READ_SNAPSHOT: &'static str = "BEGIN";
 
+    /// No row lock: SQLite runs one writer at a time, so one claim at a
+    /// time; a lease still keeps a row from a second claim.
+    const CLAIM_DELIVERIES: &'static str = super::sql::claim_webhook_deliveries!("");
+
     /// No lock: SQLite runs one writer at a time, and the statements that
     /// follow check that the deployment exists.
     async fn lock_deployment(_: &mut SqliteConnection, _: &str, _: &str) -> Result<bool> {

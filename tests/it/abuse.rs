@@ -442,6 +442,7 @@ async fn a_flood_of_cache_misses_waits_its_turn_and_management_goes_on() {
             pool_idle: 0,
             cache_entries: (0, 0),
             limited_clients: 0,
+            webhook_backlog: (0, 0),
         });
         text.lines()
             .find_map(|line| line.strip_prefix(series)?.trim().parse::<f64>().ok())

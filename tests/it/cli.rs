@@ -795,3 +795,138 @@ fn client_help_documents_environment_and_exit_codes() {
         );
     }
 }
+
+/// `webhook list`, `webhook deliveries` and `webhook redeliver` against a
+/// server whose endpoint points at a closed loopback port: the delivery
+/// fails once and is marked FAILED (no retries), then is queued again.
+#[test]
+fn webhook_deliveries_and_redelivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = crate::common::process::Server::start(
+        &dir.path().join("agentkey.db"),
+        &[
+            ("AGENTKEY_ROOT_TOKEN", ROOT),
+            (
+                "AGENTKEY_WEBHOOK_KEY",
+                "cli-test-webhook-key-0123456789abcdef",
+            ),
+            ("AGENTKEY_WEBHOOK_ALLOW_PRIVATE", "true"),
+            ("AGENTKEY_WEBHOOK_POLL_MS", "20"),
+            ("AGENTKEY_WEBHOOK_RETRY_FOR_SECONDS", "0"),
+        ],
+    );
+    let cli = Cli::new(&process.base, Some(ROOT));
+    let org = cli.json(&["org", "create", "--name", "acme"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        cli.ok(&["webhook", "list", "--org", &org]).stdout,
+        "No webhook endpoints.\n"
+    );
+    // Nothing listens on a port just let go.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", closed.local_addr().unwrap());
+    drop(closed);
+    // The CLI does not create endpoints: the API does.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let created: Value = runtime.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{}/v1/organizations/{org}/webhooks", process.base))
+            .bearer_auth(ROOT)
+            .json(&serde_json::json!({"url": url, "eventTypes": ["agent_token.created"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let webhook = created["id"].as_str().unwrap().to_string();
+    let listed = cli.ok(&["webhook", "list", "--org", &org]).stdout;
+    assert_eq!(rows(&listed)[0][0], webhook, "{listed}");
+    assert!(listed.contains("agent_token.created"), "{listed}");
+
+    let ws = cli.json(&["workspace", "create", "--org", &org, "--name", "w"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dep = cli.json(&[
+        "deployment",
+        "create",
+        "--org",
+        &org,
+        "--workspace",
+        &ws,
+        "--name",
+        "d",
+    ])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cli.ok(&[
+        "token",
+        "create",
+        "--org",
+        &org,
+        "--deployment",
+        &dep,
+        "--name",
+        "t",
+    ]);
+
+    // Wait for the one attempt to be recorded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let page = loop {
+        let page = cli.json(&["webhook", "deliveries", "--org", &org, &webhook]);
+        if page["deliveries"][0]["status"] == "FAILED" {
+            break page;
+        }
+        assert!(std::time::Instant::now() < deadline, "{page}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(page["totalCount"], 1);
+    let delivery = page["deliveries"][0]["id"].as_str().unwrap().to_string();
+    let table = cli
+        .ok(&["webhook", "deliveries", "--org", &org, &webhook])
+        .stdout;
+    let row = &rows(&table)[0];
+    assert_eq!(
+        row[..4],
+        [
+            delivery.clone(),
+            "agent_token.created".into(),
+            "FAILED".into(),
+            "1".into()
+        ],
+        "{table}"
+    );
+
+    let again = cli
+        .ok(&["webhook", "redeliver", "--org", &org, &webhook, &delivery])
+        .stdout;
+    assert_eq!(field(&again, "Event"), "agent_token.created", "{again}");
+    assert_eq!(
+        field(&again, "Event id"),
+        page["deliveries"][0]["eventId"].as_str().unwrap()
+    );
+    assert_ne!(field(&again, "ID"), delivery);
+    let json = cli.json(&["webhook", "redeliver", "--org", &org, &webhook, &delivery]);
+    assert_eq!(json["eventId"], page["deliveries"][0]["eventId"]);
+
+    let message = cli.fails(
+        NOT_FOUND,
+        &["webhook", "redeliver", "--org", &org, &webhook, UNKNOWN_ID],
+    );
+    assert!(message.contains("webhook delivery"), "{message}");
+    cli.fails(
+        NOT_FOUND,
+        &["webhook", "deliveries", "--org", &org, UNKNOWN_ID],
+    );
+    cli.fails(USAGE, &["webhook", "redeliver", "--org", &org, &webhook]);
+    let stranger = cli.token(Some("akapi_not-a-real-token"));
+    stranger.fails(NOT_ALLOWED, &["webhook", "list", "--org", &org]);
+}

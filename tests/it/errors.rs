@@ -200,6 +200,13 @@ async fn the_openapi_document_covers_every_route(app: TestApp) {
         ("/v1/organizations/{organizationId}/allowed-ip-address-ranges/bulk-create", "post"),
         ("/v1/organizations/{organizationId}/allowed-ip-address-ranges/bulk-delete", "post"),
         ("/v1/organizations/{organizationId}/allowed-ip-address-ranges/{allowedIpAddressRangeId}", "delete"),
+        ("/v1/organizations/{organizationId}/webhooks", "get"),
+        ("/v1/organizations/{organizationId}/webhooks", "post"),
+        ("/v1/organizations/{organizationId}/webhooks/{webhookId}", "get"),
+        ("/v1/organizations/{organizationId}/webhooks/{webhookId}", "delete"),
+        ("/v1/organizations/{organizationId}/webhooks/{webhookId}/rotate", "post"),
+        ("/v1/organizations/{organizationId}/webhooks/{webhookId}/deliveries", "get"),
+        ("/v1/organizations/{organizationId}/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver", "post"),
     ];
     let documented: usize = paths
         .values()

@@ -34,3 +34,4 @@ mod rotation;
 mod store_contract;
 mod transport;
 mod tutorial;
+mod webhooks;

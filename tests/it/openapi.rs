@@ -587,6 +587,7 @@ async fn the_document_says_what_the_server_enforces(app: TestApp) {
         deployment: t.deployment.clone(),
         agent_token: String::new(),
         api_token: String::new(),
+        webhook: webhook_of(&app, &t.org).await,
     };
     let mut lists = 0;
     for (method, path, operation) in doc.operations() {
@@ -604,21 +605,30 @@ async fn the_document_says_what_the_server_enforces(app: TestApp) {
             async move { app.get(&uri).await }
         };
         let limit = &limit["schema"];
+        // Every list pages up to 1,000, webhook deliveries (with their
+        // attempts) up to 100.
+        let max = if path.ends_with("/deliveries") {
+            100
+        } else {
+            1000
+        };
         assert_eq!(
             (limit["minimum"].as_i64(), limit["maximum"].as_i64()),
-            (Some(0), Some(1000)),
+            (Some(0), Some(max)),
             "{path}"
         );
-        assert_eq!(limit["default"], 20, "{path}");
+        if !path.ends_with("/deliveries") {
+            assert_eq!(limit["default"], 20, "{path}");
+        }
         for (query, ok) in [
-            ("limit=0", true),
-            ("limit=1000", true),
-            ("limit=1001", false),
-            ("limit=-1", false),
-            ("offset=0", true),
-            ("offset=-1", false),
+            ("limit=0".to_string(), true),
+            (format!("limit={max}"), true),
+            (format!("limit={}", max + 1), false),
+            ("limit=-1".to_string(), false),
+            ("offset=0".to_string(), true),
+            ("offset=-1".to_string(), false),
         ] {
-            let reply = get(query.to_string()).await;
+            let reply = get(query.clone()).await;
             assert_eq!(
                 reply.status.is_success(),
                 ok,
@@ -629,7 +639,11 @@ async fn the_document_says_what_the_server_enforces(app: TestApp) {
         }
         let offset = &parameters.iter().find(|p| p["name"] == "offset").unwrap()["schema"];
         assert_eq!(offset["minimum"], 0, "{path}");
-        let sorts = parameters.iter().find(|p| p["name"] == "sorts").unwrap();
+        let Some(sorts) = parameters.iter().find(|p| p["name"] == "sorts") else {
+            // Deliveries come newest first, in one order only.
+            assert!(path.ends_with("/deliveries"), "{path} has no sorts");
+            continue;
+        };
         assert_eq!(
             (&sorts["style"], &sorts["explode"]),
             (&json!("form"), &json!(true))
@@ -691,6 +705,10 @@ fn sample_body(operation_id: &str, ids: &Ids) -> Value {
             json!({"allowedIpAddressRanges": [format!("10.{n}.0.0/16"), format!("2001:db8:{n:x}::/48")]})
         }
         "BulkDeleteAllowedIpAddressRanges" => json!({"allowedIpAddressRangeIds": ["unknown"]}),
+        "CreateWebhook" => json!({
+            "url": "http://127.0.0.1:9/hook", "description": "d",
+            "eventTypes": ["agent_token.created"]
+        }),
         "UpdateOrganization" => json!({"name": "org renamed", "isScimEnabled": false}),
         "UpdateWorkspace" => {
             json!({"name": "ws renamed", "description": "d", "cicdEnforcedDefault": true})
@@ -724,6 +742,28 @@ struct Ids {
     deployment: String,
     agent_token: String,
     api_token: String,
+    webhook: String,
+}
+
+/// A webhook endpoint of `org`, made for the paths that need one.
+async fn webhook_of(app: &TestApp, org: &str) -> String {
+    let reply = app
+        .post(
+            format!("/v1/organizations/{org}/webhooks"),
+            json!({"url": "http://127.0.0.1:9/hook"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    str_of(&reply.body, "id").to_string()
+}
+
+/// Settings with webhooks on (a key, loopback receivers allowed), so their
+/// operations answer as they do on a server that has them.
+pub fn webhooks_on() -> agentkey::app::Settings {
+    agentkey::app::Settings {
+        webhooks: crate::webhooks::settings(),
+        ..Default::default()
+    }
 }
 
 impl Ids {
@@ -737,6 +777,7 @@ impl Ids {
                 "{deploymentId}" => &self.deployment,
                 "{agentTokenId}" => &self.agent_token,
                 "{tokenId}" => &self.api_token,
+                "{webhookId}" => &self.webhook,
                 other => panic!("no id for {other}"),
             })
             .collect()
@@ -764,6 +805,7 @@ async fn required_request_fields_are_required_by_both(app: TestApp) {
         deployment: t.deployment.clone(),
         agent_token: str_of(&agent, "id").to_string(),
         api_token: str_of(&api.body, "id").to_string(),
+        webhook: webhook_of(&app, &t.org).await,
     };
     let mut bodies = 0;
     for (method, template, operation) in doc.operations() {
@@ -1186,6 +1228,7 @@ async fn the_checker_refuses_what_it_must(app: TestApp) {
 }
 
 on_every_backend!(
+    settings = crate::openapi::webhooks_on();
     the_document_is_well_formed,
     the_document_says_what_the_server_enforces,
     required_request_fields_are_required_by_both,

@@ -119,6 +119,7 @@ impl Fixture {
     async fn new() -> Fixture {
         let app = TestApp::with_settings(Settings {
             max_agent_tokens_per_deployment: 100_000,
+            webhooks: crate::webhooks::settings(),
             ..Settings::default()
         })
         .await;
@@ -215,6 +216,28 @@ impl Fixture {
                 .await;
             assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
             text = text.replace("{newRangeId}", str_of(&reply.body, "id"));
+        }
+        if text.contains("{webhook}") {
+            let created = self
+                .app
+                .post(
+                    format!("/v1/organizations/{org}/webhooks"),
+                    serde_json::json!({"url": "http://127.0.0.1:9/hook"}),
+                )
+                .await;
+            let webhook = str_of(&created.body, "id").to_string();
+            if text.contains("{delivery}") {
+                agent_token(&self.app, org, &self.ids["{dep}"]).await;
+                let listed = self
+                    .app
+                    .get(format!(
+                        "/v1/organizations/{org}/webhooks/{webhook}/deliveries"
+                    ))
+                    .await;
+                let delivery = str_of(&listed.body["deliveries"][0], "id").to_string();
+                text = text.replace("{delivery}", &delivery);
+            }
+            text = text.replace("{webhook}", &webhook);
         }
         for (key, scope, entity, role) in [
             ("{orgToken}", "ORGANIZATION", "{org}", "ORGANIZATION_MEMBER"),

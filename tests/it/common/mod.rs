@@ -347,11 +347,15 @@ pub fn str_of<'a>(value: &'a Value, key: &str) -> &'a str {
 #[macro_export]
 macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
+        on_every_backend!(settings = Default::default(); $($name),*);
+    };
+    // The same, each app built with these `Settings`.
+    (settings = $settings:expr; $($name:ident),* $(,)?) => {
         mod sqlite {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let app = $crate::common::TestApp::sqlite(Default::default()).await;
+                    let app = $crate::common::TestApp::sqlite($settings).await;
                     super::$name(app).await;
                 }
             )*
@@ -361,7 +365,7 @@ macro_rules! on_every_backend {
                 #[tokio::test]
                 #[cfg_attr(not(postgres_tests), ignore = "PostgreSQL: set AGENTKEY_TEST_DATABASE_URL to run it")]
                 async fn $name() {
-                    if let Some(app) = $crate::common::TestApp::postgres(Default::default()).await {
+                    if let Some(app) = $crate::common::TestApp::postgres($settings).await {
                         super::$name(app).await;
                     }
                 }
