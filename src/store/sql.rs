@@ -308,6 +308,8 @@ pub const INSERT_WEBHOOK_DELIVERY: &str = "INSERT INTO webhook_deliveries \
 pub const SNAPSHOT_AGENT_TOKEN: &str =
     "SELECT name, deployment_id, end_at FROM agent_tokens WHERE id = $1";
 pub const SNAPSHOT_API_TOKEN: &str = "SELECT name, entity_id, end_at FROM api_tokens WHERE id = $1";
+pub const SNAPSHOT_ALLOWED_IP_RANGE: &str = "SELECT ip_address_range, organization_id, \
+    CAST(NULL AS BIGINT) FROM allowed_ip_ranges WHERE id = $1";
 pub const SNAPSHOT_DEPLOYMENT: &str =
     "SELECT name, workspace_id, CAST(NULL AS BIGINT) FROM deployments WHERE id = $1";
 

@@ -165,6 +165,7 @@ where
             "AGENT_TOKEN" => Some(SNAPSHOT_AGENT_TOKEN),
             "API_TOKEN" => Some(SNAPSHOT_API_TOKEN),
             "DEPLOYMENT" => Some(SNAPSHOT_DEPLOYMENT),
+            "ALLOWED_IP_ADDRESS_RANGE" => Some(SNAPSHOT_ALLOWED_IP_RANGE),
             _ => None,
         };
         let mut snapshot = Snapshot {

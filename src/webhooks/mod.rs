@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::clock::rfc3339;
-use crate::model::{AuditEvent, Subject};
+use crate::model::{AuditAction, AuditEvent, Subject};
 
 /// Every event a webhook endpoint can receive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -74,22 +74,42 @@ impl EventType {
     }
 
     /// The event an audited change reports, if any: the one mapping from
-    /// the audit trail's actions to events. A change audited under a new
-    /// action reports nothing until it is added here; every action of the
-    /// allowed-IP-range feature (`allowedIpRange.*`) reports
-    /// `allowed_ip_range.changed`.
+    /// the audit trail's actions to events. The match names every action,
+    /// so a new one cannot be added without deciding what it reports.
     pub fn of_audit(action: &str) -> Option<EventType> {
-        Some(match action {
-            "agentToken.create" => EventType::AgentTokenCreated,
-            "agentToken.rotate" => EventType::AgentTokenRotated,
-            "agentToken.delete" => EventType::AgentTokenDeleted,
-            "apiToken.create" => EventType::ApiTokenCreated,
-            "apiToken.rotate" => EventType::ApiTokenRotated,
-            "apiToken.delete" => EventType::ApiTokenDeleted,
-            "deployment.delete" => EventType::DeploymentDeleted,
-            other if other.starts_with("allowedIpRange.") => EventType::AllowedIpRangeChanged,
-            _ => return None,
-        })
+        use AuditAction as A;
+        let action = A::ALL.into_iter().find(|a| a.as_str() == action)?;
+        match action {
+            A::AgentTokenCreate => Some(EventType::AgentTokenCreated),
+            A::AgentTokenRotate => Some(EventType::AgentTokenRotated),
+            A::AgentTokenDelete => Some(EventType::AgentTokenDeleted),
+            A::ApiTokenCreate => Some(EventType::ApiTokenCreated),
+            A::ApiTokenRotate => Some(EventType::ApiTokenRotated),
+            A::ApiTokenDelete => Some(EventType::ApiTokenDeleted),
+            A::DeploymentDelete => Some(EventType::DeploymentDeleted),
+            A::AllowedIpRangeCreate | A::AllowedIpRangeDelete => {
+                Some(EventType::AllowedIpRangeChanged)
+            }
+            // Registry changes, renames and role changes of API tokens,
+            // refused requests, the root credential and webhooks themselves
+            // report nothing.
+            A::OrganizationCreate
+            | A::OrganizationUpdate
+            | A::WorkspaceCreate
+            | A::WorkspaceUpdate
+            | A::WorkspaceDelete
+            | A::DeploymentCreate
+            | A::DeploymentUpdate
+            | A::ApiTokenUpdate
+            | A::ApiTokenUpdateRoles
+            | A::RootCredentialCreate
+            | A::RootCredentialRotate
+            | A::AllowedIpRangeRefusal
+            | A::WebhookCreate
+            | A::WebhookRotate
+            | A::WebhookDelete
+            | A::WebhookRedeliver => None,
+        }
     }
 }
 
@@ -136,13 +156,14 @@ impl Snapshot {
         if let Some(name) = &self.name {
             fields.insert("name".into(), json!(name));
         }
-        if let Some(parent) = &self.parent_id {
-            let key = match self.kind.as_str() {
-                "AGENT_TOKEN" => "deploymentId",
-                "API_TOKEN" => "entityId",
-                "DEPLOYMENT" => "workspaceId",
-                _ => "parentId",
-            };
+        // A range's parent is the organization, which the event names.
+        let parent_key = match self.kind.as_str() {
+            "AGENT_TOKEN" => Some("deploymentId"),
+            "API_TOKEN" => Some("entityId"),
+            "DEPLOYMENT" => Some("workspaceId"),
+            _ => None,
+        };
+        if let (Some(parent), Some(key)) = (&self.parent_id, parent_key) {
             fields.insert(key.into(), json!(parent));
         }
         if let Some(end) = self.end_at {

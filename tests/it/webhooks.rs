@@ -497,6 +497,62 @@ async fn a_tokens_events_arrive_in_order_and_only_those_asked_for() {
     );
 }
 
+/// Each range added to or deleted from the allowlist is one
+/// `allowed_ip_range.changed`; a request the list refuses sends nothing.
+#[tokio::test]
+async fn allowlist_changes_are_reported_once_per_range() {
+    let app = TestApp::sqlite(app_settings()).await;
+    let t = app.tenant().await;
+    let receiver = Receiver::start().await;
+    create_webhook(
+        &app,
+        &t.org,
+        json!({"url": receiver.url, "eventTypes": ["allowed_ip_range.changed"]}),
+    )
+    .await;
+    let ranges = format!("/v1/organizations/{}/allowed-ip-address-ranges", t.org);
+    let added = app
+        .post(
+            format!("{ranges}/bulk-create"),
+            json!({"allowedIpAddressRanges": ["192.0.2.0/24", "2001:db8::/32"]}),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.body);
+    let first = str_of(&added.body["allowedIpAddressRanges"][0], "id").to_string();
+    // An API token from outside the list is refused: no change, no event.
+    let owner = app
+        .post(
+            format!("/v1/organizations/{}/tokens", t.org),
+            json!({"name": "o", "role": "ORGANIZATION_OWNER", "scope": "ORGANIZATION"}),
+        )
+        .await;
+    let secret = str_of(&owner.body, "token").to_string();
+    let refused = app
+        .send(axum::http::Method::GET, &ranges, Some(&secret), None)
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    let deleted = app.delete(format!("{ranges}/{first}")).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let w = worker(&app, settings());
+    drain(&app, &w).await;
+    assert_eq!(receiver.types(), vec!["allowed_ip_range.changed"; 3]);
+    let events: Vec<Value> = receiver.got().iter().map(|r| r.json()).collect();
+    let objects: Vec<(&str, Option<&str>)> = events
+        .iter()
+        .map(|e| {
+            let object = &e["data"]["object"];
+            (object["id"].as_str().unwrap(), object["name"].as_str())
+        })
+        .collect();
+    assert_eq!(objects[0].1, Some("192.0.2.0/24"));
+    assert_eq!(objects[1].1, Some("2001:db8::/32"));
+    assert_eq!(objects[2].0, first, "the deleted range");
+    for event in &events {
+        assert_eq!(event["data"]["object"]["type"], "ALLOWED_IP_ADDRESS_RANGE");
+        assert_eq!(event["actor"]["apiTokenName"], "root");
+    }
+}
+
 #[tokio::test]
 async fn first_use_is_reported_once() {
     let app = TestApp::sqlite(app_settings()).await;
