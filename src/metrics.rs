@@ -123,6 +123,24 @@ labels! {
 }
 
 labels! {
+    /// How a webhook delivery attempt ended: delivered, failed with another
+    /// attempt scheduled, or failed for good.
+    pub enum WebhookAttempt {
+        Succeeded => "succeeded",
+        Retrying => "retrying",
+        Failed => "failed",
+    }
+}
+
+labels! {
+    /// Webhook deliveries in the outbox, by state.
+    pub enum DeliveryBacklog {
+        Pending => "pending",
+        Failed => "failed",
+    }
+}
+
+labels! {
     /// Verification cache entries, by kind.
     pub enum CacheEntryKind {
         Positive => "positive",
@@ -187,8 +205,8 @@ pub struct Metrics {
     connections: IntGauge,
     connection_timeouts: Counters<ConnectionTimeout>,
     abuse: AbuseMetrics,
-    webhook_attempts: IntCounterVec,
-    webhook_backlog: IntGaugeVec,
+    webhook_attempts: Counters<WebhookAttempt>,
+    webhook_backlog: Gauges<DeliveryBacklog>,
 }
 
 /// The counter and histogram of one (method, route, status), resolved once
@@ -395,14 +413,14 @@ impl Metrics {
             latency,
             connections,
             abuse,
-            webhook_attempts,
-            webhook_backlog,
+            webhook_attempts: Counters::new(&webhook_attempts),
+            webhook_backlog: Gauges::new(&webhook_backlog),
         }
     }
 
-    /// Counts a webhook attempt: `succeeded`, `retrying` or `failed`.
-    pub fn webhook_attempt(&self, outcome: &str) {
-        self.webhook_attempts.with_label_values(&[outcome]).inc();
+    /// Counts a webhook delivery attempt by how it ended.
+    pub fn webhook_attempt(&self, outcome: WebhookAttempt) {
+        self.webhook_attempts.inc(outcome);
     }
 
     /// The handles that count and time requests of one method, route and
@@ -500,11 +518,9 @@ impl Metrics {
             .set(CacheEntryKind::Negative, now.cache_entries.1 as i64);
         self.abuse.limited_clients.set(now.limited_clients as i64);
         self.webhook_backlog
-            .with_label_values(&["pending"])
-            .set(now.webhook_backlog.0);
+            .set(DeliveryBacklog::Pending, now.webhook_backlog.0);
         self.webhook_backlog
-            .with_label_values(&["failed"])
-            .set(now.webhook_backlog.1);
+            .set(DeliveryBacklog::Failed, now.webhook_backlog.1);
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -550,6 +566,8 @@ mod tests {
         labels_are_one_per_variant::<TokenState>();
         labels_are_one_per_variant::<PoolState>();
         labels_are_one_per_variant::<CacheEntryKind>();
+        labels_are_one_per_variant::<WebhookAttempt>();
+        labels_are_one_per_variant::<DeliveryBacklog>();
     }
 
     /// The series `metric{label="value"}` for each value of `L`, as the
@@ -581,6 +599,7 @@ mod tests {
         metrics.credential_known_unknown();
         metrics.credential_read_shed();
         metrics.connection_timed_out(ConnectionTimeout::Idle);
+        metrics.webhook_attempt(WebhookAttempt::Retrying);
         let text = metrics.render(Snapshot {
             active_tokens: 7,
             expired_tokens: 2,
@@ -588,7 +607,7 @@ mod tests {
             pool_idle: 3,
             cache_entries: (11, 13),
             limited_clients: 1,
-            webhook_backlog: (0, 0),
+            webhook_backlog: (17, 19),
         });
         let counted = |metric: &str, label: &str, all: Vec<(String, f64)>, one: &str| {
             for (name, value) in all {
@@ -612,6 +631,8 @@ mod tests {
         counted("read turns", "result", r, "shed");
         let t = series::<ConnectionTimeout>(&text, "http_connection_timeouts_total", "kind");
         counted("timeouts", "kind", t, "idle");
+        let w = series::<WebhookAttempt>(&text, "webhook_attempts_total", "outcome");
+        counted("webhook attempts", "outcome", w, "retrying");
 
         let gauges = |all: Vec<(String, f64)>| all.into_iter().map(|(_, v)| v).collect::<Vec<_>>();
         assert_eq!(
@@ -625,6 +646,14 @@ mod tests {
         assert_eq!(
             gauges(series::<CacheEntryKind>(&text, "cache_entries", "kind")),
             [11.0, 13.0]
+        );
+        assert_eq!(
+            gauges(series::<DeliveryBacklog>(
+                &text,
+                "webhook_deliveries",
+                "state"
+            )),
+            [17.0, 19.0]
         );
     }
 }

@@ -15,7 +15,7 @@ use secrecy::ExposeSecret;
 use super::guard::{check_url, GuardedResolver};
 use super::sign::{header, WebhookKey, DELIVERY_ID_HEADER, EVENT_ID_HEADER, SIGNATURE_HEADER};
 use super::{backoff, now_ms, random_unit, Attempt, Claimed, DeliveryStatus, Outcome};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, WebhookAttempt};
 use crate::store::Store;
 use crate::token::id::new_ordered_id;
 
@@ -221,9 +221,9 @@ impl Worker {
             }
         };
         self.metrics.webhook_attempt(match outcome.status {
-            DeliveryStatus::Succeeded => "succeeded",
-            DeliveryStatus::Pending => "retrying",
-            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Succeeded => WebhookAttempt::Succeeded,
+            DeliveryStatus::Pending => WebhookAttempt::Retrying,
+            DeliveryStatus::Failed => WebhookAttempt::Failed,
         });
         outcome
     }
