@@ -8,15 +8,15 @@
 CREATE TABLE webhook_endpoints (
     id               TEXT COLLATE "C" PRIMARY KEY NOT NULL,
     organization_id  TEXT COLLATE "C" NOT NULL REFERENCES organizations (id),
-    url              TEXT NOT NULL,
-    description      TEXT NOT NULL,
-    event_types      TEXT NOT NULL,
+    url              TEXT COLLATE "C" NOT NULL,
+    description      TEXT COLLATE "C" NOT NULL,
+    event_types      TEXT COLLATE "C" NOT NULL,
     generation       BIGINT NOT NULL,
     created_at       BIGINT NOT NULL,
     updated_at       BIGINT NOT NULL,
-    created_by_id    TEXT NOT NULL,
-    created_by_type  TEXT NOT NULL,
-    created_by_name  TEXT
+    created_by_id    TEXT COLLATE "C" NOT NULL,
+    created_by_type  TEXT COLLATE "C" NOT NULL,
+    created_by_name  TEXT COLLATE "C"
 );
 CREATE INDEX webhook_endpoints_by_organization ON webhook_endpoints (organization_id, created_at, id);
 
@@ -27,9 +27,9 @@ CREATE INDEX webhook_endpoints_by_organization ON webhook_endpoints (organizatio
 CREATE TABLE webhook_events (
     id               TEXT COLLATE "C" PRIMARY KEY NOT NULL,
     organization_id  TEXT COLLATE "C" NOT NULL,
-    event_type       TEXT NOT NULL,
+    event_type       TEXT COLLATE "C" NOT NULL,
     subject_id       TEXT COLLATE "C" NOT NULL,
-    payload          TEXT NOT NULL,
+    payload          TEXT COLLATE "C" NOT NULL,
     created_at       BIGINT NOT NULL
 );
 
@@ -47,14 +47,14 @@ CREATE TABLE webhook_deliveries (
     endpoint_id      TEXT COLLATE "C" NOT NULL,
     organization_id  TEXT COLLATE "C" NOT NULL,
     subject_id       TEXT COLLATE "C" NOT NULL,
-    status           TEXT NOT NULL,
+    status           TEXT COLLATE "C" NOT NULL,
     attempts         BIGINT NOT NULL,
     due_ms           BIGINT NOT NULL,
     deadline_ms      BIGINT,
-    lease_owner      TEXT,
+    lease_owner      TEXT COLLATE "C",
     lease_until_ms   BIGINT,
     last_status_code BIGINT,
-    last_error       TEXT,
+    last_error       TEXT COLLATE "C",
     created_at       BIGINT NOT NULL,
     updated_at       BIGINT NOT NULL
 );
@@ -68,8 +68,8 @@ CREATE TABLE webhook_attempts (
     attempted_at     BIGINT NOT NULL,
     latency_ms       BIGINT NOT NULL,
     status_code      BIGINT,
-    outcome          TEXT NOT NULL,
-    error            TEXT
+    outcome          TEXT COLLATE "C" NOT NULL,
+    error            TEXT COLLATE "C"
 );
 CREATE INDEX webhook_attempts_by_delivery ON webhook_attempts (delivery_id, attempted_at);
 

@@ -300,10 +300,14 @@ mod tests {
             EventType::of_audit("agentToken.rotate"),
             Some(EventType::AgentTokenRotated)
         );
-        assert_eq!(
-            EventType::of_audit("allowedIpRange.create"),
-            Some(EventType::AllowedIpRangeChanged)
-        );
+        for action in ["allowedIpAddressRange.create", "allowedIpAddressRange.delete"] {
+            assert_eq!(
+                EventType::of_audit(action),
+                Some(EventType::AllowedIpRangeChanged)
+            );
+        }
+        assert_eq!(EventType::of_audit("allowedIpAddressRange.refuse"), None);
+        assert_eq!(EventType::of_audit("allowedIpRange.create"), None);
         assert_eq!(EventType::of_audit("apiToken.update"), None);
         assert_eq!(EventType::of_audit("webhook.create"), None);
     }
