@@ -11,7 +11,11 @@
 //!   the client itself and are ignored. Several `X-Forwarded-For` headers
 //!   count as one list, in order.
 //! - Without `X-Forwarded-For`, `X-Real-IP` (one address, as nginx sets it
-//!   with `proxy_set_header X-Real-IP $remote_addr`).
+//!   with `proxy_set_header X-Real-IP $remote_addr`). A trusted proxy must
+//!   therefore set or append `X-Forwarded-For` (nginx:
+//!   `$proxy_add_x_forwarded_for`), or strip it: one that sets only
+//!   `X-Real-IP` and passes a client's own `X-Forwarded-For` through lets
+//!   the client choose its address (docs/deploy.md says so).
 //!
 //! Forward authentication (`GET /v1/authorize`) follows the same rule: the
 //! gateway's subrequest carries the original client in these headers (see
@@ -95,9 +99,10 @@ pub fn client_ip(
                         break;
                     }
                 }
-                // Garbage: nothing left of it can be believed; the last
-                // trusted hop is the best answer.
-                None => break,
+                // Garbage where a trusted proxy should have written an
+                // address: the client cannot be known, and an unknown
+                // client is outside every allowlist.
+                None => return None,
             }
         }
         return Some(client);
@@ -215,11 +220,14 @@ mod tests {
         // Every hop trusted: the left-most is the client.
         let inner = headers(&[(FORWARDED_FOR, "10.9.9.9, 10.0.0.3")]);
         assert_eq!(client_ip(ip("10.0.0.2"), &inner, &proxies), ip("10.9.9.9"));
-        // Garbage stops the walk at the last trusted hop.
+        // Garbage behind trusted hops: the client is unknown.
         let garbage = headers(&[(FORWARDED_FOR, "203.0.113.5, nonsense, 10.0.0.3")]);
+        assert_eq!(client_ip(ip("10.0.0.2"), &garbage, &proxies), None);
+        // Garbage left of the client is the client's own writing: ignored.
+        let early = headers(&[(FORWARDED_FOR, "nonsense, 203.0.113.5, 10.0.0.3")]);
         assert_eq!(
-            client_ip(ip("10.0.0.2"), &garbage, &proxies),
-            ip("10.0.0.3")
+            client_ip(ip("10.0.0.2"), &early, &proxies),
+            ip("203.0.113.5")
         );
     }
 

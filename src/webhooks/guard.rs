@@ -19,16 +19,31 @@ pub fn is_private(ip: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_private_v4(v4);
             }
-            let first = v6.segments()[0];
+            let s = v6.segments();
+            let first = s[0];
+            // An IPv4 address carried inside: 6to4 (2002:a.b.c.d::/48) and
+            // IPv4-translated (::ffff:0:a.b.c.d) reach it.
+            let embedded = |high: u16, low: u16| {
+                is_private_v4(Ipv4Addr::new(
+                    (high >> 8) as u8,
+                    high as u8,
+                    (low >> 8) as u8,
+                    low as u8,
+                ))
+            };
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
                 || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
                 || (first & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated)
-                || first == 0x2001 && v6.segments()[1] == 0x0db8 // documentation
-                || first == 0x0064 && v6.segments()[1] == 0xff9b // NAT64 64:ff9b::/96
-                || v6.segments()[..6] == [0, 0, 0, 0, 0, 0] // IPv4-compatible ::a.b.c.d
+                || first == 0x2001 && s[1] == 0x0db8 // documentation
+                || first == 0x2001 && s[1] == 0 // Teredo 2001::/32
+                || first == 0x0064 && s[1] == 0xff9b // NAT64, 64:ff9b::/96 and 64:ff9b:1::/48
+                || first == 0x0100 && s[1..4] == [0, 0, 0] // discard-only 100::/64
+                || s[..6] == [0, 0, 0, 0, 0, 0] // IPv4-compatible ::a.b.c.d
+                || s[..4] == [0, 0, 0, 0] && s[4] == 0xffff && s[5] == 0 // IPv4-translated
+                || first == 0x2002 && embedded(s[1], s[2]) // 6to4 of a private IPv4
         }
     }
 }
@@ -101,16 +116,13 @@ impl reqwest::dns::Resolve for GuardedResolver {
                 .filter(|addr| allow_private || !is_private(addr.ip()))
                 .collect();
             if allowed.is_empty() {
-                let reason: Box<dyn std::error::Error + Send + Sync> = if found.is_empty() {
-                    format!("{host} has no address").into()
-                } else {
-                    format!(
-                        "{host} resolves only to loopback, private or link-local addresses, \
-                         refused unless AGENTKEY_WEBHOOK_ALLOW_PRIVATE=true"
-                    )
-                    .into()
-                };
-                return Err(reason);
+                // One answer whether the name has no address or only
+                // private ones, so deliveries cannot map the internal DNS.
+                return Err(format!(
+                    "{host} has no public address (loopback, private and link-local \
+                     addresses are refused unless AGENTKEY_WEBHOOK_ALLOW_PRIVATE=true)"
+                )
+                .into());
             }
             let addrs: reqwest::dns::Addrs = Box::new(allowed.into_iter());
             Ok(addrs)
@@ -144,12 +156,23 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
             "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a00:1",
             "2001:db8::1",
+            "2001:0:4136:e378::1",
+            "100::1",
+            "::ffff:0:7f00:1",
+            "2002:0a00:0001::1",
+            "2002:a9fe:a9fe::1",
         ] {
             let ip: IpAddr = text.parse().unwrap();
             assert!(is_private(ip), "{text} must be refused");
         }
-        for text in ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111"] {
+        for text in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700:4700::1111",
+            "2002:5db8:d822::1",
+        ] {
             let ip: IpAddr = text.parse().unwrap();
             assert!(!is_private(ip), "{text} is public");
         }

@@ -300,7 +300,10 @@ mod tests {
             EventType::of_audit("agentToken.rotate"),
             Some(EventType::AgentTokenRotated)
         );
-        for action in ["allowedIpAddressRange.create", "allowedIpAddressRange.delete"] {
+        for action in [
+            "allowedIpAddressRange.create",
+            "allowedIpAddressRange.delete",
+        ] {
             assert_eq!(
                 EventType::of_audit(action),
                 Some(EventType::AllowedIpRangeChanged)

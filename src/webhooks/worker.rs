@@ -89,6 +89,9 @@ impl Worker {
         let key = settings.key.clone()?;
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // No HTTP(S)_PROXY from the environment: a proxy would connect
+            // to addresses the guarded resolver never sees.
+            .no_proxy()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
             .dns_resolver(Arc::new(GuardedResolver {
