@@ -246,7 +246,7 @@ pub struct WebhookEventData {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookEventObject {
-    /// `AGENT_TOKEN`, `API_TOKEN`, `DEPLOYMENT` or `ALLOWED_IP_RANGE`.
+    /// `AGENT_TOKEN`, `API_TOKEN`, `DEPLOYMENT` or `ALLOWED_IP_ADDRESS_RANGE`.
     #[serde(rename = "type")]
     pub object_type: String,
     pub id: String,

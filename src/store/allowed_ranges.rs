@@ -13,6 +13,7 @@ use super::sql::*;
 use super::{LockOutGuard, Page, PageRequest, Result, StoreError};
 use crate::model::{AllowedIpRange, AuditEvent};
 use crate::token::id::new_ordered_id;
+use crate::webhooks::Snapshot;
 
 /// The allowlist statements on one backend's pool; the bounds are those of
 /// [`Db`].
@@ -143,7 +144,15 @@ where
                     target_id: range.id.clone(),
                     ..audit.clone()
                 };
-                Db::<DB>::record(&mut tx, &event).await?;
+                // The row is gone: its event names it from what the delete
+                // returned.
+                let subject = Snapshot {
+                    kind: event.target_type.clone(),
+                    id: range.id.clone(),
+                    name: Some(range.ip_address_range.clone()),
+                    ..Snapshot::default()
+                };
+                Db::<DB>::record_with(&mut tx, &event, Some(subject)).await?;
                 deleted.push(range);
             }
         }

@@ -329,8 +329,12 @@ where
     }
 
     async fn record_audit_event(&self, event: &AuditEvent) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
-        Db::<DB>::record(&mut conn, event).await
+        // One transaction: the audit row and any event it reports are
+        // written together or not at all.
+        let mut tx = self.pool.begin().await?;
+        Db::<DB>::record(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn create_api_token(&self, new: &NewApiToken, audit: &AuditEvent) -> Result<()> {

@@ -139,7 +139,7 @@ pub fn event_types_of_column(column: &str) -> Vec<EventType> {
 /// secret, only ids, a name and times.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    /// `AGENT_TOKEN`, `API_TOKEN`, `DEPLOYMENT`, `ALLOWED_IP_RANGE`.
+    /// `AGENT_TOKEN`, `API_TOKEN`, `DEPLOYMENT`, `ALLOWED_IP_ADDRESS_RANGE`.
     pub kind: String,
     pub id: String,
     pub name: Option<String>,

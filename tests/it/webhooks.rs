@@ -546,7 +546,11 @@ async fn allowlist_changes_are_reported_once_per_range() {
         .collect();
     assert_eq!(objects[0].1, Some("192.0.2.0/24"));
     assert_eq!(objects[1].1, Some("2001:db8::/32"));
-    assert_eq!(objects[2].0, first, "the deleted range");
+    assert_eq!(
+        objects[2],
+        (first.as_str(), Some("192.0.2.0/24")),
+        "the deleted range, named"
+    );
     for event in &events {
         assert_eq!(event["data"]["object"]["type"], "ALLOWED_IP_ADDRESS_RANGE");
         assert_eq!(event["actor"]["apiTokenName"], "root");
