@@ -155,6 +155,10 @@ impl From<StoreError> for ApiError {
                 "the organization would have more than {limit} allowed IP address ranges, \
                  the maximum; nothing was added"
             )),
+            StoreError::WebhookLimit { limit } => ApiError::bad_request(format!(
+                "this organization already has {limit} webhook endpoints, the maximum; \
+                 delete one before creating another"
+            )),
             StoreError::AllowedIpRangeExists(present) => ApiError::new(
                 StatusCode::CONFLICT,
                 format!(

@@ -46,6 +46,8 @@ pub enum StoreError {
     WorkspaceNotFound,
     #[error("the organization already has {limit} allowed IP address ranges, the maximum")]
     AllowedIpRangeLimit { limit: i64 },
+    #[error("the organization already has {limit} webhook endpoints, the maximum")]
+    WebhookLimit { limit: i64 },
     /// Ranges already in the organization's allowlist (nothing was added).
     #[error("already in the allowlist: {}", .0.join(", "))]
     AllowedIpRangeExists(Vec<String>),

@@ -267,10 +267,14 @@ macro_rules! webhook_delivery_columns {
 }
 pub const WEBHOOK_ENDPOINT_COLUMNS: &str = webhook_endpoint_columns!();
 
+/// Inserts an endpoint unless organization $2 already has $12: the count
+/// and the insert are one statement. Answers the id when it inserted.
 pub const INSERT_WEBHOOK_ENDPOINT: &str = concat!(
     "INSERT INTO webhook_endpoints (",
     webhook_endpoint_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
+     WHERE (SELECT COUNT(*) FROM webhook_endpoints WHERE organization_id = $2) < $12 \
+     RETURNING id"
 );
 pub const GET_WEBHOOK_ENDPOINT: &str = concat!(
     "SELECT ",

@@ -7,13 +7,17 @@ use sqlx::{FromRow, Pool};
 
 use super::backend::Backend;
 use super::sql::*;
-use super::{Page, Result};
+use super::{Page, Result, StoreError};
 use crate::model::{AuditEvent, Subject, SubjectType};
 use crate::token::id::new_ordered_id;
 use crate::webhooks::{
     event_types_column, event_types_of_column, Attempt, Claimed, Delivery, DeliveryStatus,
     Endpoint, Event, EventType, Outcome, Snapshot,
 };
+
+/// The most webhook endpoints one organization may have: each event fans
+/// out to every endpoint that wants it, on the shared worker and database.
+pub const MAX_WEBHOOKS_PER_ORGANIZATION: i64 = 20;
 
 #[derive(FromRow)]
 struct EndpointRow {
@@ -264,7 +268,9 @@ where
 
     pub async fn create_endpoint(&self, e: &Endpoint, audit: &AuditEvent) -> Result<()> {
         let mut tx = self.0.begin().await?;
-        sqlx::query(INSERT_WEBHOOK_ENDPOINT)
+        // PostgreSQL: replicas creating at once count one after the other.
+        DB::lock_organization(&mut tx, &e.organization_id).await?;
+        let inserted: Option<String> = sqlx::query_scalar(INSERT_WEBHOOK_ENDPOINT)
             .bind(&e.id)
             .bind(&e.organization_id)
             .bind(&e.url)
@@ -276,8 +282,14 @@ where
             .bind(&e.created_by.id)
             .bind(e.created_by.subject_type.as_str())
             .bind(&e.created_by.api_token_name)
-            .execute(&mut *tx)
+            .bind(MAX_WEBHOOKS_PER_ORGANIZATION)
+            .fetch_optional(&mut *tx)
             .await?;
+        if inserted.is_none() {
+            return Err(StoreError::WebhookLimit {
+                limit: MAX_WEBHOOKS_PER_ORGANIZATION,
+            });
+        }
         super::db::Db::<DB>::record(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())

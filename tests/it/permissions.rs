@@ -218,6 +218,17 @@ impl Fixture {
             text = text.replace("{newRangeId}", str_of(&reply.body, "id"));
         }
         if text.contains("{webhook}") {
+            // One endpoint at a time: an organization may have 20.
+            let listed = self
+                .app
+                .get(format!("/v1/organizations/{org}/webhooks?limit=100"))
+                .await;
+            for old in listed.body["webhooks"].as_array().into_iter().flatten() {
+                let id = str_of(old, "id");
+                self.app
+                    .delete(format!("/v1/organizations/{org}/webhooks/{id}"))
+                    .await;
+            }
             let created = self
                 .app
                 .post(

@@ -557,6 +557,44 @@ async fn allowlist_changes_are_reported_once_per_range() {
     }
 }
 
+/// An organization has at most 20 endpoints: the 21st is a 400 that
+/// writes nothing, and deleting one makes room again.
+#[tokio::test]
+async fn an_organization_has_at_most_twenty_endpoints() {
+    let app = TestApp::sqlite(app_settings()).await;
+    let t = app.tenant().await;
+    let path = format!("/v1/organizations/{}/webhooks", t.org);
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let reply = app
+            .post(&path, json!({"url": format!("http://127.0.0.1:9/{i}")}))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        ids.push(str_of(&reply.body, "id").to_string());
+    }
+    let refused = app
+        .post(&path, json!({"url": "http://127.0.0.1:9/one-more"}))
+        .await;
+    let message = refused.assert_error(400).to_string();
+    assert!(message.contains("20 webhook endpoints"), "{message}");
+    assert_eq!(app.get(&path).await.body["totalCount"], 20);
+    let audited = app
+        .get(format!(
+            "/v1/organizations/{}/audit-logs?action=webhook.create&limit=100",
+            t.org
+        ))
+        .await;
+    assert_eq!(audited.body["totalCount"], 20, "no event for the refusal");
+    assert_eq!(
+        app.delete(format!("{path}/{}", ids[0])).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let again = app
+        .post(&path, json!({"url": "http://127.0.0.1:9/one-more"}))
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+}
+
 #[tokio::test]
 async fn first_use_is_reported_once() {
     let app = TestApp::sqlite(app_settings()).await;
