@@ -82,34 +82,35 @@ async fn within_allowlist(
 /// The caller, authenticated: attached by the console, or from the bearer
 /// credential.
 async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
-    {
-        if let Some(Authenticated(principal)) = parts.extensions.get::<Authenticated>() {
-            return Ok(Caller(principal.clone()));
-        }
-        let refused = |message: &str| {
-            let client = super::client_ip::of(parts, state);
-            failed(
-                state,
-                client,
-                Check::Management,
-                ApiError::unauthorized(message),
-            )
-        };
-        let Some(presented) = bearer_token(&parts.headers) else {
-            return Err(refused(
-                "missing credential: send Authorization: Bearer <token>",
-            ));
-        };
-        match state.verifier.authenticate(presented).await {
-            Ok(principal) => Ok(Caller(principal)),
-            Err(VerifyError::Refused(_)) => Err(refused(
-                "the bearer credential is invalid, expired or revoked",
-            )),
-            Err(VerifyError::Busy) => Err(ApiError::busy()),
-            // Management does not gate on the limit before reading.
-            Err(VerifyError::Limited(retry)) => Err(ApiError::too_many_failures(retry)),
-            Err(VerifyError::Store(err)) => Err(err.into()),
-        }
+    if let Some(Authenticated(principal)) = parts.extensions.get::<Authenticated>() {
+        return Ok(Caller(principal.clone()));
+    }
+    let refused = |message: &str| {
+        let client = super::client_ip::of(parts, state);
+        failed(
+            state,
+            client,
+            Check::Management,
+            ApiError::unauthorized(message),
+        )
+    };
+    let Some(presented) = bearer_token(&parts.headers) else {
+        return Err(refused(
+            "missing credential: send Authorization: Bearer <token>",
+        ));
+    };
+    match state.verifier.authenticate(presented).await {
+        Ok(principal) => Ok(Caller(principal)),
+        Err(VerifyError::Refused(_)) => Err(refused(
+            "the bearer credential is invalid, expired or revoked",
+        )),
+        Err(VerifyError::Busy) => Err(ApiError::busy()),
+        // Management does not gate on the limit before reading: a client
+        // over its limit still gets in with a valid credential (successes
+        // are never limited), and cache-miss reads are bounded on their own
+        // (`AGENTKEY_CREDENTIAL_READS`).
+        Err(VerifyError::Limited(retry)) => Err(ApiError::too_many_failures(retry)),
+        Err(VerifyError::Store(err)) => Err(err.into()),
     }
 }
 
