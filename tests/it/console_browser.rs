@@ -312,6 +312,27 @@ async fn drive(client: &Client, base: &str, shots: &mut Shots) -> Result<(), Str
     assert!(delete_at < create_at, "newest first");
     shots.take(client, "audit-log").await;
 
+    // The organization's allowlist: a range not written normalised is
+    // refused next to the field, a good one is listed.
+    client
+        .goto(&format!("{base}{org_path}/allowed-ip-address-ranges"))
+        .await
+        .map_err(|e| e.to_string())?;
+    fill(client, "range", "10.1.2.3/8").await;
+    press(client, "Add range").await;
+    let refused = wait_for(client, Locator::Id("range-error"))
+        .await
+        .expect("the field's error");
+    assert!(refused.text().await.unwrap().contains("10.0.0.0/8"));
+    fill(client, "range", "10.0.0.0/8").await;
+    press(client, "Add range").await;
+    wait_for(client, Locator::Css("table code"))
+        .await
+        .expect("the listed range");
+    let listed = client.source().await.unwrap();
+    assert!(listed.contains("<code>10.0.0.0/8</code>"), "{listed}");
+    shots.take(client, "allowlist").await;
+
     press(client, "Sign out").await;
     wait_for(client, Locator::Id("token"))
         .await
