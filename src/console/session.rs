@@ -17,6 +17,7 @@ use subtle::ConstantTimeEq;
 use super::Console;
 use crate::model::{ConsoleSession, SessionCredential};
 use crate::store::SessionCutoffs;
+use crate::token::secret::hex;
 use crate::token::Digest;
 use crate::verify::{Principal, VerifyError};
 
@@ -322,16 +323,6 @@ pub fn same_origin(headers: &HeaderMap, settings: &SessionSettings) -> bool {
         // fetch metadata says otherwise; the CSRF token still holds.
         None => matches!(fetch_site, None | Some("same-origin" | "none")),
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        text.push(DIGITS[usize::from(b >> 4)] as char);
-        text.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    text
 }
 
 pub fn urlencode(text: &str) -> String {

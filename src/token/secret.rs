@@ -129,7 +129,7 @@ impl Digest {
     }
 
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex(&self.0)
     }
 
     /// Constant-time equality, for comparing against a configured secret.
@@ -162,6 +162,17 @@ fn base62(bytes: &[u8], width: usize) -> String {
     debug_assert!(number.iter().all(|&b| b == 0), "width too small for input");
     digits.reverse();
     String::from_utf8(digits).expect("alphabet is ASCII")
+}
+
+/// Lower-case hexadecimal of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        text.push(DIGITS[usize::from(b >> 4)] as char);
+        text.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    text
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! `X-Agentkey-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`,
 //! keyed with the secret's text.
 
+use crate::token::secret::hex;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
@@ -61,10 +62,6 @@ impl WebhookKey {
         let digest = mac.finalize().into_bytes();
         SecretString::from(format!("{SECRET_PREFIX}{}", hex(&digest)))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The hex HMAC-SHA256 of `"{t}.{body}"` keyed with `secret`.

@@ -22,6 +22,7 @@ use crate::http::organizations::{Organization, OrganizationsPaginated};
 use crate::http::schema::{ApiToken, ApiTokensPaginated};
 use crate::http::workspaces::{Workspace, WorkspacesPaginated};
 use crate::roles::Role;
+use crate::token::secret::hex;
 use crate::token::Digest;
 use crate::verify::{Principal, VerifyError};
 
@@ -313,7 +314,7 @@ fn notice(code: Option<&str>) -> Option<String> {
 fn nonce(ctx: &Ctx) -> String {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("the operating system's random source failed");
-    let random = session::hex(&bytes);
+    let random = hex(&bytes);
     let tag = nonce_tag(ctx, &random);
     format!("{random}{tag}")
 }
@@ -324,7 +325,7 @@ fn nonce_tag(ctx: &Ctx, random: &str) -> String {
     hash.update(b"agentkey console nonce\0");
     hash.update(ctx.user.csrf.as_bytes());
     hash.update(random.as_bytes());
-    session::hex(&hash.finalize()[..16])
+    hex(&hash.finalize()[..16])
 }
 
 /// Spends a secret-revealing form's nonce before the form does anything;
