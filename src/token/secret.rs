@@ -101,11 +101,24 @@ pub fn parse_kind(presented: &str) -> Option<SecretKind> {
         return None;
     }
     let (signed, checksum) = presented.split_at(presented.len() - CHECKSUM_LEN);
-    let expected = base62(
-        &crc32fast::hash(signed.as_bytes()).to_be_bytes(),
-        CHECKSUM_LEN,
-    );
-    (checksum == expected).then_some(kind)
+    // Decoding the six digits, rather than encoding the expected ones,
+    // keeps this free of allocations: a fixed-width base62 numeral has one
+    // value and each value one numeral, so the comparison is the same.
+    let crc = u64::from(crc32fast::hash(signed.as_bytes()));
+    (base62_value(checksum) == Some(crc)).then_some(kind)
+}
+
+/// The value of a base62 numeral in [`ALPHABET`]'s digits, if it fits.
+fn base62_value(numeral: &str) -> Option<u64> {
+    numeral.bytes().try_fold(0u64, |value, byte| {
+        let digit = match byte {
+            b'0'..=b'9' => byte - b'0',
+            b'A'..=b'Z' => byte - b'A' + 10,
+            b'a'..=b'z' => byte - b'a' + 36,
+            _ => return None,
+        };
+        value.checked_mul(62)?.checked_add(u64::from(digit))
+    })
 }
 
 /// The SHA-256 of a secret: the only form in which a secret is stored.
@@ -224,6 +237,17 @@ mod tests {
         assert_eq!(base62(&[62], 2), "10");
         assert_eq!(base62(&[0xff; 32], BODY_LEN).len(), BODY_LEN);
         assert_eq!(base62(&u32::MAX.to_be_bytes(), CHECKSUM_LEN), "4gfFC3");
+    }
+
+    #[test]
+    fn base62_value_reads_what_base62_writes() {
+        for n in [0u32, 1, 61, 62, 3_843, 0x1234_5678, u32::MAX] {
+            let numeral = base62(&n.to_be_bytes(), CHECKSUM_LEN);
+            assert_eq!(base62_value(&numeral), Some(u64::from(n)), "{numeral}");
+        }
+        assert_eq!(base62_value("zzzzzz"), Some(62u64.pow(6) - 1));
+        assert_eq!(base62_value("00-000"), None);
+        assert_eq!(base62_value(&"z".repeat(20)), None, "too large for u64");
     }
 
     #[test]
