@@ -16,16 +16,16 @@ use std::time::Instant;
 use agentkey::app::{AppState, Settings};
 use agentkey::bootstrap::ensure_generated_root;
 use agentkey::clock::SystemClock;
+use agentkey::http::front::Front;
 use agentkey::store;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{header, Request, StatusCode};
-use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-async fn api(router: &Router, root: &str, path: &str, body: Value) -> Value {
+async fn api(router: &Front, root: &str, path: &str, body: Value) -> Value {
     let request = Request::post(path)
         .header(header::AUTHORIZATION, format!("Bearer {root}"))
         .header(header::CONTENT_TYPE, "application/json")

@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-
 use crate::cache::{CacheLimits, VerifyCache};
 use crate::clock::Clock;
 use crate::console::session::SessionSettings;
@@ -109,7 +107,8 @@ impl AppState {
         }))
     }
 
-    pub fn router(&self) -> Router {
+    /// The whole HTTP application (see `http::front`).
+    pub fn router(&self) -> crate::http::front::Front {
         crate::http::router(self.clone(), crate::console::router(self.clone()))
     }
 

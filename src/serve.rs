@@ -145,10 +145,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "webhooks on: delivering events and scanning for expiring tokens"
         );
     }
-    let serve_until_stopped = |listener, router: axum::Router| {
+    let serve_until_stopped = |listener, app: crate::http::front::Front| {
         tokio::spawn(crate::transport::serve(
             listener,
-            router,
+            app,
             limits,
             state.metrics.clone(),
             stopped.clone(),
@@ -169,7 +169,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             tracing::info!(addr = %metrics_addr, "serving /metrics");
             Some(serve_until_stopped(
                 listener,
-                crate::http::metrics::open_router(state.clone()),
+                crate::http::front::Front::router_only(crate::http::metrics::open_router(
+                    state.clone(),
+                )),
             ))
         }
         None => None,

@@ -13,17 +13,16 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
-use axum::Router;
+use axum::body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
-use tower::Service;
 use tower_http::timeout::TimeoutBody;
 
+use crate::http::front::Front;
 use crate::metrics::{ConnectionTimeout, Label, Metrics};
 
 /// Connection limits, from the configuration.
@@ -112,12 +111,12 @@ pub fn effective_max_connections(configured: usize, open_files: Option<u64>) -> 
     }
 }
 
-/// Serves `router` on `listener` until `stopped` turns true, then lets the
+/// Serves `app` on `listener` until `stopped` turns true, then lets the
 /// open connections finish their requests (idle ones close at once) and
 /// returns when the last one is closed.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    app: Front,
     limits: Limits,
     metrics: Arc<Metrics>,
     mut stopped: watch::Receiver<bool>,
@@ -147,7 +146,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let connection = Connection {
             http: http.clone(),
-            router: router.clone(),
+            app: app.clone(),
             limits,
             metrics: metrics.clone(),
             stopped: stopped.clone(),
@@ -184,7 +183,7 @@ async fn accept_failed(err: std::io::Error) {
 
 struct Connection {
     http: Arc<hyper::server::conn::http1::Builder>,
-    router: Router,
+    app: Front,
     limits: Limits,
     metrics: Arc<Metrics>,
     stopped: watch::Receiver<bool>,
@@ -198,14 +197,13 @@ impl Connection {
             inner: stream,
             activity: activity.clone(),
         });
-        let router = self.router.clone();
+        let app = self.app.clone();
         let body_timeout = self.limits.body_timeout;
         let in_request = activity.clone();
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let guard = in_request.start_request();
-            let mut request = request.map(|body| TimeoutBody::new(body_timeout, body));
-            request.extensions_mut().insert(ConnectInfo(peer));
-            let answer = router.clone().call(request);
+            let request = request.map(|body| Body::new(TimeoutBody::new(body_timeout, body)));
+            let answer = app.serve(Some(peer), request);
             async move {
                 let response = answer.await;
                 drop(guard);

@@ -154,7 +154,10 @@ impl<S: Send + Sync> FromRequestParts<S> for PresentedToken {
 
 /// The credential of an `Authorization: Bearer <token>` header, if any.
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    // Any UTF-8 here (HeaderValue::to_str would check each byte for
+    // visible ASCII, which costs more): what follows the scheme is checked
+    // for the token's shape before anything else is done with it.
+    let value = std::str::from_utf8(headers.get(header::AUTHORIZATION)?.as_bytes()).ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)

@@ -2,15 +2,18 @@
 //! deployment (nginx `auth_request`, Traefik ForwardAuth, Caddy
 //! `forward_auth`). 200 with the token's identity, or 401/403.
 
+use std::net::IpAddr;
+
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{failed, PresentedToken};
 use super::client_ip::ClientIp;
+use super::context::REQUEST_ID;
 use super::error::ApiError;
 use super::schema::ApiTokenScope;
 use crate::app::AppState;
@@ -62,13 +65,31 @@ pub async fn authorize(
     PresentedToken(presented): PresentedToken,
     query: super::extract::QueryParams<AuthorizeQuery>,
 ) -> Result<Response, ApiError> {
-    let refused = || failed(&state, client, Check::Authorize, invalid_token());
+    answer(
+        &state,
+        client,
+        presented.as_deref(),
+        query.0.deployment_id.as_deref(),
+    )
+    .await
+}
+
+/// The answer to `presented` from `client`, for the router's handler above
+/// and for the front door (`http::front`), which serves the same route
+/// without the router.
+pub async fn answer(
+    state: &AppState,
+    client: Option<IpAddr>,
+    presented: Option<&str>,
+    deployment_id: Option<&str>,
+) -> Result<Response, ApiError> {
+    let refused = || failed(state, client, Check::Authorize, invalid_token());
     let Some(presented) = presented else {
         return Err(refused());
     };
     let verified = state
         .verifier
-        .verify_agent_from(&presented, &state.auth_failures, client)
+        .verify_agent_from(presented, &state.auth_failures, client)
         .await;
     let entry = match verified {
         Ok(entry) => entry,
@@ -84,12 +105,10 @@ pub async fn authorize(
         Err(VerifyError::Store(err)) => return Err(err.into()),
     };
     let credential = &entry.credential;
-    if let Some(wanted) = &query.0.deployment_id {
-        if *wanted != credential.deployment_id {
-            return Err(ApiError::forbidden(
-                "this agent token belongs to another deployment",
-            ));
-        }
+    if deployment_id.is_some_and(|wanted| wanted != credential.deployment_id) {
+        return Err(ApiError::forbidden(
+            "this agent token belongs to another deployment",
+        ));
     }
     // The answer depends on the credential alone: built once per cache
     // entry, then each request shares its bytes.
@@ -107,10 +126,19 @@ pub async fn authorize(
     Ok(answer.response())
 }
 
-/// A valid token's answer, serialized: the body and the id headers.
+/// The deployment a gateway's request names in its query, if any.
+pub fn wanted_deployment(uri: &axum::http::Uri) -> Result<Option<String>, ApiError> {
+    if uri.query().is_none() {
+        return Ok(None);
+    }
+    let axum::extract::Query(query) = axum::extract::Query::<AuthorizeQuery>::try_from_uri(uri)?;
+    Ok(query.deployment_id)
+}
+
+/// A valid token's answer, serialized: the body and the headers.
 struct Prepared {
     body: Bytes,
-    headers: Vec<(HeaderName, HeaderValue)>,
+    headers: HeaderMap,
 }
 
 impl Prepared {
@@ -124,18 +152,30 @@ impl Prepared {
             expires_at: credential.valid_until().map(rfc3339),
         })
         .unwrap_or_default();
-        let headers = [
+        let mut headers = HeaderMap::with_capacity(8);
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        for (name, value) in [
             (TOKEN_ID_HEADER, &credential.token_id),
             (ORGANIZATION_ID_HEADER, &credential.organization_id),
             (DEPLOYMENT_ID_HEADER, &credential.deployment_id),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| {
+        ] {
             // Shared bytes, so that each answer's copy is a reference.
-            let value = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes()));
-            Some((HeaderName::from_static(name), value.ok()?))
-        })
-        .collect();
+            if let Ok(value) =
+                HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes()))
+            {
+                headers.insert(HeaderName::from_static(name), value);
+            }
+        }
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // A place for the request id, which the request context sets on
+        // every answer: with it, the copy of this map each answer gets has
+        // room for the id, and setting it replaces a value instead of
+        // growing the map.
+        headers.insert(REQUEST_ID.clone(), HeaderValue::from_static(""));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         Prepared {
             body: Bytes::from(body),
             headers,
@@ -144,15 +184,7 @@ impl Prepared {
 
     fn response(&self) -> Response {
         let mut response = Response::new(Body::from(self.body.clone()));
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        for (name, value) in &self.headers {
-            headers.insert(name.clone(), value.clone());
-        }
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        *response.headers_mut() = self.headers.clone();
         response
     }
 }

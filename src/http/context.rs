@@ -19,9 +19,9 @@ use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{MatchedPath, OriginalUri, Request};
-use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
@@ -32,6 +32,9 @@ use crate::transport::{MAX_HEADERS, MAX_HEADER_BYTES};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// The same, parsed once: a name given as text is checked on every use.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+
 /// Wraps every route in [`RequestContext`].
 #[derive(Clone)]
 pub struct RequestContextLayer {
@@ -40,11 +43,10 @@ pub struct RequestContextLayer {
 }
 
 impl RequestContextLayer {
-    pub fn new(metrics: Arc<Metrics>) -> RequestContextLayer {
-        RequestContextLayer {
-            metrics,
-            refusals: RefusalLog::started(),
-        }
+    /// The layer, summarizing refusals into `refusals` (shared with the
+    /// front door's verify path, so that one summary covers both).
+    pub fn new(metrics: Arc<Metrics>, refusals: Arc<RefusalLog>) -> RequestContextLayer {
+        RequestContextLayer { metrics, refusals }
     }
 }
 
@@ -124,94 +126,159 @@ where
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        let started = Instant::now();
-        let request_id = match incoming_request_id(&request) {
-            Some(id) => id,
-            None => {
-                // Handlers read the id from the request (for the audit trail).
-                let id = next_request_id();
-                if let Ok(value) = HeaderValue::from_str(&id) {
-                    request
-                        .headers_mut()
-                        .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
-                }
-                id
-            }
-        };
         // The route pattern, not the concrete path: ids stay out of metrics'
         // labels and the log, and nothing from the query string is logged.
         let route = request.extensions().get::<MatchedPath>().cloned();
-        let method = request.method().clone();
         let summarized = route.as_ref().is_none_or(|r| is_verify_route(r.as_str()));
-        let span = if summarized {
-            tracing::debug_span!("request", request_id = %request_id)
-        } else {
-            tracing::info_span!("request", request_id = %request_id)
-        };
-        let answer = if headers_too_large(&request) {
-            None
-        } else {
-            // The clone that was made ready is the one that is called.
-            let ready = self.inner.clone();
-            Some(std::mem::replace(&mut self.inner, ready).call(request))
+        let mut made = None;
+        let exchange = Exchange::begin(request.method(), request.headers(), summarized, |id| {
+            made = Some(id.clone())
+        });
+        if let Some(id) = made {
+            // Handlers read the id from the request (for the audit trail).
+            request.headers_mut().insert(REQUEST_ID.clone(), id);
+        }
+        let span = exchange.span();
+        let answer = match Exchange::oversized(request.uri(), request.headers()) {
+            Some(refusal) => Err(refusal),
+            None => {
+                // The clone that was made ready is the one that is called.
+                let ready = self.inner.clone();
+                Ok(std::mem::replace(&mut self.inner, ready).call(request))
+            }
         };
         let shared = self.shared.clone();
         Box::pin(
             async move {
                 let response = match answer {
-                    Some(answer) => match answer.await {
+                    Ok(answer) => match answer.await {
                         Ok(response) => response.into_response(),
                         Err(never) => match never {},
                     },
-                    None => ApiError::new(
-                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                        format!(
-                            "the request headers are too large: at most {MAX_HEADERS} headers \
-                             and {MAX_HEADER_BYTES} bytes"
-                        ),
-                    )
-                    .into_response(),
+                    Err(refusal) => refusal.into_response(),
                 };
-                let mut response = render_error(response, &request_id);
-                let took = started.elapsed();
                 let route = route.as_ref().map_or("(no route)", |r| r.as_str());
-                let status = response.status().as_u16();
-                shared.count(&method, route, status, took);
-                if !summarized {
-                    tracing::info!(
-                        request_id = %request_id,
-                        method = %method,
-                        route,
-                        status,
-                        latency_us = took.as_micros() as u64,
-                        "request"
-                    );
-                } else if status < 400 {
-                    tracing::debug!(
-                        request_id = %request_id,
-                        method = %method,
-                        route,
-                        status,
-                        latency_us = took.as_micros() as u64,
-                        "request"
-                    );
-                } else {
-                    shared.refusals.refused(route, status);
-                }
-                // The id's bytes move into the header; they were checked on
-                // the way in (`incoming_request_id`) or made of plain
-                // characters here.
-                if let Ok(value) =
-                    HeaderValue::from_maybe_shared(Bytes::from(request_id.into_bytes()))
-                {
-                    response
-                        .headers_mut()
-                        .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
-                }
-                Ok(response)
+                Ok(
+                    exchange.finish(response, route, &shared.refusals, |method, status, took| {
+                        shared.count(method, route, status, took)
+                    }),
+                )
             }
             .instrument(span),
         )
+    }
+}
+
+/// One request as the context sees it, from the moment it enters until its
+/// answer leaves: what the router's layer ([`RequestContext`]) and the
+/// front door's verify path (`http::front`) both do, written once.
+pub struct Exchange {
+    started: Instant,
+    /// The gateway's id, or one made here: checked or made of plain
+    /// characters, so it is also valid UTF-8.
+    request_id: HeaderValue,
+    method: Method,
+    /// Logged as a summary of refusals and successes at debug (the verify
+    /// endpoints), rather than a line per request.
+    summarized: bool,
+}
+
+impl Exchange {
+    /// Starts the clock and settles the request's id: the gateway's, or a
+    /// new one, which `made` is then given.
+    pub fn begin(
+        method: &Method,
+        headers: &HeaderMap,
+        summarized: bool,
+        made: impl FnOnce(&HeaderValue),
+    ) -> Exchange {
+        let started = Instant::now();
+        let request_id = match headers.get(&REQUEST_ID) {
+            Some(incoming) if is_plain_request_id(incoming.as_bytes()) => incoming.clone(),
+            _ => {
+                let id = next_request_id();
+                made(&id);
+                id
+            }
+        };
+        Exchange {
+            started,
+            request_id,
+            method: method.clone(),
+            summarized,
+        }
+    }
+
+    /// The span the request is served in, carrying its id.
+    pub fn span(&self) -> tracing::Span {
+        let request_id = self.request_id();
+        if self.summarized {
+            tracing::debug_span!("request", request_id)
+        } else {
+            tracing::info_span!("request", request_id)
+        }
+    }
+
+    pub fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or_default()
+    }
+
+    /// The refusal of a request with more headers, or more bytes of them,
+    /// than a request may carry. hyper refuses far larger heads itself,
+    /// without a body (see `transport`).
+    pub fn oversized(uri: &Uri, headers: &HeaderMap) -> Option<ApiError> {
+        headers_too_large(uri, headers).then(|| {
+            ApiError::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!(
+                    "the request headers are too large: at most {MAX_HEADERS} headers \
+                     and {MAX_HEADER_BYTES} bytes"
+                ),
+            )
+        })
+    }
+
+    /// Finishes the answer to the request on `route`: renders an error as
+    /// the envelope, counts it with `count(method, status, took)`, logs it
+    /// (or adds a refusal to `refusals`' summary) and sets its id header.
+    pub fn finish(
+        self,
+        response: Response,
+        route: &str,
+        refusals: &RefusalLog,
+        count: impl FnOnce(&Method, u16, std::time::Duration),
+    ) -> Response {
+        let mut response = render_error(response, self.request_id());
+        let took = self.started.elapsed();
+        let status = response.status().as_u16();
+        count(&self.method, status, took);
+        let request_id = self.request_id();
+        let method = &self.method;
+        if !self.summarized {
+            tracing::info!(
+                request_id,
+                %method,
+                route,
+                status,
+                latency_us = took.as_micros() as u64,
+                "request"
+            );
+        } else if status < 400 {
+            tracing::debug!(
+                request_id,
+                %method,
+                route,
+                status,
+                latency_us = took.as_micros() as u64,
+                "request"
+            );
+        } else {
+            refusals.refused(route, status);
+        }
+        response
+            .headers_mut()
+            .insert(REQUEST_ID.clone(), self.request_id);
+        response
     }
 }
 
@@ -220,14 +287,12 @@ fn is_verify_route(route: &str) -> bool {
     route.ends_with("/authorize") || route.ends_with("/introspect")
 }
 
-/// More headers, or more bytes of them, than a request may carry. hyper
-/// refuses far larger heads itself, without a body (see `transport`).
-fn headers_too_large(request: &Request) -> bool {
-    let headers = request.headers();
+/// More headers, or more bytes of them, than a request may carry.
+fn headers_too_large(uri: &Uri, headers: &HeaderMap) -> bool {
     if headers.len() > MAX_HEADERS {
         return true;
     }
-    let mut bytes = request.uri().path().len();
+    let mut bytes = uri.path().len();
     for (name, value) in headers {
         bytes += name.as_str().len() + value.len() + 4;
     }
@@ -264,7 +329,9 @@ fn render_error(mut response: Response, request_id: &str) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     Response::from_parts(parts, body.into())
 }
 
@@ -278,21 +345,22 @@ fn has_content_type(response: &Response, media_type: &str) -> bool {
 
 /// A request id set by the gateway in front, if it is short and plain enough
 /// to echo back and log.
-pub fn incoming_request_id(request: &Request) -> Option<String> {
-    incoming_request_id_in(request.headers())
+pub fn incoming_request_id_in(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(&REQUEST_ID)?;
+    is_plain_request_id(value.as_bytes())
+        .then(|| String::from_utf8_lossy(value.as_bytes()).into_owned())
 }
 
-/// The same, from headers alone.
-pub fn incoming_request_id_in(headers: &axum::http::HeaderMap) -> Option<String> {
-    let value = headers.get(REQUEST_ID_HEADER)?.to_str().ok()?;
-    let plain = |b: u8| b.is_ascii_alphanumeric() || b"-_.:".contains(&b);
-    (!value.is_empty() && value.len() <= 128 && value.bytes().all(plain)).then(|| value.to_string())
+fn is_plain_request_id(id: &[u8]) -> bool {
+    let plain = |b: &u8| b.is_ascii_alphanumeric() || b"-_.:".contains(b);
+    !id.is_empty() && id.len() <= 128 && id.iter().all(plain)
 }
 
 /// A unique id: a random tag drawn once per thread, then that thread's
 /// counter. No randomness and no shared counter on the request path, so the
-/// cores serving requests never contend for it.
-fn next_request_id() -> String {
+/// cores serving requests never contend for it; and no formatting machinery,
+/// only the one copy into the header value.
+fn next_request_id() -> HeaderValue {
     thread_local! {
         static NEXT: (String, Cell<u64>) =
             (crate::token::new_id()[10..].to_string(), Cell::new(0));
@@ -300,7 +368,16 @@ fn next_request_id() -> String {
     NEXT.with(|(tag, counter)| {
         let n = counter.get();
         counter.set(n + 1);
-        format!("{tag}-{n:x}")
+        // The tag, a dash and the counter in hex: at most 16 + 1 + 16 bytes.
+        let mut id = [0u8; 64];
+        id[..tag.len()].copy_from_slice(tag.as_bytes());
+        id[tag.len()] = b'-';
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+        let end = tag.len() + 1 + digits;
+        for (i, slot) in id[tag.len() + 1..end].iter_mut().rev().enumerate() {
+            *slot = b"0123456789abcdef"[((n >> (4 * i)) & 0xf) as usize];
+        }
+        HeaderValue::from_bytes(&id[..end]).expect("an id of plain characters")
     })
 }
 
@@ -328,4 +405,36 @@ pub fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
         ..ApiError::internal()
     }
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_request_ids_are_the_tag_and_a_hex_counter() {
+        let first = next_request_id();
+        let first = first.to_str().unwrap();
+        let (tag, counter) = first.rsplit_once('-').unwrap();
+        let start = u64::from_str_radix(counter, 16).unwrap();
+        for step in 1..300u64 {
+            let id = next_request_id();
+            assert_eq!(id.to_str().unwrap(), format!("{tag}-{:x}", start + step));
+            assert!(is_plain_request_id(id.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn only_short_plain_incoming_ids_are_kept() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(REQUEST_ID_HEADER, HeaderValue::from_static("gw-1:a.b_c"));
+        assert_eq!(
+            incoming_request_id_in(&headers).as_deref(),
+            Some("gw-1:a.b_c")
+        );
+        for bad in ["", "a b", "<script>", &"x".repeat(129)] {
+            headers.insert(REQUEST_ID_HEADER, HeaderValue::from_str(bad).unwrap());
+            assert_eq!(incoming_request_id_in(&headers), None, "{bad:?}");
+        }
+    }
 }

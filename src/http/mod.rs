@@ -2,8 +2,11 @@
 //! document generated from the same table.
 //!
 //! A request flows one way: `transport` (connection limits and timeouts)
-//! → `context` (request id and span, metrics, log line, error envelope) → panic guard → body limit → router → extractors (`auth`,
-//! `extract`) → one handler per resource file → `store`.
+//! → `front` (answers a gateway's `GET /authorize` itself, with the same
+//! request context; everything else goes on) → `context` (request id and
+//! span, metrics, log line, error envelope) → panic guard → body limit →
+//! router → extractors (`auth`, `extract`) → one handler per resource file
+//! → `store`.
 
 pub mod access;
 pub mod agent_tokens;
@@ -17,6 +20,7 @@ pub mod context;
 pub mod deployments;
 pub mod error;
 pub mod extract;
+pub mod front;
 pub mod grants;
 pub mod health;
 pub mod introspect;
@@ -150,8 +154,9 @@ pub fn openapi_document() -> &'static String {
 
 /// The complete application: every route, under both base paths, and
 /// `beside` (the console's pages), behind the middleware that gives each
-/// request an id and renders every API error.
-pub fn router(state: AppState, beside: Router) -> Router {
+/// request an id and renders every API error; and in front of it all, the
+/// front door that answers gateways' verifications without the router.
+pub fn router(state: AppState, beside: Router) -> front::Front {
     let (api, _) = api_routes().split_for_parts();
     let api = api.method_not_allowed_fallback(context::method_not_allowed);
     let (root, _) = root_routes().split_for_parts();
@@ -166,10 +171,11 @@ pub fn router(state: AppState, beside: Router) -> Router {
     );
     let metrics = state.metrics.clone();
     let router = router
-        .with_state(state)
+        .with_state(state.clone())
         .merge(api_reference())
         .merge(beside);
-    with_middleware(router, metrics)
+    let refusals = refusals::RefusalLog::started();
+    front::Front::new(layered(router, metrics, refusals.clone()), state, refusals)
 }
 
 /// `GET /docs`: the API reference in the browser, Swagger UI reading
@@ -198,6 +204,11 @@ pub fn api_router(state: AppState) -> Router {
 /// (id, log line, error envelope), the panic guard, the body limit, and the
 /// JSON answers for unknown routes and methods.
 pub fn with_middleware(router: Router, metrics: Arc<Metrics>) -> Router {
+    layered(router, metrics, refusals::RefusalLog::started())
+}
+
+/// [`with_middleware`], summarizing refused verifications into `refusals`.
+fn layered(router: Router, metrics: Arc<Metrics>, refusals: Arc<refusals::RefusalLog>) -> Router {
     router
         .fallback(context::not_found)
         .method_not_allowed_fallback(context::method_not_allowed)
@@ -205,7 +216,7 @@ pub fn with_middleware(router: Router, metrics: Arc<Metrics>) -> Router {
         // around each route, and every box is an allocation per request.
         .layer(
             tower::ServiceBuilder::new()
-                .layer(context::RequestContextLayer::new(metrics))
+                .layer(context::RequestContextLayer::new(metrics, refusals))
                 .layer(CatchPanicLayer::custom(context::panicked))
                 .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES)),
         )

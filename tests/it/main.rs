@@ -21,6 +21,7 @@ mod durability;
 mod e2e_binary;
 mod errors;
 mod first_start;
+mod front_door;
 mod gateway_nginx;
 mod introspect;
 mod list_edges;

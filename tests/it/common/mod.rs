@@ -13,10 +13,10 @@ use std::sync::Arc;
 use agentkey::app::{AppState, Settings};
 use agentkey::bootstrap::ensure_generated_root;
 use agentkey::clock::{Clock, ManualClock};
+use agentkey::http::front::Front;
 use agentkey::store::{self, Store};
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
-use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -26,7 +26,7 @@ use tower::ServiceExt;
 pub const START: i64 = 1_669_091_832;
 
 pub struct TestApp {
-    pub router: Router,
+    pub router: Front,
     pub state: AppState,
     pub store: Arc<dyn Store>,
     pub clock: Arc<ManualClock>,
@@ -156,12 +156,12 @@ impl TestApp {
     }
 
     pub async fn raw(&self, request: Request<Body>) -> Reply {
-        let response = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("infallible");
+        TestApp::reply_of(self.router.clone(), request).await
+    }
+
+    /// The reply of `app` (this app's front door, or another) to `request`.
+    pub async fn reply_of(app: Front, request: Request<Body>) -> Reply {
+        let response = app.oneshot(request).await.expect("infallible");
         let status = response.status();
         let headers = response.headers().clone();
         let raw = response
