@@ -211,16 +211,18 @@ impl Exchange {
 
     /// The span the request is served in, carrying its id.
     pub fn span(&self) -> tracing::Span {
-        let request_id = self.request_id();
+        // The id is read only when the span is enabled.
         if self.summarized {
-            tracing::debug_span!("request", request_id)
+            tracing::debug_span!("request", request_id = self.request_id())
         } else {
-            tracing::info_span!("request", request_id)
+            tracing::info_span!("request", request_id = self.request_id())
         }
     }
 
     pub fn request_id(&self) -> &str {
-        self.request_id.to_str().unwrap_or_default()
+        // Plain ASCII (see the field), so this is a check, not a search for
+        // characters `HeaderValue::to_str` would refuse.
+        std::str::from_utf8(self.request_id.as_bytes()).unwrap_or_default()
     }
 
     /// The refusal of a request with more headers, or more bytes of them,
