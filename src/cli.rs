@@ -39,6 +39,7 @@ Environment:
   AGENTKEY_IDLE_TIMEOUT_SECONDS             how long a keep-alive connection may idle (default 60)
   AGENTKEY_MAX_CONNECTIONS                  connections served at once; more wait (default 10000)
   AGENTKEY_TRUSTED_PROXIES                  proxies whose X-Forwarded-For / X-Real-IP is believed, CIDR list (default none)
+  AGENTKEY_CLIENT_IP_HEADER                 which of them names the client: either, x-forwarded-for, x-real-ip (default either)
   AGENTKEY_AUTH_FAILURE_BURST               failed credential checks a client may make in a row (default 20)
   AGENTKEY_AUTH_FAILURES_PER_MINUTE         failed checks per minute a client regains (default 60)
   AGENTKEY_AUTH_FAILURE_MAX_CLIENTS         client addresses the failure limit tracks (default 100000)
@@ -337,6 +338,12 @@ pub struct AbuseArgs {
     /// those headers are ignored. Empty: the TCP peer is the client.
     #[arg(long, env = "AGENTKEY_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
+    /// Which header of a trusted proxy names the client: `either`
+    /// (X-Forwarded-For, else X-Real-IP), `x-forwarded-for` or `x-real-ip`.
+    /// Name the one your proxy sets: with `either`, a proxy that sets only
+    /// X-Real-IP lets clients choose their address by sending X-Forwarded-For.
+    #[arg(long, env = "AGENTKEY_CLIENT_IP_HEADER", default_value = "either")]
+    pub client_ip_header: String,
     /// Failed credential checks a client may make in a row before it is
     /// answered 429.
     #[arg(long, env = "AGENTKEY_AUTH_FAILURE_BURST", default_value_t = 20)]
@@ -377,8 +384,12 @@ impl AbuseArgs {
             .map(crate::http::client_ip::parse_network)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow!("{}: {e}", given.name("AGENTKEY_TRUSTED_PROXIES")))?;
+        let header: crate::http::client_ip::ClientIpHeader = self
+            .client_ip_header
+            .parse()
+            .map_err(|e| anyhow!("{}: {e}", given.name("AGENTKEY_CLIENT_IP_HEADER")))?;
         Ok(Settings {
-            trusted_proxies: crate::http::client_ip::TrustedProxies::new(networks),
+            trusted_proxies: crate::http::client_ip::TrustedProxies::new(networks).reading(header),
             auth_failures: crate::throttle::FailureLimits {
                 burst: self.auth_failure_burst,
                 per_minute: self.auth_failures_per_minute,

@@ -15,7 +15,8 @@
 //!   therefore set or append `X-Forwarded-For` (nginx:
 //!   `$proxy_add_x_forwarded_for`), or strip it: one that sets only
 //!   `X-Real-IP` and passes a client's own `X-Forwarded-For` through lets
-//!   the client choose its address (docs/deploy.md says so).
+//!   the client choose its address. `AGENTKEY_CLIENT_IP_HEADER` names the
+//!   one header to believe instead ([`ClientIpHeader`]), which closes that.
 //!
 //! Forward authentication (`GET /v1/authorize`) follows the same rule: the
 //! gateway's subrequest carries the original client in these headers (see
@@ -36,26 +37,73 @@ use crate::app::AppState;
 pub const FORWARDED_FOR: &str = "x-forwarded-for";
 pub const REAL_IP: &str = "x-real-ip";
 
-/// The networks whose forwarded client address is believed.
+/// The networks whose forwarded client address is believed, and which
+/// header it is read from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrustedProxies(Vec<IpNet>);
+pub struct TrustedProxies {
+    networks: Vec<IpNet>,
+    header: ClientIpHeader,
+}
+
+/// Which header of a trusted proxy names the client
+/// (`AGENTKEY_CLIENT_IP_HEADER`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClientIpHeader {
+    /// `X-Forwarded-For`, or `X-Real-IP` when there is none: fits proxies
+    /// that set either, but a proxy that sets only `X-Real-IP` and passes a
+    /// client's own `X-Forwarded-For` through lets the client choose.
+    #[default]
+    Either,
+    /// `X-Forwarded-For` alone.
+    ForwardedFor,
+    /// `X-Real-IP` alone (nginx's `proxy_set_header X-Real-IP $remote_addr`),
+    /// whatever `X-Forwarded-For` says.
+    RealIp,
+}
+
+impl FromStr for ClientIpHeader {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ClientIpHeader, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "" | "either" => Ok(ClientIpHeader::Either),
+            FORWARDED_FOR => Ok(ClientIpHeader::ForwardedFor),
+            REAL_IP => Ok(ClientIpHeader::RealIp),
+            other => Err(format!(
+                "{other:?} is not one of either, {FORWARDED_FOR} or {REAL_IP}"
+            )),
+        }
+    }
+}
 
 impl TrustedProxies {
     pub fn new(networks: Vec<IpNet>) -> TrustedProxies {
-        TrustedProxies(networks)
+        TrustedProxies {
+            networks,
+            header: ClientIpHeader::default(),
+        }
+    }
+
+    /// The same proxies, their client read from `header`.
+    pub fn reading(self, header: ClientIpHeader) -> TrustedProxies {
+        TrustedProxies { header, ..self }
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
-        self.0.iter().any(|net| net.contains(&ip))
+        self.networks.iter().any(|net| net.contains(&ip))
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.networks.is_empty()
     }
 
     pub fn networks(&self) -> &[IpNet] {
-        &self.0
+        &self.networks
+    }
+
+    pub fn header(&self) -> ClientIpHeader {
+        self.header
     }
 }
 
@@ -79,6 +127,16 @@ pub fn client_ip(
     let peer = canonical(peer?);
     if !trusted.contains(peer) {
         return Some(peer);
+    }
+    let real_ip = || {
+        headers
+            .get(REAL_IP)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_forwarded(v.trim()))
+            .or(Some(peer))
+    };
+    if trusted.header == ClientIpHeader::RealIp {
+        return real_ip();
     }
     let forwarded: Vec<&str> = headers
         .get_all(FORWARDED_FOR)
@@ -107,11 +165,10 @@ pub fn client_ip(
         }
         return Some(client);
     }
-    headers
-        .get(REAL_IP)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_forwarded(v.trim()))
-        .or(Some(peer))
+    match trusted.header {
+        ClientIpHeader::ForwardedFor => Some(peer),
+        _ => real_ip(),
+    }
 }
 
 /// The client of the request in `parts`, by the state's trusted proxies.
@@ -250,6 +307,55 @@ mod tests {
         assert_eq!(
             client_ip(ip("127.0.0.1"), &HeaderMap::new(), &proxies),
             ip("127.0.0.1")
+        );
+    }
+
+    #[test]
+    fn a_named_header_is_the_only_one_believed() {
+        let proxy = ip("127.0.0.1");
+        // A proxy that sets X-Real-IP and passes the client's own
+        // X-Forwarded-For through.
+        let forged = headers(&[(REAL_IP, "203.0.113.5"), (FORWARDED_FOR, "198.51.100.66")]);
+        let real_only = trusted(&["127.0.0.1/32"]).reading(ClientIpHeader::RealIp);
+        assert_eq!(client_ip(proxy, &forged, &real_only), ip("203.0.113.5"));
+        let none = headers(&[(FORWARDED_FOR, "198.51.100.66")]);
+        assert_eq!(
+            client_ip(proxy, &none, &real_only),
+            proxy,
+            "no X-Real-IP: the proxy"
+        );
+        let forwarded_only = trusted(&["127.0.0.1/32"]).reading(ClientIpHeader::ForwardedFor);
+        assert_eq!(
+            client_ip(proxy, &forged, &forwarded_only),
+            ip("198.51.100.66")
+        );
+        let real = headers(&[(REAL_IP, "203.0.113.5")]);
+        assert_eq!(
+            client_ip(proxy, &real, &forwarded_only),
+            proxy,
+            "X-Real-IP ignored"
+        );
+        // From a peer that is not trusted, neither is read, whichever is named.
+        assert_eq!(
+            client_ip(ip("192.0.2.1"), &forged, &real_only),
+            ip("192.0.2.1")
+        );
+    }
+
+    #[test]
+    fn the_header_setting_parses() {
+        for (text, header) in [
+            ("", ClientIpHeader::Either),
+            ("either", ClientIpHeader::Either),
+            ("X-Forwarded-For", ClientIpHeader::ForwardedFor),
+            (" x-real-ip ", ClientIpHeader::RealIp),
+        ] {
+            assert_eq!(text.parse::<ClientIpHeader>(), Ok(header), "{text:?}");
+        }
+        let err = "forwarded".parse::<ClientIpHeader>().unwrap_err();
+        assert!(
+            err.contains("x-forwarded-for") && err.contains("x-real-ip"),
+            "{err}"
         );
     }
 

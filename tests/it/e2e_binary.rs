@@ -632,6 +632,47 @@ async fn failed_checks_over_the_burst_are_429_for_the_peer() {
     server.stop();
 }
 
+/// `AGENTKEY_CLIENT_IP_HEADER` through the real binary: behind a trusted
+/// proxy (loopback here) that sets `X-Real-IP`, a client-sent
+/// `X-Forwarded-For` decides the address under `either` (the default) but
+/// not under `x-real-ip`: the same X-Real-IP is then limited whatever the
+/// client forwards.
+#[tokio::test]
+async fn the_named_client_header_is_the_only_one_believed() {
+    let failures_until_limited = |header: &'static str| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(
+            &dir.path().join("a.db"),
+            &[
+                ("AGENTKEY_TRUSTED_PROXIES", "127.0.0.1"),
+                ("AGENTKEY_CLIENT_IP_HEADER", header),
+                ("AGENTKEY_AUTH_FAILURE_BURST", "2"),
+            ],
+        );
+        let client = Client::new(&server);
+        let mut refused = Vec::new();
+        for n in 1..=4 {
+            let response = client
+                .http
+                .get(format!("{}/v1/authorize", client.base))
+                .bearer_auth("akagent_nonsense")
+                .header("x-real-ip", "10.0.0.1")
+                .header("x-forwarded-for", format!("198.51.100.{n}"))
+                .send()
+                .await
+                .unwrap();
+            refused.push(response.status().as_u16());
+        }
+        server.stop();
+        refused
+    };
+    assert_eq!(failures_until_limited("either").await, [401, 401, 401, 401]);
+    assert_eq!(
+        failures_until_limited("x-real-ip").await,
+        [401, 401, 429, 429]
+    );
+}
+
 #[test]
 fn a_bad_trusted_proxy_list_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -683,6 +724,13 @@ fn start_up_errors_name_the_flag_or_variable_that_was_used() {
             "--trusted-proxies",
             "AGENTKEY_TRUSTED_PROXIES",
             "gateway.local",
+            "serve",
+            1,
+        ),
+        (
+            "--client-ip-header",
+            "AGENTKEY_CLIENT_IP_HEADER",
+            "forwarded",
             "serve",
             1,
         ),
