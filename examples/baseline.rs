@@ -5,7 +5,7 @@
 //!
 //! Usage: `cargo run --release --example baseline -- 127.0.0.1:18090`
 
-use axum::http::{header, HeaderName};
+use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -14,30 +14,36 @@ use axum::Router;
 const BODY: &str = r#"{"active":true,"tokenId":"c0mwt66rnpc0zllsp0ag6xgwg","organizationId":"c0mwt66rfzsxnsn1m9sbsbo28","deploymentId":"c0mwt66rl71zzns9d1tmdnxca","scope":"DEPLOYMENT","expiresAt":null}"#;
 
 /// agentkey's headers on that answer, with values of the same lengths (the
-/// request id: a 15-character tag, a dash and a counter).
-const HEADERS: [(HeaderName, &str); 6] = [
-    (header::CONTENT_TYPE, "application/json"),
-    (
-        HeaderName::from_static("x-agentkey-token-id"),
-        "c0mwt66rnpc0zllsp0ag6xgwg",
-    ),
-    (
-        HeaderName::from_static("x-agentkey-organization-id"),
-        "c0mwt66rfzsxnsn1m9sbsbo28",
-    ),
-    (
-        HeaderName::from_static("x-agentkey-deployment-id"),
-        "c0mwt66rl71zzns9d1tmdnxca",
-    ),
-    (header::CACHE_CONTROL, "no-store"),
-    (
-        HeaderName::from_static("x-request-id"),
-        "mwt66rnpc0zllsp-1a2b3",
-    ),
-];
+/// request id: a 15-character tag, a dash and a counter). Static values:
+/// nothing is checked or copied per request.
+fn headers() -> [(HeaderName, HeaderValue); 6] {
+    [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ),
+        (
+            HeaderName::from_static("x-agentkey-token-id"),
+            HeaderValue::from_static("c0mwt66rnpc0zllsp0ag6xgwg"),
+        ),
+        (
+            HeaderName::from_static("x-agentkey-organization-id"),
+            HeaderValue::from_static("c0mwt66rfzsxnsn1m9sbsbo28"),
+        ),
+        (
+            HeaderName::from_static("x-agentkey-deployment-id"),
+            HeaderValue::from_static("c0mwt66rl71zzns9d1tmdnxca"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (
+            HeaderName::from_static("x-request-id"),
+            HeaderValue::from_static("mwt66rnpc0zllsp-1a2b3"),
+        ),
+    ]
+}
 
 async fn authorize() -> impl IntoResponse {
-    (HEADERS, BODY)
+    (headers(), BODY)
 }
 
 #[tokio::main]

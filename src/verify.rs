@@ -35,7 +35,7 @@ use crate::model::{AgentCredential, ApiCredential, SessionCredential, Subject, S
 use crate::store::revocations::{Revocation, RevocationSink};
 use crate::store::{Store, StoreError};
 use crate::throttle::FailureLimiter;
-use crate::token::secret::parse_kind;
+use crate::token::secret::{checksum_matches, parse_kind, shape_kind};
 use crate::token::{Digest, SecretKind};
 use crate::usage::UsageRecorder;
 
@@ -234,11 +234,14 @@ impl Verifier {
         presented: &str,
         gate: Option<(&FailureLimiter, Option<IpAddr>)>,
     ) -> Result<Arc<Cached>, VerifyError> {
-        if parse_kind(presented) != Some(SecretKind::Agent) {
+        if shape_kind(presented) != Some(SecretKind::Agent) {
             return Err(VerifyError::Refused(Refusal::Malformed));
         }
         let digest = Digest::of(presented);
         let now = self.clock.now();
+        // The checksum is checked only on a miss: an entry of either kind
+        // is only ever made for a digest read after its checksum matched,
+        // so a hit needs no second look, and the cheapest answers stay so.
         let entry = match self.cache.lookup(&digest, now) {
             Lookup::Hit(entry) => {
                 self.metrics.cache_hit();
@@ -247,6 +250,9 @@ impl Verifier {
             Lookup::KnownUnknown => {
                 self.metrics.cache_known_unknown();
                 return Err(VerifyError::Refused(Refusal::Unknown));
+            }
+            Lookup::Miss if !checksum_matches(presented) => {
+                return Err(VerifyError::Refused(Refusal::Malformed));
             }
             Lookup::Miss => {
                 if let Some((limits, client)) = gate {

@@ -93,19 +93,36 @@ impl fmt::Debug for Secret {
 /// Checks the shape of a presented secret: known prefix, exact length,
 /// base62 body and a matching checksum. Costs no allocation and no I/O.
 pub fn parse_kind(presented: &str) -> Option<SecretKind> {
+    shape_kind(presented).filter(|_| checksum_matches(presented))
+}
+
+/// The kind whose form a presented secret has (known prefix, exact length,
+/// base62 characters), its checksum not yet checked: for the verification
+/// path, which checks the checksum only before a store read (a digest found
+/// in the cache is an issued secret's, whose checksum matched).
+pub fn shape_kind(presented: &str) -> Option<SecretKind> {
     let kind = SecretKind::ALL
         .into_iter()
         .find(|k| presented.starts_with(k.prefix()))?;
     let rest = &presented[kind.prefix().len()..];
-    if rest.len() != BODY_LEN + CHECKSUM_LEN || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return None;
-    }
-    let (signed, checksum) = presented.split_at(presented.len() - CHECKSUM_LEN);
+    (rest.len() == BODY_LEN + CHECKSUM_LEN && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .then_some(kind)
+}
+
+/// Whether the last characters of a secret of the right shape are the
+/// checksum of the rest.
+pub fn checksum_matches(presented: &str) -> bool {
+    let Some(split) = presented.len().checked_sub(CHECKSUM_LEN) else {
+        return false;
+    };
+    let (Some(signed), Some(checksum)) = (presented.get(..split), presented.get(split..)) else {
+        return false;
+    };
     // Decoding the six digits, rather than encoding the expected ones,
     // keeps this free of allocations: a fixed-width base62 numeral has one
     // value and each value one numeral, so the comparison is the same.
     let crc = u64::from(crc32fast::hash(signed.as_bytes()));
-    (base62_value(checksum) == Some(crc)).then_some(kind)
+    base62_value(checksum) == Some(crc)
 }
 
 /// The value of a base62 numeral in [`ALPHABET`]'s digits, if it fits.
@@ -237,6 +254,23 @@ mod tests {
         assert_eq!(base62(&[62], 2), "10");
         assert_eq!(base62(&[0xff; 32], BODY_LEN).len(), BODY_LEN);
         assert_eq!(base62(&u32::MAX.to_be_bytes(), CHECKSUM_LEN), "4gfFC3");
+    }
+
+    #[test]
+    fn shape_and_checksum_are_checked_apart() {
+        let good = Secret::generate(SecretKind::Agent);
+        let good = good.expose();
+        assert_eq!(shape_kind(good), Some(SecretKind::Agent));
+        assert!(checksum_matches(good));
+        // Right shape, wrong checksum: the shape passes, the checksum not.
+        let last = if good.ends_with('A') { "B" } else { "A" };
+        let bad = format!("{}{last}", &good[..good.len() - 1]);
+        assert_eq!(shape_kind(&bad), Some(SecretKind::Agent));
+        assert!(!checksum_matches(&bad));
+        assert_eq!(parse_kind(&bad), None);
+        assert!(!checksum_matches("abc"), "shorter than a checksum");
+        assert!(!checksum_matches("é12345"), "not at a character boundary");
+        assert_eq!(shape_kind("akagt_short"), None);
     }
 
     #[test]
