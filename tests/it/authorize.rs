@@ -299,8 +299,8 @@ async fn cache_hits_and_refusals_need_no_database(app: TestApp) {
     app.authorize(&cached[..cached.len() - 1])
         .await
         .assert_error(401); // malformed
-    // The right shape with a wrong checksum misses the cache, and is
-    // refused before the read a miss would need.
+                            // The right shape with a wrong checksum misses the cache, and is
+                            // refused before the read a miss would need.
     let last = if uncached.ends_with('A') { "B" } else { "A" };
     let typo = format!("{}{last}", &uncached[..uncached.len() - 1]);
     app.authorize(&typo).await.assert_error(401);
