@@ -129,28 +129,53 @@ async fn endpoint(ctx: &Ctx, org: &str, id: &str) -> Result<Webhook, Response> {
         .await
 }
 
-pub async fn rotate_webhook_form(ctx: Ctx, Path((org, id)): Path<(String, String)>) -> Page {
-    let hook = endpoint(&ctx, &org, &id).await?;
-    let back = list_path(&org);
+/// What a confirm page about one endpoint asks.
+struct Ask {
+    title: &'static str,
+    /// The question, before the endpoint's URL.
+    question: &'static str,
+    consequence: &'static str,
+    /// The last path segment of the form's action, and its button.
+    step: &'static str,
+    button: &'static str,
+    danger: bool,
+    nonce: Option<String>,
+}
+
+async fn confirm(ctx: &Ctx, org: &str, id: &str, ask: Ask) -> Page {
+    let hook = endpoint(ctx, org, id).await?;
+    let back = list_path(org);
     Ok(render(
         ConfirmPage {
             layout: layout(
-                &ctx,
-                "Rotate webhook secret",
+                ctx,
+                ask.title,
                 vec![home_link(), (back.clone(), "Webhooks".into())],
             ),
-            question: format!("Rotate the signing secret of {}?", hook.url),
-            consequence: "The new secret is shown once, and signs every request from now on, \
-                          retries included: the receiver must check signatures with it at once."
-                .to_string(),
-            action: format!("{back}/{id}/rotate"),
-            button: "Rotate".into(),
-            danger: false,
-            nonce: Some(nonce(&ctx)),
+            question: format!("{} {}?", ask.question, hook.url),
+            consequence: ask.consequence.to_string(),
+            action: format!("{back}/{id}/{}", ask.step),
+            button: ask.button.into(),
+            danger: ask.danger,
+            nonce: ask.nonce,
             back,
         },
         StatusCode::OK,
     ))
+}
+
+pub async fn rotate_webhook_form(ctx: Ctx, Path((org, id)): Path<(String, String)>) -> Page {
+    let ask = Ask {
+        title: "Rotate webhook secret",
+        question: "Rotate the signing secret of",
+        consequence: "The new secret is shown once, and signs every request from now on, \
+                      retries included: the receiver must check signatures with it at once.",
+        step: "rotate",
+        button: "Rotate",
+        danger: false,
+        nonce: Some(nonce(&ctx)),
+    };
+    confirm(&ctx, &org, &id, ask).await
 }
 
 pub async fn rotate_webhook(
@@ -178,27 +203,17 @@ pub async fn rotate_webhook(
 }
 
 pub async fn delete_webhook_form(ctx: Ctx, Path((org, id)): Path<(String, String)>) -> Page {
-    let hook = endpoint(&ctx, &org, &id).await?;
-    let back = list_path(&org);
-    Ok(render(
-        ConfirmPage {
-            layout: layout(
-                &ctx,
-                "Delete webhook endpoint",
-                vec![home_link(), (back.clone(), "Webhooks".into())],
-            ),
-            question: format!("Delete the webhook endpoint {}?", hook.url),
-            consequence: "Nothing more is sent to it, and its deliveries, pending ones \
-                          included, are deleted with it. This cannot be undone."
-                .to_string(),
-            action: format!("{back}/{id}/delete"),
-            button: "Delete".into(),
-            danger: true,
-            nonce: None,
-            back,
-        },
-        StatusCode::OK,
-    ))
+    let ask = Ask {
+        title: "Delete webhook endpoint",
+        question: "Delete the webhook endpoint",
+        consequence: "Nothing more is sent to it, and its deliveries, pending ones \
+                      included, are deleted with it. This cannot be undone.",
+        step: "delete",
+        button: "Delete",
+        danger: true,
+        nonce: None,
+    };
+    confirm(&ctx, &org, &id, ask).await
 }
 
 pub async fn delete_webhook(

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::{api_token, Browser, Page};
-use crate::common::{str_of, TestApp};
+use crate::common::{str_of, Tenant, TestApp};
 use crate::webhooks::{drain, settings, worker};
 use agentkey::app::Settings;
 use agentkey::webhooks::worker::WebhookSettings;
@@ -32,6 +32,32 @@ on_every_backend!(settings = super::webhooks_on();
 async fn closed_url() -> String {
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     format!("http://{}/hook", closed.local_addr().unwrap())
+}
+
+/// An endpoint made through the API, at a loopback URL: its id and URL.
+async fn endpoint(app: &TestApp, org: &str) -> (String, String) {
+    let url = closed_url().await;
+    let hook = app
+        .post(
+            format!("/v1/organizations/{org}/webhooks"),
+            json!({ "url": url }),
+        )
+        .await;
+    assert_eq!(hook.status, StatusCode::OK, "{}", hook.body);
+    (str_of(&hook.body, "id").to_string(), url)
+}
+
+/// The session's CSRF token and a fresh nonce of its own, from the
+/// deployment page (a nonce belongs to the session, not to a page): for
+/// forms sent where no page offers them.
+async fn session_tokens(browser: &mut Browser<'_>, t: &Tenant) -> (String, String) {
+    let page = browser
+        .get(&format!(
+            "/console/organizations/{}/deployments/{}",
+            t.org, t.deployment
+        ))
+        .await;
+    (page.hidden("csrf"), page.hidden("nonce"))
 }
 
 async fn listed(app: &TestApp, org: &str) -> Vec<Value> {
@@ -211,15 +237,7 @@ async fn manages_webhook_endpoints_and_shows_each_secret_once(app: TestApp) {
 
 async fn lists_deliveries_in_pages_and_redelivers(app: TestApp) {
     let t = app.tenant().await;
-    let url = closed_url().await;
-    let hook = app
-        .post(
-            format!("/v1/organizations/{}/webhooks", t.org),
-            json!({ "url": url }),
-        )
-        .await;
-    assert_eq!(hook.status, StatusCode::OK, "{}", hook.body);
-    let id = str_of(&hook.body, "id").to_string();
+    let (id, _) = endpoint(&app, &t.org).await;
     app.agent_token(&t, json!({ "name": "first" })).await;
     // Out of retries at once: nothing listens at the URL.
     let once = WebhookSettings {
@@ -302,14 +320,7 @@ async fn lists_deliveries_in_pages_and_redelivers(app: TestApp) {
 
 async fn roles_that_may_not_manage_webhooks_are_refused(app: TestApp) {
     let t = app.tenant().await;
-    let url = closed_url().await;
-    let hook = app
-        .post(
-            format!("/v1/organizations/{}/webhooks", t.org),
-            json!({ "url": url }),
-        )
-        .await;
-    let id = str_of(&hook.body, "id").to_string();
+    let (id, url) = endpoint(&app, &t.org).await;
     // A workspace owner manages agent tokens, not the organization's webhooks.
     let owner = api_token(&app, &t.org, "WORKSPACE_OWNER", "WORKSPACE", &t.workspace).await;
     let mut person = Browser::new(&app);
@@ -330,14 +341,8 @@ async fn roles_that_may_not_manage_webhooks_are_refused(app: TestApp) {
         assert_eq!(refused.status, StatusCode::FORBIDDEN, "{path}");
     }
     // Forms sent anyway, with this session's CSRF token and a nonce of its
-    // own (from the deployment page), are the API's 403 and change nothing.
-    let dep = person
-        .get(&format!(
-            "/console/organizations/{}/deployments/{}",
-            t.org, t.deployment
-        ))
-        .await;
-    let (csrf, nonce) = (dep.hidden("csrf"), dep.hidden("nonce"));
+    // own, are the API's 403 and change nothing.
+    let (csrf, nonce) = session_tokens(&mut person, &t).await;
     let other = closed_url().await;
     let created = person
         .post(
@@ -346,16 +351,11 @@ async fn roles_that_may_not_manage_webhooks_are_refused(app: TestApp) {
         )
         .await;
     assert_eq!(created.status, StatusCode::FORBIDDEN, "{}", created.html);
-    let dep = person
-        .get(&format!(
-            "/console/organizations/{}/deployments/{}",
-            t.org, t.deployment
-        ))
-        .await;
+    let (_, nonce) = session_tokens(&mut person, &t).await;
     let rotated = person
         .post(
             &format!("{page_path}/{id}/rotate"),
-            &[("csrf", &csrf), ("nonce", &dep.hidden("nonce"))],
+            &[("csrf", &csrf), ("nonce", &nonce)],
         )
         .await;
     assert_eq!(rotated.status, StatusCode::FORBIDDEN, "{}", rotated.html);
@@ -390,22 +390,13 @@ async fn the_page_says_when_webhooks_are_off() {
     assert!(page.html.contains("Webhooks are off on this server"));
     assert!(page.html.contains("<code>AGENTKEY_WEBHOOK_KEY</code>"));
     assert!(!page.html.contains("name=\"url\""), "no create form");
-    // A form sent anyway (the nonce from a page that has one).
-    let dep = root
-        .get(&format!(
-            "/console/organizations/{}/deployments/{}",
-            t.org, t.deployment
-        ))
-        .await;
+    // A form sent anyway.
+    let (csrf, nonce) = session_tokens(&mut root, &t).await;
     let url = closed_url().await;
     let sent = root
         .post(
             &page_path,
-            &[
-                ("csrf", &dep.hidden("csrf")),
-                ("nonce", &dep.hidden("nonce")),
-                ("url", &url),
-            ],
+            &[("csrf", &csrf), ("nonce", &nonce), ("url", &url)],
         )
         .await;
     assert_eq!(sent.status, StatusCode::BAD_REQUEST, "{}", sent.html);
