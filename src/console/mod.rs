@@ -49,6 +49,7 @@ pub fn router(state: AppState) -> Router {
     let dep = "/console/organizations/{org}/deployments/{dep}";
     let agent = "/console/organizations/{org}/deployments/{dep}/agent-tokens/{token}";
     let api_token = "/console/organizations/{org}/api-tokens/{token}";
+    let webhook = "/console/organizations/{org}/webhooks/{webhook}";
     Router::new()
         .route("/", get(|| async { Redirect::to("/console/") }))
         .route("/console", get(|| async { Redirect::to("/console/") }))
@@ -114,6 +115,26 @@ pub fn router(state: AppState) -> Router {
             post(pages::delete_allowed_range),
         )
         .route(
+            &format!("{org}/webhooks"),
+            get(pages::webhooks).post(pages::create_webhook),
+        )
+        .route(
+            &format!("{webhook}/rotate"),
+            get(pages::rotate_webhook_form).post(pages::rotate_webhook),
+        )
+        .route(
+            &format!("{webhook}/delete"),
+            get(pages::delete_webhook_form).post(pages::delete_webhook),
+        )
+        .route(
+            &format!("{webhook}/deliveries"),
+            get(pages::webhook_deliveries),
+        )
+        .route(
+            &format!("{webhook}/deliveries/{{delivery}}/redeliver"),
+            post(pages::redeliver_webhook),
+        )
+        .route(
             "/console/{*rest}",
             get(pages::not_found).post(pages::not_found),
         )
@@ -157,7 +178,7 @@ async fn security_headers(request: Request, next: Next) -> Response {
 }
 
 /// The words of console paths that are not ids.
-const PATH_WORDS: [&str; 10] = [
+const PATH_WORDS: [&str; 13] = [
     "organizations",
     "workspaces",
     "deployments",
@@ -165,6 +186,9 @@ const PATH_WORDS: [&str; 10] = [
     "api-tokens",
     "audit-logs",
     "allowed-ip-address-ranges",
+    "webhooks",
+    "deliveries",
+    "redeliver",
     "rotate",
     "delete",
     "roles",

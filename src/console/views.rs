@@ -46,6 +46,12 @@ impl FormState {
     pub fn is(&self, field: &str, value: &str) -> bool {
         self.value(field) == value
     }
+
+    /// Whether `value` is one of a field sent several times (kept
+    /// comma-separated), as a checkbox of a group.
+    pub fn has(&self, field: &str, value: &str) -> bool {
+        self.value(field).split(',').any(|v| v == value)
+    }
 }
 
 /// A column heading that sorts the table it heads.
@@ -95,6 +101,7 @@ pub struct OrganizationPage {
     pub may_see_api_tokens: bool,
     pub may_see_audit: bool,
     pub may_see_allowlist: bool,
+    pub may_see_webhooks: bool,
     pub workspace_form: FormState,
     pub deployment_form: FormState,
 }
@@ -156,6 +163,8 @@ pub struct SecretPage {
     pub heading: String,
     pub name: String,
     pub secret: String,
+    /// Why it cannot be shown again, and what to do if it is lost.
+    pub lost: String,
     pub back: String,
     pub back_label: String,
 }
@@ -179,6 +188,12 @@ pub struct ConfirmPage {
     pub question: String,
     pub consequence: String,
     pub action: String,
+    /// The label of the button that does it.
+    pub button: String,
+    /// Whether it is a destructive change (a red button).
+    pub danger: bool,
+    /// A one-time nonce, for a form whose answer reveals a secret.
+    pub nonce: Option<String>,
     pub back: String,
 }
 
@@ -248,6 +263,60 @@ pub struct AllowListPage {
     pub may_create: bool,
     pub may_delete: bool,
     pub form: FormState,
+}
+
+/// One webhook endpoint as the organization's list shows it.
+pub struct WebhookRow {
+    pub id: String,
+    pub url: String,
+    pub description: String,
+    /// Its event types, or "all".
+    pub event_types: String,
+    pub created_at: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/webhooks.html")]
+pub struct WebhooksPage {
+    pub layout: Layout,
+    pub org: Organization,
+    pub webhooks: Vec<WebhookRow>,
+    /// Whether the server has a webhook key; without one nothing is sent
+    /// and nothing can be created.
+    pub enabled: bool,
+    pub may_create: bool,
+    pub may_rotate: bool,
+    pub may_delete: bool,
+    /// Every event type, for the create form's checkboxes.
+    pub event_types: Vec<&'static str>,
+    pub nonce: String,
+    pub form: FormState,
+}
+
+/// One delivery as an endpoint's list shows it.
+pub struct DeliveryRow {
+    pub id: String,
+    pub event_type: String,
+    pub subject_id: String,
+    pub status: String,
+    pub attempts: i64,
+    pub last_status_code: String,
+    pub last_error: String,
+    pub created_at: String,
+    /// The latest attempt's time, or when the next is due.
+    pub last_attempt: String,
+    pub next_attempt: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/webhook_deliveries.html")]
+pub struct WebhookDeliveriesPage {
+    pub layout: Layout,
+    pub org: Organization,
+    pub webhook: crate::http::webhooks::Webhook,
+    pub deliveries: Vec<DeliveryRow>,
+    pub pager: Pager,
+    pub may_redeliver: bool,
 }
 
 #[derive(Template)]

@@ -12,6 +12,8 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use serde_json::json;
 
+mod webhooks;
+
 const HOST: &str = "console.test";
 
 /// A browser of one: keeps the session cookie, sends forms as a browser

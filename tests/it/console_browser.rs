@@ -3,7 +3,9 @@
 //! signs in, creates an organization, a workspace, a deployment and an
 //! agent token, reads the secret off the page and checks it with
 //! `GET /v1/authorize`, reloads and finds no secret, rotates, deletes, and
-//! checks the token is refused. Each page is saved as a screenshot under
+//! checks the token is refused; then adds an allowed range, and a webhook
+//! endpoint whose signing secret it sees once and whose listing it checks
+//! has no secret. Each page is saved as a screenshot under
 //! `target/tmp/console-screenshots/`.
 //!
 //! Without `chromium` and `chromium-driver` the test says why it skipped;
@@ -21,6 +23,7 @@ use serde_json::json;
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const ROOT: &str = "console-browser-test-root-credential-0123456789";
+const WEBHOOK_KEY: &str = "console-browser-test-webhook-key-0123456789";
 
 /// chromedriver, stopped when dropped.
 struct Driver(Child);
@@ -186,7 +189,12 @@ async fn a_person_manages_an_agent_token_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
         &dir.path().join("agentkey.db"),
-        &[("AGENTKEY_ROOT_TOKEN", ROOT)],
+        &[
+            ("AGENTKEY_ROOT_TOKEN", ROOT),
+            ("AGENTKEY_WEBHOOK_KEY", WEBHOOK_KEY),
+            // The endpoint below is on loopback, where nothing listens.
+            ("AGENTKEY_WEBHOOK_ALLOW_PRIVATE", "true"),
+        ],
     );
     let base = server.base.clone();
     let (_driver, port) = start_driver();
@@ -332,6 +340,49 @@ async fn drive(client: &Client, base: &str, shots: &mut Shots) -> Result<(), Str
     let listed = client.source().await.unwrap();
     assert!(listed.contains("<code>10.0.0.0/8</code>"), "{listed}");
     shots.take(client, "allowlist").await;
+
+    // A webhook endpoint, from the organization's page: its signing secret
+    // once, then listed without it.
+    client
+        .goto(&format!("{base}{org_path}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    follow(client, "Webhooks").await;
+    let hook_url = {
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/hook", closed.local_addr().unwrap())
+    };
+    fill(client, "hook-url", &hook_url).await;
+    fill(client, "hook-description", "audit sink").await;
+    wait_for(
+        client,
+        Locator::Css("input[name=eventTypes][value='agent_token.expiring']"),
+    )
+    .await
+    .expect("an event type's checkbox")
+    .click()
+    .await
+    .expect("click");
+    shots.take(client, "webhooks-add").await;
+    press(client, "Add endpoint").await;
+    let hook_secret = secret_on_page(client).await;
+    assert!(hook_secret.starts_with("whsec_"), "{hook_secret}");
+    shots.take(client, "webhook-secret-shown-once").await;
+    follow(client, "Back to the webhooks").await;
+    wait_for(client, Locator::Css("table code"))
+        .await
+        .expect("the listed endpoint");
+    let listed = client.source().await.unwrap();
+    assert!(
+        listed.contains(&format!("<code>{hook_url}</code>")),
+        "{listed}"
+    );
+    assert!(listed.contains("<td>agent_token.expiring</td>"), "{listed}");
+    assert!(
+        !listed.contains(&hook_secret),
+        "the secret is shown only once"
+    );
+    shots.take(client, "webhooks").await;
 
     press(client, "Sign out").await;
     wait_for(client, Locator::Id("token"))

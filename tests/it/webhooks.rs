@@ -161,7 +161,7 @@ async fn deliveries(app: &TestApp, org: &str, webhook: &str) -> Vec<Value> {
     reply.body["deliveries"].as_array().unwrap().clone()
 }
 
-fn worker(app: &TestApp, settings: WebhookSettings) -> Arc<Worker> {
+pub(crate) fn worker(app: &TestApp, settings: WebhookSettings) -> Arc<Worker> {
     Arc::new(Worker::new(app.store.clone(), settings, app.state.metrics.clone()).unwrap())
 }
 
@@ -179,7 +179,7 @@ async fn rounds_until(worker: &Arc<Worker>, what: &str, mut done: impl FnMut() -
 }
 
 /// Runs rounds until nothing is due and nothing is pending.
-async fn drain(app: &TestApp, worker: &Arc<Worker>) {
+pub(crate) async fn drain(app: &TestApp, worker: &Arc<Worker>) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let sent = worker.round().await.unwrap();

@@ -362,6 +362,9 @@ pub async fn delete_agent_token_form(
                 token.name, token.short_token
             ),
             action: format!("{back}/agent-tokens/{id}/delete"),
+            button: "Delete".into(),
+            danger: true,
+            nonce: None,
             back,
         },
         StatusCode::OK,

@@ -368,7 +368,7 @@ pub async fn update_api_token_roles(
 #[derive(Deserialize, Default)]
 pub struct NonceForm {
     #[serde(default)]
-    nonce: String,
+    pub(super) nonce: String,
 }
 
 pub async fn rotate_api_token(
@@ -413,6 +413,9 @@ pub async fn delete_api_token_form(ctx: Ctx, Path((org, id)): Path<(String, Stri
                 token.name, token.short_token
             ),
             action: format!("{back}/delete"),
+            button: "Delete".into(),
+            danger: true,
+            nonce: None,
             back,
         },
         StatusCode::OK,

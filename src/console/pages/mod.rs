@@ -19,7 +19,7 @@ use crate::http::audit::AuditLogsPaginated;
 use crate::http::deployments::{Deployment, DeploymentsPaginated};
 use crate::http::error::ApiError;
 use crate::http::organizations::{Organization, OrganizationsPaginated};
-use crate::http::schema::{ApiToken, ApiTokensPaginated};
+use crate::http::schema::{ApiToken, ApiTokensPaginated, RevealedSecret};
 use crate::http::workspaces::{Workspace, WorkspacesPaginated};
 use crate::roles::Role;
 use crate::token::secret::hex;
@@ -47,6 +47,7 @@ mod api_tokens;
 mod audit;
 mod places;
 mod sign_in;
+mod webhooks;
 
 pub use agent_tokens::*;
 pub use allowlist::*;
@@ -54,6 +55,7 @@ pub use api_tokens::*;
 pub use audit::*;
 pub use places::*;
 pub use sign_in::*;
+pub use webhooks::*;
 
 fn render(template: impl Template, status: StatusCode) -> Response {
     match template.render() {
@@ -297,6 +299,8 @@ fn notice(code: Option<&str>) -> Option<String> {
         "created" => "Created.",
         "range-added" => "Added. The organization's API now answers only from its allowed ranges.",
         "range-deleted" => "Deleted.",
+        "webhook-deleted" => "Deleted. Nothing more is sent to that endpoint.",
+        "redelivered" => "Queued again: the event is sent once more, with the same event id.",
         "already-done" => {
             "That form was already sent once; nothing was done again, and its secret is not \
              shown again."
@@ -375,6 +379,10 @@ fn pager(offset: i64, limit: i64, shown: usize, total: i64, href: impl Fn(i64) -
     }
 }
 
+/// What a lost token's secret page says: only its digest is kept.
+const LOST_TOKEN: &str =
+    "agentkey keeps only a digest of it, so it cannot be shown again. If it is lost, rotate the token.";
+
 fn secret_page(
     ctx: &Ctx,
     heading: &str,
@@ -382,15 +390,36 @@ fn secret_page(
     back: &str,
     back_label: &str,
 ) -> Response {
-    let Some(secret) = token.token.as_ref() else {
+    show_secret(
+        ctx,
+        heading,
+        (&token.name, token.token.as_ref()),
+        LOST_TOKEN,
+        back,
+        back_label,
+    )
+}
+
+/// The one page that shows a new secret: `named` is what it belongs to,
+/// `lost` says what to do if it is lost.
+fn show_secret(
+    ctx: &Ctx,
+    heading: &str,
+    (name, secret): (&str, Option<&RevealedSecret>),
+    lost: &str,
+    back: &str,
+    back_label: &str,
+) -> Response {
+    let Some(secret) = secret else {
         return error_page(ctx, ApiError::internal());
     };
     render(
         SecretPage {
             layout: layout(ctx, heading, vec![home_link()]),
             heading: heading.to_string(),
-            name: token.name.clone(),
+            name: name.to_string(),
             secret: secret.expose().to_string(),
+            lost: lost.to_string(),
             back: back.to_string(),
             back_label: back_label.to_string(),
         },

@@ -92,6 +92,7 @@ async fn organization_page(
         may_see_api_tokens: may(ctx, Action::GetApiTokens, Resource::Organization(org)),
         may_see_audit: may(ctx, Action::ReadAuditLogs, Resource::Organization(org)),
         may_see_allowlist: may(ctx, Action::GetAllowedIpRanges, Resource::Organization(org)),
+        may_see_webhooks: may(ctx, Action::GetWebhooks, Resource::Organization(org)),
         org: organization,
         workspaces,
         deployments,
