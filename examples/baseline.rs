@@ -17,11 +17,23 @@ const BODY: &str = r#"{"active":true,"tokenId":"c0mwt66rnpc0zllsp0ag6xgwg","orga
 /// request id: a 15-character tag, a dash and a counter).
 const HEADERS: [(HeaderName, &str); 6] = [
     (header::CONTENT_TYPE, "application/json"),
-    (HeaderName::from_static("x-agentkey-token-id"), "c0mwt66rnpc0zllsp0ag6xgwg"),
-    (HeaderName::from_static("x-agentkey-organization-id"), "c0mwt66rfzsxnsn1m9sbsbo28"),
-    (HeaderName::from_static("x-agentkey-deployment-id"), "c0mwt66rl71zzns9d1tmdnxca"),
+    (
+        HeaderName::from_static("x-agentkey-token-id"),
+        "c0mwt66rnpc0zllsp0ag6xgwg",
+    ),
+    (
+        HeaderName::from_static("x-agentkey-organization-id"),
+        "c0mwt66rfzsxnsn1m9sbsbo28",
+    ),
+    (
+        HeaderName::from_static("x-agentkey-deployment-id"),
+        "c0mwt66rl71zzns9d1tmdnxca",
+    ),
     (header::CACHE_CONTROL, "no-store"),
-    (HeaderName::from_static("x-request-id"), "mwt66rnpc0zllsp-1a2b3"),
+    (
+        HeaderName::from_static("x-request-id"),
+        "mwt66rnpc0zllsp-1a2b3",
+    ),
 ];
 
 async fn authorize() -> impl IntoResponse {

@@ -10,6 +10,7 @@ use super::sql::*;
 use super::{Page, Result, StoreError};
 use crate::model::{AuditEvent, Subject, SubjectType};
 use crate::token::id::new_ordered_id;
+use crate::webhooks::retention::Prune;
 use crate::webhooks::{
     event_types_column, event_types_of_column, Attempt, Claimed, Delivery, DeliveryStatus,
     Endpoint, Event, EventType, Outcome, Snapshot,
@@ -537,6 +538,17 @@ where
         Ok(sqlx::query_as(COUNT_WEBHOOK_BACKLOG)
             .fetch_one(self.0)
             .await?)
+    }
+
+    /// One statement of the retention sweep: at most `limit` rows of
+    /// `what` older than `before`.
+    pub async fn prune(&self, what: Prune, before: i64, limit: i64) -> Result<u64> {
+        let done = sqlx::query(DB::PRUNE_WEBHOOKS[what as usize])
+            .bind(before)
+            .bind(limit)
+            .execute(self.0)
+            .await?;
+        Ok(DB::rows_affected(&done))
     }
 
     /// One pass of the expiry scan at `now`: for each token whose `endAt`
