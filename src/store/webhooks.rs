@@ -437,14 +437,22 @@ where
         audit: &AuditEvent,
     ) -> Result<Option<String>> {
         let mut tx = self.0.begin().await?;
-        let created: Option<String> = sqlx::query_scalar(REDELIVER_WEBHOOK)
+        let created: Option<String> = match sqlx::query_scalar(REDELIVER_WEBHOOK)
             .bind(new_ordered_id())
             .bind(audit.occurred_at)
             .bind(org)
             .bind(endpoint)
             .bind(id)
             .fetch_optional(&mut *tx)
-            .await?;
+            .await
+        {
+            Ok(created) => created,
+            // PostgreSQL: the retention sweep deleted the delivery and then
+            // its event after this statement read the delivery; the event's
+            // foreign key refuses the new row. The delivery is gone: none.
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => None,
+            Err(e) => return Err(e.into()),
+        };
         if created.is_some() {
             super::db::Db::<DB>::record(&mut tx, audit).await?;
             tx.commit().await?;

@@ -4,7 +4,8 @@
 //! their age, recent ones stay, an event stays while a delivery points to
 //! it and goes once none does; more rows than one batch all go, sweeps at
 //! once share the work, the API then lists only what is kept and a pruned
-//! delivery cannot be sent again (404); a failing sweep is retried.
+//! delivery cannot be sent again (404), also when the redelivery races
+//! the sweep; a failing sweep is retried.
 
 use std::time::{Duration, Instant};
 
@@ -285,3 +286,56 @@ on_every_backend!(
     more_rows_than_a_batch_all_go_and_sweeps_at_once_share,
     a_failing_sweep_is_retried_by_the_next_round,
 );
+
+/// PostgreSQL: a redelivery that reads its delivery just before a sweep
+/// deletes it and its event answers 404, not an error: the event's foreign
+/// key refuses the new delivery once the sweep commits. The sweep's
+/// transaction is played by hand, so the redelivery's insert waits on it.
+#[tokio::test]
+#[cfg_attr(
+    not(postgres_tests),
+    ignore = "PostgreSQL: set AGENTKEY_TEST_DATABASE_URL to run it"
+)]
+async fn a_redelivery_racing_the_sweep_answers_404_postgres() {
+    use sqlx::{Connection, Executor};
+    let Some(app) = TestApp::postgres(crate::webhooks::app_settings()).await else {
+        return;
+    };
+    let app = std::sync::Arc::new(app);
+    let t = app.tenant().await;
+    let receiver = Receiver::start().await;
+    let hook = create_webhook(&app, &t.org, json!({"url": receiver.url})).await;
+    let hook = str_of(&hook, "id").to_string();
+    app.agent_token(&t, json!({"name": "raced"})).await;
+    drain(&app, &worker(&app, settings())).await;
+    let listed = deliveries(&app, &t.org, &hook).await;
+    let (delivery, event) = (str_of(&listed[0], "id"), str_of(&listed[0], "eventId"));
+
+    let mut sweep = sqlx::PgConnection::connect(app.database_url().unwrap())
+        .await
+        .unwrap();
+    sweep.execute("BEGIN").await.unwrap();
+    for statement in [
+        format!("DELETE FROM webhook_attempts WHERE delivery_id = '{delivery}'"),
+        format!("DELETE FROM webhook_deliveries WHERE id = '{delivery}'"),
+        format!("DELETE FROM webhook_events WHERE id = '{event}'"),
+    ] {
+        sweep.execute(statement.as_str()).await.unwrap();
+    }
+    let path = format!(
+        "/v1/organizations/{}/webhooks/{hook}/deliveries/{delivery}/redeliver",
+        t.org
+    );
+    let racing = {
+        let app = app.clone();
+        tokio::spawn(async move { app.post(path, json!({})).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !racing.is_finished(),
+        "the insert waits on the event's lock"
+    );
+    sweep.execute("COMMIT").await.unwrap();
+    racing.await.unwrap().assert_error(404);
+    assert_eq!(rows(&app).await, (0, 0, 0));
+}
