@@ -178,6 +178,7 @@ async fn main() {
             hooked.state.store.clone(),
             settings().webhooks,
             hooked.state.metrics.clone(),
+            hooked.state.clock.clone(),
         )
         .unwrap(),
     );

@@ -60,6 +60,7 @@ Environment:
   AGENTKEY_WEBHOOK_TIMEOUT_SECONDS          time limit of one attempt (default 10)
   AGENTKEY_WEBHOOK_EXPIRY_DAYS              days before endAt to send .expiring (default 30,7,1)
   AGENTKEY_WEBHOOK_EXPIRY_SCAN_SECONDS      how often the expiry scan runs (default 60)
+  AGENTKEY_WEBHOOK_RETENTION_DAYS           days finished deliveries and their events are kept (default 30)
   AGENTKEY_LOG_FORMAT                       text or json (default text)
   AGENTKEY_LOG                              log filter, e.g. debug or agentkey=debug (default info,sqlx=warn)
 
@@ -246,6 +247,12 @@ pub struct WebhookArgs {
     #[arg(long, env = "AGENTKEY_WEBHOOK_EXPIRY_SCAN_SECONDS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub webhook_expiry_scan_seconds: u64,
+    /// Days a delivery that SUCCEEDED or FAILED is kept after its last
+    /// update, with its attempts (and its event, once no delivery points
+    /// to it); PENDING deliveries are kept until they finish.
+    #[arg(long, env = "AGENTKEY_WEBHOOK_RETENTION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=36_500))]
+    pub webhook_retention_days: u64,
 }
 
 impl WebhookArgs {
@@ -295,6 +302,7 @@ impl WebhookArgs {
             timeout: Duration::from_secs(self.webhook_timeout_seconds),
             expiry_thresholds: thresholds,
             expiry_scan_interval: Duration::from_secs(self.webhook_expiry_scan_seconds),
+            retention: Duration::from_secs(self.webhook_retention_days * 86_400),
             ..Default::default()
         })
     }

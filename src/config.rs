@@ -127,6 +127,11 @@ impl Config {
                 "AGENTKEY_NEGATIVE_CACHE_SECONDS".into(),
             ));
         }
+        if settings.webhooks.retention < Duration::from_secs(86_400) {
+            return Err(ConfigError::NotPositive(
+                "AGENTKEY_WEBHOOK_RETENTION_DAYS".into(),
+            ));
+        }
         Ok(Config {
             listen,
             database_url,
@@ -262,6 +267,12 @@ mod tests {
         let mut zero = Settings::default();
         zero.cache.negative_ttl = 0;
         assert!(with(zero).is_err());
+        let mut zero = Settings::default();
+        zero.webhooks.retention = Duration::ZERO;
+        assert_eq!(
+            with(zero).unwrap_err(),
+            ConfigError::NotPositive("AGENTKEY_WEBHOOK_RETENTION_DAYS".into())
+        );
         assert!(with(Settings::default()).is_ok());
         let limits = |f: fn(&mut crate::transport::Limits)| {
             let mut limits = crate::transport::Limits::default();

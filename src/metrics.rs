@@ -141,6 +141,15 @@ labels! {
 }
 
 labels! {
+    /// A table the webhook retention sweep deletes from.
+    pub enum PrunedTable {
+        Events => "webhook_events",
+        Deliveries => "webhook_deliveries",
+        Attempts => "webhook_attempts",
+    }
+}
+
+labels! {
     /// Verification cache entries, by kind.
     pub enum CacheEntryKind {
         Positive => "positive",
@@ -168,6 +177,10 @@ impl<L: Label> Counters<L> {
 
     fn inc(&self, label: L) {
         self.by_label[label.index()].inc();
+    }
+
+    fn add(&self, label: L, n: u64) {
+        self.by_label[label.index()].inc_by(n);
     }
 }
 
@@ -207,6 +220,7 @@ pub struct Metrics {
     abuse: AbuseMetrics,
     webhook_attempts: Counters<WebhookAttempt>,
     webhook_backlog: Gauges<DeliveryBacklog>,
+    webhook_pruned: Counters<PrunedTable>,
 }
 
 /// The counter and histogram of one (method, route, status), resolved once
@@ -384,10 +398,19 @@ impl Metrics {
             &["state"],
         )
         .expect("valid metric");
+        let webhook_pruned = IntCounterVec::new(
+            Opts::new(
+                "webhook_pruned_total",
+                "Webhook rows this process deleted once older than the retention period, by table",
+            ),
+            &["table"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(webhook_attempts.clone()),
             Box::new(webhook_backlog.clone()),
+            Box::new(webhook_pruned.clone()),
             Box::new(latency.clone()),
             Box::new(verifications.clone()),
             Box::new(cache.clone()),
@@ -415,7 +438,13 @@ impl Metrics {
             abuse,
             webhook_attempts: Counters::new(&webhook_attempts),
             webhook_backlog: Gauges::new(&webhook_backlog),
+            webhook_pruned: Counters::new(&webhook_pruned),
         }
+    }
+
+    /// Counts rows the webhook retention sweep deleted from `table`.
+    pub fn webhook_pruned(&self, table: PrunedTable, rows: u64) {
+        self.webhook_pruned.add(table, rows);
     }
 
     /// Counts a webhook delivery attempt by how it ended.
@@ -568,6 +597,7 @@ mod tests {
         labels_are_one_per_variant::<CacheEntryKind>();
         labels_are_one_per_variant::<WebhookAttempt>();
         labels_are_one_per_variant::<DeliveryBacklog>();
+        labels_are_one_per_variant::<PrunedTable>();
     }
 
     /// The series `metric{label="value"}` for each value of `L`, as the
@@ -600,6 +630,7 @@ mod tests {
         metrics.credential_read_shed();
         metrics.connection_timed_out(ConnectionTimeout::Idle);
         metrics.webhook_attempt(WebhookAttempt::Retrying);
+        metrics.webhook_pruned(PrunedTable::Deliveries, 1);
         let text = metrics.render(Snapshot {
             active_tokens: 7,
             expired_tokens: 2,
@@ -633,6 +664,8 @@ mod tests {
         counted("timeouts", "kind", t, "idle");
         let w = series::<WebhookAttempt>(&text, "webhook_attempts_total", "outcome");
         counted("webhook attempts", "outcome", w, "retrying");
+        let p = series::<PrunedTable>(&text, "webhook_pruned_total", "table");
+        counted("webhook rows pruned", "table", p, "webhook_deliveries");
 
         let gauges = |all: Vec<(String, f64)>| all.into_iter().map(|(_, v)| v).collect::<Vec<_>>();
         assert_eq!(

@@ -125,13 +125,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         flusher_stopped,
     ));
     let follower = store.follow_revocations(state.verifier.clone(), stopped.clone());
-    // Webhooks (when AGENTKEY_WEBHOOK_KEY is set): the delivery worker and
-    // the expiry scan, stopped with the server.
+    // Webhooks (when AGENTKEY_WEBHOOK_KEY is set): the delivery worker, the
+    // expiry scan and the retention sweep, stopped with the server.
     let mut background = Vec::new();
     let webhooks = &config.settings.webhooks;
-    if let Some(worker) =
-        crate::webhooks::worker::Worker::new(store.clone(), webhooks.clone(), state.metrics.clone())
-    {
+    if let Some(worker) = crate::webhooks::worker::Worker::new(
+        store.clone(),
+        webhooks.clone(),
+        state.metrics.clone(),
+        state.clock.clone(),
+    ) {
         background.push(tokio::spawn(worker.run(stopped.clone())));
         background.push(tokio::spawn(crate::webhooks::expiry::run(
             store.clone(),
@@ -140,9 +143,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             webhooks.expiry_scan_interval,
             stopped.clone(),
         )));
+        let sweeper = crate::webhooks::retention::Sweeper {
+            store: store.clone(),
+            clock: state.clock.clone(),
+            metrics: state.metrics.clone(),
+            retention: webhooks.retention,
+            batch: crate::webhooks::retention::BATCH,
+        };
+        background.push(tokio::spawn(sweeper.run(
+            crate::webhooks::retention::FIRST_SWEEP_AFTER,
+            crate::webhooks::retention::SWEEP_INTERVAL,
+            stopped.clone(),
+        )));
         tracing::info!(
             allow_private = webhooks.allow_private,
-            "webhooks on: delivering events and scanning for expiring tokens"
+            retention_days = webhooks.retention.as_secs() / 86_400,
+            "webhooks on: delivering events, scanning for expiring tokens, pruning old deliveries"
         );
     }
     let serve_until_stopped = |listener, app: crate::http::front::Front| {

@@ -26,6 +26,7 @@ use crate::model::{
     RootCredential, Rotation, Workspace,
 };
 use crate::token::Digest;
+use crate::webhooks::retention::Prune;
 use crate::webhooks::{Claimed, Delivery, Endpoint, Outcome};
 
 /// What one backend does its own way, around statements that are the same.
@@ -37,6 +38,10 @@ pub trait Backend: sqlx::Database {
     /// Leases due webhook deliveries (see `sql::claim_webhook_deliveries`):
     /// where replicas share the database, each row to one of them.
     const CLAIM_DELIVERIES: &'static str;
+
+    /// The retention sweep's deletes (see `sql::prune_webhooks`), indexed
+    /// by `webhooks::retention::Prune`.
+    const PRUNE_WEBHOOKS: [&'static str; 3];
 
     /// Locks the deployment's row until the transaction ends, where the
     /// backend needs a lock for it; answers `false` only when it found that
@@ -72,6 +77,9 @@ pub trait Backend: sqlx::Database {
     ) -> impl Future<Output = Result<Vec<R>>> + Send
     where
         R: for<'r> FromRow<'r, Self::Row> + Send + Unpin;
+
+    /// How many rows a statement changed (sqlx has no trait for it).
+    fn rows_affected(done: &Self::QueryResult) -> u64;
 
     /// Starts delivering revocations made by other processes on the same
     /// database; see [`Store::follow_revocations`].
@@ -484,6 +492,10 @@ where
 
     async fn webhook_backlog(&self) -> Result<(i64, i64)> {
         Webhooks(&self.pool).backlog().await
+    }
+
+    async fn prune_webhooks(&self, what: Prune, before: i64, limit: i64) -> Result<u64> {
+        Webhooks(&self.pool).prune(what, before, limit).await
     }
 
     async fn scan_token_expiry(

@@ -411,6 +411,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<bool>>;
     /// (pending, failed) deliveries.
     async fn webhook_backlog(&self) -> Result<(i64, i64)>;
+    /// Deletes at most `limit` rows of one step of the retention sweep,
+    /// older than `before` (seconds, the application's clock), in one
+    /// statement; answers how many it deleted. See `webhooks::retention`.
+    async fn prune_webhooks(
+        &self,
+        what: crate::webhooks::retention::Prune,
+        before: i64,
+        limit: i64,
+    ) -> Result<u64>;
     /// One pass of the expiry scan; answers how many tokens it marked.
     async fn scan_token_expiry(&self, now: i64, thresholds: &[i64], lookback: i64)
         -> Result<usize>;

@@ -35,6 +35,12 @@ impl Backend for Postgres {
     const CLAIM_DELIVERIES: &'static str =
         super::sql::claim_webhook_deliveries!(" FOR UPDATE OF d SKIP LOCKED");
 
+    /// Replicas sweeping at once skip each other's locked rows (and rows a
+    /// transaction still writing holds, such as an event a redelivery is
+    /// pointing a new delivery at).
+    const PRUNE_WEBHOOKS: [&'static str; 3] =
+        super::sql::prune_webhooks!(" FOR UPDATE SKIP LOCKED");
+
     /// Concurrent writers to one deployment, from any replica, queue on its
     /// row; each statement after the lock (READ COMMITTED) sees what those
     /// before it committed.
@@ -67,6 +73,10 @@ impl Backend for Postgres {
             .execute(conn)
             .await?;
         Ok(())
+    }
+
+    fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
+        done.rows_affected()
     }
 
     async fn fetch_all<R>(

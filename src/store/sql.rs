@@ -381,6 +381,41 @@ pub const REDELIVER_WEBHOOK: &str = "INSERT INTO webhook_deliveries \
     created_at, updated_at) SELECT $1, event_id, endpoint_id, organization_id, subject_id, \
     'PENDING', 0, 0, $2, $2 FROM webhook_deliveries \
     WHERE organization_id = $3 AND endpoint_id = $4 AND id = $5 RETURNING id";
+/// The retention sweep's deletes, each of at most $2 rows older than $1
+/// (seconds), in the order the sweep runs them (`webhooks::retention::Prune`):
+/// the attempts of final deliveries, final deliveries, then events no
+/// delivery points to. A PENDING delivery is never chosen, whatever its
+/// age. The argument follows each inner `SELECT` (PostgreSQL's
+/// `FOR UPDATE SKIP LOCKED`, so replicas sweeping at once take different
+/// rows instead of waiting on each other).
+macro_rules! prune_webhooks {
+    ($lock:literal) => {
+        [
+            concat!(
+                "DELETE FROM webhook_attempts WHERE id IN (SELECT a.id FROM webhook_attempts a \
+                 WHERE a.delivery_id IN (SELECT d.id FROM webhook_deliveries d \
+                 WHERE d.status IN ('SUCCEEDED', 'FAILED') AND d.updated_at < $1) LIMIT $2",
+                $lock,
+                ")"
+            ),
+            concat!(
+                "DELETE FROM webhook_deliveries WHERE id IN (SELECT d.id FROM webhook_deliveries d \
+                 WHERE d.status IN ('SUCCEEDED', 'FAILED') AND d.updated_at < $1 LIMIT $2",
+                $lock,
+                ")"
+            ),
+            concat!(
+                "DELETE FROM webhook_events WHERE id IN (SELECT e.id FROM webhook_events e \
+                 WHERE e.created_at < $1 AND NOT EXISTS \
+                 (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id) LIMIT $2",
+                $lock,
+                ")"
+            ),
+        ]
+    };
+}
+pub(super) use prune_webhooks;
+
 /// (pending, failed) deliveries: the backlog for `/metrics`.
 pub const COUNT_WEBHOOK_BACKLOG: &str = "SELECT \
     COALESCE(SUM(CASE WHEN status = 'PENDING' THEN 1 ELSE 0 END), 0), \

@@ -27,6 +27,9 @@ impl Backend for Sqlite {
     /// time; a lease still keeps a row from a second claim.
     const CLAIM_DELIVERIES: &'static str = super::sql::claim_webhook_deliveries!("");
 
+    /// No row lock: one writer at a time, so sweeps take turns.
+    const PRUNE_WEBHOOKS: [&'static str; 3] = super::sql::prune_webhooks!("");
+
     /// No lock: SQLite runs one writer at a time, and the statements that
     /// follow check that the deployment exists.
     async fn lock_deployment(_: &mut SqliteConnection, _: &str, _: &str) -> Result<bool> {
@@ -42,6 +45,10 @@ impl Backend for Sqlite {
     /// No one to tell: only this process uses the file.
     async fn announce(_: &mut SqliteConnection, _: Revocation) -> Result<()> {
         Ok(())
+    }
+
+    fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        done.rows_affected()
     }
 
     async fn fetch_all<R>(

@@ -3,10 +3,12 @@
 //! the event's JSON, the signature, the outgoing-address check and the
 //! retry schedule. The store writes events into its outbox in the
 //! transaction of the change (`store/webhooks.rs`); [`worker`] delivers
-//! them and [`expiry`] emits the expiry warnings.
+//! them, [`expiry`] emits the expiry warnings and [`retention`] deletes
+//! what is older than the retention period.
 
 pub mod expiry;
 pub mod guard;
+pub mod retention;
 pub mod sign;
 pub mod worker;
 

@@ -15,6 +15,7 @@ use secrecy::ExposeSecret;
 use super::guard::{check_url, GuardedResolver};
 use super::sign::{header, WebhookKey, DELIVERY_ID_HEADER, EVENT_ID_HEADER, SIGNATURE_HEADER};
 use super::{backoff, now_ms, random_unit, Attempt, Claimed, DeliveryStatus, Outcome};
+use crate::clock::Clock;
 use crate::metrics::{Metrics, WebhookAttempt};
 use crate::store::Store;
 use crate::token::id::new_ordered_id;
@@ -47,6 +48,9 @@ pub struct WebhookSettings {
     pub expiry_thresholds: Vec<i64>,
     /// How often the expiry scan runs.
     pub expiry_scan_interval: Duration,
+    /// How long a delivery in a final state, and an event no delivery
+    /// points to, is kept (see [`super::retention`]).
+    pub retention: Duration,
 }
 
 impl Default for WebhookSettings {
@@ -64,6 +68,7 @@ impl Default for WebhookSettings {
             batch: 32,
             expiry_thresholds: vec![30, 7, 1],
             expiry_scan_interval: Duration::from_secs(60),
+            retention: Duration::from_secs(30 * 86_400),
         }
     }
 }
@@ -75,6 +80,11 @@ pub struct Worker {
     key: WebhookKey,
     client: reqwest::Client,
     metrics: Arc<Metrics>,
+    /// The application's clock: it writes the deliveries' `updated_at`
+    /// (seconds), like every other `updated_at`, which the retention sweep
+    /// compares with the same clock. The schedule (`due_ms`, leases) is in
+    /// milliseconds of the wall clock.
+    clock: Arc<dyn Clock>,
     /// This worker's lease owner id: random per process start.
     owner: String,
 }
@@ -85,6 +95,7 @@ impl Worker {
         store: Arc<dyn Store>,
         settings: WebhookSettings,
         metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
     ) -> Option<Worker> {
         let key = settings.key.clone()?;
         let client = reqwest::Client::builder()
@@ -106,6 +117,7 @@ impl Worker {
             key,
             client,
             metrics,
+            clock,
             owner: new_ordered_id(),
         })
     }
@@ -163,7 +175,7 @@ impl Worker {
         }
         let held = self
             .store
-            .finish_webhook_deliveries(&self.owner, &outcomes, now_ms() / 1000)
+            .finish_webhook_deliveries(&self.owner, &outcomes, self.clock.now())
             .await?;
         for (outcome, held) in outcomes.iter().zip(held) {
             if !held {

@@ -35,4 +35,5 @@ mod rotation;
 mod store_contract;
 mod transport;
 mod tutorial;
+mod webhook_retention;
 mod webhooks;

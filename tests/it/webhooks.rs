@@ -40,7 +40,7 @@ pub fn settings() -> WebhookSettings {
     }
 }
 
-fn app_settings() -> Settings {
+pub(crate) fn app_settings() -> Settings {
     Settings {
         webhooks: settings(),
         ..Settings::default()
@@ -79,8 +79,8 @@ struct Inner {
 
 /// A webhook receiver on 127.0.0.1.
 #[derive(Clone)]
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     inner: Arc<Mutex<Inner>>,
 }
 
@@ -117,7 +117,7 @@ async fn receive(
 }
 
 impl Receiver {
-    async fn start() -> Receiver {
+    pub(crate) async fn start() -> Receiver {
         Receiver::on(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()).await
     }
 
@@ -135,6 +135,16 @@ impl Receiver {
         self.inner.lock().unwrap().got.clone()
     }
 
+    /// How many requests it has had.
+    pub(crate) fn requests(&self) -> usize {
+        self.inner.lock().unwrap().got.len()
+    }
+
+    /// Answers these statuses to the next requests, in turn.
+    pub(crate) fn answer(&self, statuses: impl IntoIterator<Item = u16>) {
+        self.inner.lock().unwrap().script = statuses.into_iter().collect();
+    }
+
     fn types(&self) -> Vec<String> {
         self.got()
             .iter()
@@ -143,7 +153,7 @@ impl Receiver {
     }
 }
 
-async fn create_webhook(app: &TestApp, org: &str, body: Value) -> Value {
+pub(crate) async fn create_webhook(app: &TestApp, org: &str, body: Value) -> Value {
     let reply = app
         .post(format!("/v1/organizations/{org}/webhooks"), body)
         .await;
@@ -151,7 +161,7 @@ async fn create_webhook(app: &TestApp, org: &str, body: Value) -> Value {
     reply.body
 }
 
-async fn deliveries(app: &TestApp, org: &str, webhook: &str) -> Vec<Value> {
+pub(crate) async fn deliveries(app: &TestApp, org: &str, webhook: &str) -> Vec<Value> {
     let reply = app
         .get(format!(
             "/v1/organizations/{org}/webhooks/{webhook}/deliveries?limit=100"
@@ -162,11 +172,19 @@ async fn deliveries(app: &TestApp, org: &str, webhook: &str) -> Vec<Value> {
 }
 
 pub(crate) fn worker(app: &TestApp, settings: WebhookSettings) -> Arc<Worker> {
-    Arc::new(Worker::new(app.store.clone(), settings, app.state.metrics.clone()).unwrap())
+    Arc::new(
+        Worker::new(
+            app.store.clone(),
+            settings,
+            app.state.metrics.clone(),
+            app.clock.clone(),
+        )
+        .unwrap(),
+    )
 }
 
 /// Runs delivery rounds until `done` holds (at most 15 s).
-async fn rounds_until(worker: &Arc<Worker>, what: &str, mut done: impl FnMut() -> bool) {
+pub(crate) async fn rounds_until(worker: &Arc<Worker>, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         worker.round().await.unwrap();
@@ -921,7 +939,15 @@ async fn two_replicas_never_send_one_delivery_at_once() {
         ..settings()
     };
     let a = worker(&app, small.clone());
-    let b = Arc::new(Worker::new(second.clone(), small, app.state.metrics.clone()).unwrap());
+    let b = Arc::new(
+        Worker::new(
+            second.clone(),
+            small,
+            app.state.metrics.clone(),
+            app.clock.clone(),
+        )
+        .unwrap(),
+    );
     let run = |w: Arc<Worker>, store: Arc<dyn agentkey::store::Store>| {
         tokio::spawn(async move {
             let mut sent = 0;
@@ -979,6 +1005,14 @@ fn bad_webhook_settings_refuse_to_start() {
                 ("AGENTKEY_WEBHOOK_TIMEOUT_SECONDS", "10"),
             ],
             "must be longer than AGENTKEY_WEBHOOK_TIMEOUT_SECONDS",
+        ),
+        (
+            vec![("AGENTKEY_WEBHOOK_RETENTION_DAYS", "0")],
+            "AGENTKEY_WEBHOOK_RETENTION_DAYS must be at least 1",
+        ),
+        (
+            vec![("AGENTKEY_WEBHOOK_RETENTION_DAYS", "36501")],
+            "AGENTKEY_WEBHOOK_RETENTION_DAYS",
         ),
     ] {
         let mut command = std::process::Command::new(crate::common::process::BIN);
