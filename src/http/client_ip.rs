@@ -128,9 +128,13 @@ pub fn client_ip(
     if !trusted.contains(peer) {
         return Some(peer);
     }
+    // The last `X-Real-IP`: a proxy that appends the header rather than
+    // replacing it leaves a client's own first.
     let real_ip = || {
         headers
-            .get(REAL_IP)
+            .get_all(REAL_IP)
+            .iter()
+            .next_back()
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_forwarded(v.trim()))
             .or(Some(peer))
@@ -335,6 +339,9 @@ mod tests {
             proxy,
             "X-Real-IP ignored"
         );
+        // A client's own X-Real-IP ahead of the proxy's is passed over.
+        let appended = headers(&[(REAL_IP, "198.51.100.66"), (REAL_IP, "203.0.113.5")]);
+        assert_eq!(client_ip(proxy, &appended, &real_only), ip("203.0.113.5"));
         // From a peer that is not trusted, neither is read, whichever is named.
         assert_eq!(
             client_ip(ip("192.0.2.1"), &forged, &real_only),

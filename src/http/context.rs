@@ -134,14 +134,16 @@ where
         let exchange = Exchange::begin(request.method(), request.headers(), summarized, |id| {
             made = Some(id.clone())
         });
-        if let Some(id) = made {
-            // Handlers read the id from the request (for the audit trail).
-            request.headers_mut().insert(REQUEST_ID.clone(), id);
-        }
         let span = exchange.span();
+        // Measured as the client sent it, before the id is added.
         let answer = match Exchange::oversized(request.uri(), request.headers()) {
             Some(refusal) => Err(refusal),
             None => {
+                if let Some(id) = made {
+                    // Handlers read the id from the request (for the audit
+                    // trail).
+                    request.headers_mut().insert(REQUEST_ID.clone(), id);
+                }
                 // The clone that was made ready is the one that is called.
                 let ready = self.inner.clone();
                 Ok(std::mem::replace(&mut self.inner, ready).call(request))

@@ -148,8 +148,10 @@ impl VerifyDoor {
             let presented = bearer_token(&head.headers);
             authorize::answer(state, client, presented, deployment_id.as_deref()).await
         };
-        let response = guarded(answer.instrument(span)).await;
+        let response = guarded(answer.instrument(span.clone())).await;
         let route = &self.routes[route];
+        // Its log lines in the request's span, as the router's are.
+        let _inside = span.enter();
         Ok(
             exchange.finish(response, &route.path, &self.refusals, |_, status, took| {
                 route.count(&self.state, status, took)

@@ -90,11 +90,21 @@ impl Sweeper {
     /// commits; on an error the sweep stops there (what it deleted stays
     /// deleted) and the error is returned.
     pub async fn sweep(&self) -> crate::store::Result<Pruned> {
+        self.sweep_while(|| true).await
+    }
+
+    /// [`Sweeper::sweep`], stopping between two batches once `go_on` says
+    /// no (a shutdown): each batch is its own statement, so stopping there
+    /// leaves nothing half done, and the next sweep carries on.
+    async fn sweep_while(&self, go_on: impl Fn() -> bool) -> crate::store::Result<Pruned> {
         let retention = i64::try_from(self.retention.as_secs()).unwrap_or(i64::MAX);
         let before = self.clock.now().saturating_sub(retention);
         let mut pruned = Pruned::default();
         for what in Prune::ALL {
             loop {
+                if !go_on() {
+                    return Ok(pruned);
+                }
                 let rows = self.store.prune_webhooks(what, before, self.batch).await?;
                 if rows == 0 {
                     break;
@@ -123,7 +133,7 @@ impl Sweeper {
                 _ = ticker.tick() => {}
                 _ = stop.wait_for(|stop| *stop) => return,
             }
-            match self.sweep().await {
+            match self.sweep_while(|| !*stop.borrow()).await {
                 Ok(p) if p == Pruned::default() => {}
                 Ok(p) => tracing::info!(
                     webhook_attempts = p.attempts,
@@ -137,5 +147,46 @@ impl Sweeper {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    /// `go_on` is asked before every batch: when it says no at once,
+    /// nothing is deleted and the sweep returns; when it always says yes,
+    /// each step runs until a batch finds nothing.
+    #[tokio::test]
+    async fn a_sweep_asks_before_every_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let sweeper = Sweeper {
+            store: crate::store::open(&url).await.unwrap(),
+            clock: Arc::new(ManualClock::new(1_000_000_000)),
+            metrics: Arc::new(Metrics::new()),
+            retention: Duration::from_secs(86_400),
+            batch: 10,
+        };
+        let asked = std::cell::Cell::new(0);
+        let stopped = sweeper
+            .sweep_while(|| {
+                asked.set(asked.get() + 1);
+                false
+            })
+            .await
+            .unwrap();
+        assert_eq!((stopped, asked.get()), (Pruned::default(), 1));
+        asked.set(0);
+        let swept = sweeper
+            .sweep_while(|| {
+                asked.set(asked.get() + 1);
+                true
+            })
+            .await
+            .unwrap();
+        assert_eq!(swept, Pruned::default());
+        assert_eq!(asked.get(), Prune::ALL.len(), "one empty batch per step");
     }
 }

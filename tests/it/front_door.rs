@@ -204,3 +204,34 @@ async fn other_methods_on_the_route_reach_the_router() {
         .await
         .assert_error(404);
 }
+
+/// A head at the limit (64 headers) without an id: the id made for it is
+/// not counted against the client, on either path.
+#[tokio::test]
+async fn a_head_at_the_limit_is_measured_as_the_client_sent_it() {
+    let app = TestApp::new().await;
+    let t = app.tenant().await;
+    let token = app.agent_token(&t, json!({ "name": "gw" })).await;
+    let valid = token["token"].as_str().unwrap();
+    let headers: Vec<(&str, String)> = (0..63)
+        .map(|i| ("x-filler", format!("{i}")))
+        .chain([("authorization", format!("Bearer {valid}"))])
+        .collect();
+    let front = app.raw(request("/v1/authorize", &headers)).await;
+    assert_eq!(front.status, StatusCode::OK, "{}", front.body);
+    let router = TestApp::reply_of(
+        app.router.without_door(),
+        request("/v1/authorize", &headers),
+    )
+    .await;
+    assert_eq!(router.status, StatusCode::OK, "{}", router.body);
+    // One more is one too many, on both.
+    let mut over = headers.clone();
+    over.push(("x-filler", "64".into()));
+    app.raw(request("/v1/authorize", &over))
+        .await
+        .assert_error(431);
+    TestApp::reply_of(app.router.without_door(), request("/v1/authorize", &over))
+        .await
+        .assert_error(431);
+}
