@@ -101,10 +101,6 @@ impl TrustedProxies {
     pub fn networks(&self) -> &[IpNet] {
         &self.networks
     }
-
-    pub fn header(&self) -> ClientIpHeader {
-        self.header
-    }
 }
 
 /// Parses one entry of `AGENTKEY_TRUSTED_PROXIES`: a CIDR block, or a
